@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Install what a fresh Debian 12 machine with Rust, Java 17 and Maven lacks for Comptoir's
+# local platform and tests. Idempotent: each step is skipped when already done.
+#
+# Usage: dev/bootstrap.sh
+#
+#   1. Debian packages: postgresql protobuf-compiler curl wrk (apt-get update only if one is
+#      missing; uses sudo when not root).
+#   2. cargo-nextest (cargo install --locked) if `cargo nextest --version` fails.
+#   3. Pulsar classpath: `mvn dependency:build-classpath` of dev/pulsar/pom.xml into
+#      $COMPTOIR_CACHE/pulsar/classpath.txt, when missing, older than pom.xml/settings.xml,
+#      or naming a jar no longer in the local Maven repository (~/.m2).
+#
+# Environment: COMPTOIR_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/comptoir).
+set -euo pipefail
+
+COMPTOIR_SCRIPT_NAME="bootstrap.sh"
+# shellcheck source=dev/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+
+APT_PACKAGES=(postgresql protobuf-compiler curl wrk)
+
+as_root() {
+  if is_root; then
+    "$@"
+  elif command -v sudo >/dev/null; then
+    sudo "$@"
+  else
+    die "need root to run: $* (no sudo found)"
+  fi
+}
+
+install_debian_packages() {
+  local pkg missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+      missing+=("$pkg")
+    fi
+  done
+  if ((${#missing[@]} == 0)); then
+    log "Debian packages present: ${APT_PACKAGES[*]}"
+    return 0
+  fi
+  log "installing Debian packages: ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+install_nextest() {
+  command -v cargo >/dev/null || die "cargo not found (install Rust via rustup first)"
+  if cargo nextest --version >/dev/null 2>&1; then
+    log "cargo-nextest present: $(cargo nextest --version 2>/dev/null | head -n 1)"
+    return 0
+  fi
+  log "installing cargo-nextest (cargo install --locked; takes a few minutes)"
+  cargo install cargo-nextest --locked
+}
+
+# True when every jar named in the classpath file still exists.
+classpath_jars_exist() {
+  local jar
+  local -a jars
+  IFS=: read -r -a jars <"$1"
+  ((${#jars[@]} > 0)) || return 1
+  for jar in "${jars[@]}"; do
+    [[ -f "$jar" ]] || return 1
+  done
+}
+
+build_pulsar_classpath() {
+  local pom_dir="$COMPTOIR_DEV_DIR/pulsar"
+  local out="$COMPTOIR_CACHE/pulsar/classpath.txt"
+  if [[ -s "$out" && ! "$pom_dir/pom.xml" -nt "$out" && ! "$pom_dir/settings.xml" -nt "$out" ]] \
+    && classpath_jars_exist "$out"; then
+    log "Pulsar classpath up to date: $out"
+    return 0
+  fi
+  command -v mvn >/dev/null || die "mvn not found (install Maven)"
+  command -v java >/dev/null || die "java not found (install Java 17)"
+  mkdir -p "$(dirname "$out")"
+  log "resolving Pulsar jars with Maven into ~/.m2 (first run downloads ~300 MB)"
+  local tmp="$out.tmp.$$"
+  if ! (cd "$pom_dir" && mvn -B -q -s settings.xml dependency:build-classpath \
+    -Dmdep.outputFile="$tmp" -Dmdep.includeScope=runtime -Dstyle.color=never >&2); then
+    rm -f "$tmp"
+    die "Maven could not resolve dev/pulsar/pom.xml (see dev/pulsar/RESOLUTION.md)"
+  fi
+  mv "$tmp" "$out"
+  log "Pulsar classpath written: $out ($(tr ':' '\n' <"$out" | wc -l) jars)"
+}
+
+main() {
+  [[ $# -eq 0 ]] || { sed -n '5,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+  install_debian_packages
+  install_nextest
+  build_pulsar_classpath
+  log "bootstrap complete"
+}
+
+main "$@"

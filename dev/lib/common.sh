@@ -1,0 +1,19 @@
+# shellcheck shell=bash
+# Shared helpers for the dev/*.sh scripts. Source it; do not execute it.
+
+# Repository's dev/ folder, whatever the caller's working directory.
+COMPTOIR_DEV_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export COMPTOIR_DEV_DIR
+# Per-user cache for generated files (classpath, Pulsar data, non-root Postgres).
+COMPTOIR_CACHE="${COMPTOIR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/comptoir}"
+export COMPTOIR_CACHE
+
+log() { printf '%s: %s\n' "${COMPTOIR_SCRIPT_NAME:-${0##*/}}" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+is_root() { [[ "$(id -u)" -eq 0 ]]; }
+
+# True when something listens on 127.0.0.1/0.0.0.0/[::] TCP port $1.
+port_in_use() {
+  ss -Htln "sport = :$1" 2>/dev/null | grep -q .
+}

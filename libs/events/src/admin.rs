@@ -1,0 +1,139 @@
+//! Idempotent provisioning of Pulsar tenants and namespaces over the admin REST API
+//! (`/admin/v2`). Creating something that exists is success, so the same calls serve the
+//! local platform, the tests and production.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use url::Url;
+
+/// Why an admin call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("Pulsar admin request to {url} failed: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("Pulsar admin {method} {url} answered {status}: {body}")]
+    Status {
+        method: &'static str,
+        url: String,
+        status: StatusCode,
+        body: String,
+    },
+}
+
+/// A client of the broker's admin REST API.
+#[derive(Debug, Clone)]
+pub struct PulsarAdmin {
+    base: Url,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl PulsarAdmin {
+    /// `base` is the broker's web service URL, e.g. `http://127.0.0.1:8080`.
+    pub fn new(base: Url, token: Option<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        Self { base, http, token }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/admin/v2/{path}", self.base.as_str().trim_end_matches('/'))
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        ok_if: &[StatusCode],
+    ) -> Result<String, AdminError> {
+        let url = self.url(path);
+        let mut request = self.http.request(method.clone(), &url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|source| AdminError::Http {
+            url: url.clone(),
+            source,
+        })?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if status.is_success() || ok_if.contains(&status) {
+            Ok(text)
+        } else {
+            Err(AdminError::Status {
+                method: static_method(&method),
+                url,
+                status,
+                body: text,
+            })
+        }
+    }
+
+    /// Names of the clusters the broker knows (`standalone` locally).
+    pub async fn clusters(&self) -> Result<Vec<String>, AdminError> {
+        let text = self.call(reqwest::Method::GET, "clusters", None, &[]).await?;
+        Ok(serde_json::from_str(&text).unwrap_or_default())
+    }
+
+    /// Creates `tenant` allowed on every known cluster, unless it exists.
+    pub async fn ensure_tenant(&self, tenant: &str) -> Result<(), AdminError> {
+        let clusters = self.clusters().await?;
+        let body = json!({ "adminRoles": [], "allowedClusters": clusters });
+        self.call(
+            reqwest::Method::PUT,
+            &format!("tenants/{tenant}"),
+            Some(body),
+            &[StatusCode::CONFLICT],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Creates `tenant/namespace` (and its tenant), unless they exist.
+    pub async fn ensure_namespace(&self, namespace: &str) -> Result<(), AdminError> {
+        let tenant = namespace.split('/').next().unwrap_or(namespace);
+        self.ensure_tenant(tenant).await?;
+        self.call(
+            reqwest::Method::PUT,
+            &format!("namespaces/{namespace}"),
+            None,
+            &[StatusCode::CONFLICT],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Deletes a namespace and every topic in it (tests clean up with it).
+    pub async fn delete_namespace(&self, namespace: &str) -> Result<(), AdminError> {
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("namespaces/{namespace}?force=true"),
+            None,
+            &[StatusCode::NOT_FOUND],
+        )
+        .await
+        .map(drop)
+    }
+}
+
+fn static_method(method: &reqwest::Method) -> &'static str {
+    match *method {
+        reqwest::Method::GET => "GET",
+        reqwest::Method::PUT => "PUT",
+        reqwest::Method::POST => "POST",
+        reqwest::Method::DELETE => "DELETE",
+        _ => "request",
+    }
+}

@@ -1,0 +1,19 @@
+//! Event contracts and the Pulsar plumbing every Comptoir service publishes and consumes through.
+//!
+//! - [`envelope`]: the CloudEvents 1.0 JSON envelope every event travels in.
+//! - [`contracts`]: one module per bounded context with its event payload types.
+//! - [`pulsar`]: client settings and connection (token auth, TLS), topic names.
+//! - [`admin`]: idempotent provisioning of tenants and namespaces over the admin REST API.
+//! - [`outbox`]: the transactional outbox: write the event with the change, relay it after.
+//!
+//! The full event backbone (broker deduplication, inbox, dead letters, per-role permissions)
+//! grows here; services only ever see these types.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod contracts;
+pub mod envelope;
+pub mod outbox;
+pub mod pulsar;
+
+pub use envelope::CloudEvent;

@@ -1,0 +1,246 @@
+//! The transactional outbox.
+//!
+//! A service writes each event into its own `outbox` table in the same transaction as the
+//! change it describes ([`enqueue`]), so a change is never committed without its event nor an
+//! event published for a change that rolled back. The [`Relay`], a task inside the service,
+//! publishes the rows in id order (so per-key order holds) and deletes them once the broker
+//! has acknowledged them. A crash between acknowledgement and delete republishes the rows:
+//! consumers deduplicate on the CloudEvents id.
+//!
+//! Expected table, created by each service's migrations:
+//! ```sql
+//! CREATE TABLE outbox (
+//!     id          bigserial PRIMARY KEY,
+//!     topic       text        NOT NULL,
+//!     message_key text        NOT NULL,
+//!     event_id    uuid        NOT NULL UNIQUE,
+//!     event_type  text        NOT NULL,
+//!     payload     jsonb       NOT NULL,
+//!     created_at  timestamptz NOT NULL DEFAULT now()
+//! );
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{GenericClient, Pool};
+use pulsar::producer::Message;
+use pulsar::{Producer, Pulsar, TokioExecutor};
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::envelope::{CloudEvent, EventType};
+
+/// Why an event could not be written or relayed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("cannot encode event: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("outbox database error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("cannot get a database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("cannot publish to {topic}: {source}")]
+    Publish {
+        topic: String,
+        #[source]
+        source: pulsar::Error,
+    },
+}
+
+/// Writes `event` to the outbox through `tx`, which should be the transaction making the
+/// change. Returns the outbox id.
+pub async fn enqueue<C, T>(tx: &C, topic: &str, event: &CloudEvent<T>) -> Result<i64, OutboxError>
+where
+    C: GenericClient + Sync,
+    T: Serialize + EventType,
+{
+    let payload = serde_json::to_value(event)?;
+    let row = tx
+        .query_one(
+            "INSERT INTO outbox (topic, message_key, event_id, event_type, payload) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            &[&topic, &event.subject, &event.id, &event.kind, &payload],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Publishes outbox rows to Pulsar. One per service process.
+pub struct Relay {
+    pool: Pool,
+    pulsar: Pulsar<TokioExecutor>,
+    producer_name: String,
+    wake: Arc<Notify>,
+    poll_interval: Duration,
+    batch_size: i64,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("producer_name", &self.producer_name)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Row {
+    id: i64,
+    topic: String,
+    key: String,
+    event_type: String,
+    payload: Vec<u8>,
+}
+
+impl Relay {
+    /// `producer_name` is stable per service (e.g. `catalog-outbox`): the broker identifies
+    /// the publisher by it, which is what deduplication will key on.
+    pub fn new(pool: Pool, pulsar: Pulsar<TokioExecutor>, producer_name: &str) -> Self {
+        Self {
+            pool,
+            pulsar,
+            producer_name: producer_name.to_owned(),
+            wake: Arc::new(Notify::new()),
+            poll_interval: Duration::from_secs(1),
+            batch_size: 500,
+        }
+    }
+
+    /// Notifying this wakes the relay at once; writers call it after committing. Rows written
+    /// by other means are still picked up by the periodic poll.
+    pub fn waker(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
+    }
+
+    /// Runs until `shutdown` is cancelled, then publishes what is left once and returns.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut producers: HashMap<String, Producer<TokioExecutor>> = HashMap::new();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let stopping = shutdown.is_cancelled();
+            match self.drain(&mut producers).await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(error) => {
+                    tracing::error!(error = %error, retry_in_ms = backoff.as_millis() as u64, "Outbox relay failed; will retry");
+                    // A producer may be broken; rebuild on the next attempt.
+                    producers.clear();
+                    if stopping {
+                        break;
+                    }
+                    tokio::select! {
+                        () = shutdown.cancelled() => {}
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+            if stopping {
+                break;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.poll_interval) => {}
+            }
+        }
+        for (_, mut producer) in producers {
+            let _ = producer.close().await;
+        }
+        tracing::info!("Outbox relay stopped");
+    }
+
+    /// Publishes every row present, batch by batch, until the table is empty.
+    async fn drain(
+        &self,
+        producers: &mut HashMap<String, Producer<TokioExecutor>>,
+    ) -> Result<(), OutboxError> {
+        loop {
+            let client = self.pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT id, topic, message_key, event_type, payload::text \
+                     FROM outbox ORDER BY id LIMIT $1",
+                    &[&self.batch_size],
+                )
+                .await?;
+            let backlog = rows.len();
+            metrics::gauge!("outbox_batch_rows").set(backlog as f64);
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let rows: Vec<Row> = rows
+                .into_iter()
+                .map(|r| Row {
+                    id: r.get(0),
+                    topic: r.get(1),
+                    key: r.get(2),
+                    event_type: r.get(3),
+                    payload: r.get::<_, String>(4).into_bytes(),
+                })
+                .collect();
+            let started = Instant::now();
+            // Pipeline the sends, then wait for every receipt: one round trip per batch rather
+            // than per message, with order kept because one producer per topic sends in order.
+            let mut receipts = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let producer = self.producer(producers, &row.topic).await?;
+                let message = Message {
+                    payload: row.payload.clone(),
+                    partition_key: Some(row.key.clone()),
+                    properties: HashMap::from([
+                        ("ce_type".to_owned(), row.event_type.clone()),
+                        ("outbox_id".to_owned(), row.id.to_string()),
+                    ]),
+                    ..Default::default()
+                };
+                let receipt = producer.send_non_blocking(message).await.map_err(|source| {
+                    OutboxError::Publish {
+                        topic: row.topic.clone(),
+                        source,
+                    }
+                })?;
+                receipts.push((row.topic.clone(), receipt));
+            }
+            for (topic, receipt) in receipts {
+                receipt
+                    .await
+                    .map_err(|source| OutboxError::Publish { topic, source })?;
+            }
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            client
+                .execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
+                .await?;
+            metrics::counter!("outbox_published_total").increment(ids.len() as u64);
+            metrics::histogram!("outbox_publish_batch_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+            tracing::debug!(count = ids.len(), "Published outbox rows");
+        }
+    }
+
+    async fn producer<'a>(
+        &self,
+        producers: &'a mut HashMap<String, Producer<TokioExecutor>>,
+        topic: &str,
+    ) -> Result<&'a mut Producer<TokioExecutor>, OutboxError> {
+        if !producers.contains_key(topic) {
+            let producer = self
+                .pulsar
+                .producer()
+                .with_topic(topic)
+                .with_name(&self.producer_name)
+                .build()
+                .await
+                .map_err(|source| OutboxError::Publish {
+                    topic: topic.to_owned(),
+                    source,
+                })?;
+            producers.insert(topic.to_owned(), producer);
+        }
+        producers
+            .get_mut(topic)
+            .ok_or_else(|| unreachable!("producer inserted above"))
+    }
+}

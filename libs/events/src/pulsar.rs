@@ -1,0 +1,108 @@
+//! Pulsar client settings and connection.
+
+use std::path::PathBuf;
+
+use pulsar::{Authentication, Pulsar, TokioExecutor};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// How a service reaches the broker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PulsarSettings {
+    /// Binary protocol URL: `pulsar://host:6650` or `pulsar+ssl://host:6651`.
+    pub url: Url,
+    /// Tenant and namespace this service publishes into, e.g. `comptoir/catalog`.
+    pub namespace: String,
+    /// File holding this service's JWT (token authentication); none for an open broker.
+    pub token_file: Option<PathBuf>,
+    /// PEM CA bundle to verify the broker's certificate with, for `pulsar+ssl://`.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for PulsarSettings {
+    fn default() -> Self {
+        Self {
+            url: Url::parse("pulsar://127.0.0.1:6650").unwrap_or_else(|_| unreachable!()),
+            namespace: String::new(),
+            token_file: None,
+            ca_file: None,
+        }
+    }
+}
+
+impl PulsarSettings {
+    /// Readable problems with these settings, each naming its key under `prefix`.
+    pub fn problems(&self, prefix: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !matches!(self.url.scheme(), "pulsar" | "pulsar+ssl") {
+            problems.push(format!(
+                "{prefix}.url must start with pulsar:// or pulsar+ssl://, got {}",
+                self.url
+            ));
+        }
+        if self.namespace.split('/').filter(|p| !p.is_empty()).count() != 2 {
+            problems.push(format!(
+                "{prefix}.namespace must look like tenant/namespace, got {:?}",
+                self.namespace
+            ));
+        }
+        for (key, path) in [("token_file", &self.token_file), ("ca_file", &self.ca_file)] {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                problems.push(format!("{prefix}.{key} {} does not exist", path.display()));
+            }
+        }
+        problems
+    }
+
+    /// The full name of a persistent topic in this service's namespace.
+    pub fn topic(&self, name: &str) -> String {
+        format!("persistent://{}/{name}", self.namespace)
+    }
+}
+
+/// Why the broker could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot read {path}: {source}")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot connect to Pulsar at {url}: {source}")]
+    Pulsar {
+        url: Url,
+        #[source]
+        source: pulsar::Error,
+    },
+}
+
+fn read(path: &PathBuf) -> Result<Vec<u8>, ConnectError> {
+    std::fs::read(path).map_err(|source| ConnectError::File {
+        path: path.clone(),
+        source,
+    })
+}
+
+/// Connects to the broker with the configured authentication and TLS.
+pub async fn connect(settings: &PulsarSettings) -> Result<Pulsar<TokioExecutor>, ConnectError> {
+    let mut builder = Pulsar::builder(settings.url.as_str(), TokioExecutor);
+    if let Some(path) = &settings.token_file {
+        let token = read(path)?;
+        let token = token.trim_ascii().to_vec();
+        builder = builder.with_auth(Authentication {
+            name: "token".to_owned(),
+            data: token,
+        });
+    }
+    if let Some(path) = &settings.ca_file {
+        builder = builder.with_certificate_chain(read(path)?);
+    }
+    builder.build().await.map_err(|source| ConnectError::Pulsar {
+        url: settings.url.clone(),
+        source,
+    })
+}

@@ -1,0 +1,167 @@
+//! The HTTP stack every service runs: hyper 1 (through `axum::serve`), axum routing and the
+//! tower middleware below, plus `/livez`, `/readyz` and `/metrics`.
+//!
+//! A service builds its API [`Router`], passes it to [`app`] and runs the result with
+//! [`serve`] on a listener the caller bound (port 0 in tests) and a shutdown token.
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderName, Request, StatusCode, header};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::limit::ConcurrencyLimitLayer;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+use crate::config::HttpSettings;
+use crate::health::{self, ReadinessCheck};
+use crate::problem::{self, Problem};
+
+/// Header carrying the request id, generated when the client sent none.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Wraps a service's API router with the health and metrics routes and the middleware stack.
+pub fn app(
+    service: &'static str,
+    api: Router,
+    settings: &HttpSettings,
+    checks: Vec<ReadinessCheck>,
+) -> Router {
+    let ops = Router::new()
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .with_state(Arc::new(checks))
+        .route("/metrics", get(render_metrics));
+
+    // Each `Router::layer` call wraps everything added before it, so the layers below read
+    // innermost first. Why each sits where it does:
+    api.merge(ops)
+        // RED metrics are per route so the matched route template (not the raw path) is known.
+        .layer(axum::middleware::from_fn(move |req, next| {
+            crate::metrics::record_red(service, req, next)
+        }))
+        .fallback(|| async { Problem::not_found("route") })
+        // Bodies past the limit are refused before a handler buffers them (413). axum's own
+        // extractor limit is set to the same value so the two never disagree.
+        .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
+        .layer(RequestBodyLimitLayer::new(settings.body_limit_bytes))
+        // Past the limit, requests queue (back-pressure) instead of overloading the pool.
+        .layer(ConcurrencyLimitLayer::new(settings.concurrency_limit))
+        // The timeout bounds the handler and the wait for a concurrency slot.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(settings.request_timeout_ms),
+        ))
+        // Compression sits above the timeout so compressing a large body is not cut short.
+        .layer(CompressionLayer::new())
+        // Bare error responses from everything below (timeouts, limits) become problem+json.
+        .layer(axum::middleware::from_fn(problem::problem_for_bare_errors))
+        // A panicking handler becomes a logged 500 problem, not a dropped connection.
+        .layer(CatchPanicLayer::custom(panic_to_problem))
+        // The id goes back to the client, on errors from the layers below too.
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        // The span opens once the id exists and covers all the work below.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(make_span)
+                .on_request(())
+                .on_response(on_response),
+        )
+        // Every request gets an id before anything logs, so every line can carry it.
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        // Outermost: credentials never reach a log line or a span.
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
+}
+
+/// Serves `app` on `listener` until `shutdown` is cancelled, then stops accepting and waits
+/// for requests in flight, at most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let local = listener.local_addr()?;
+    tracing::info!(address = %local, "Listening");
+    let token = shutdown.clone();
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { token.cancelled().await })
+        .into_future();
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => {
+            tracing::info!("HTTP server drained");
+            result
+        }
+        () = deadline => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "Requests still in flight after the grace period; dropping them");
+            Ok(())
+        }
+    }
+}
+
+async fn render_metrics() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::handle().render(),
+    )
+}
+
+fn make_span(request: &Request<Body>) -> Span {
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    // The path only: a query string may one day carry something personal.
+    let span = tracing::info_span!(
+        "http_request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %request_id,
+        status = tracing::field::Empty,
+    );
+    crate::telemetry::attach_remote_parent(&span, request.headers());
+    span
+}
+
+fn on_response<B>(response: &http::Response<B>, latency: Duration, span: &Span) {
+    span.record("status", response.status().as_u16());
+    tracing::info!(
+        status = response.status().as_u16(),
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        "Request served"
+    );
+}
+
+fn panic_to_problem(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %message, "Handler panicked");
+    Problem::internal().into_response()
+}

@@ -1,0 +1,24 @@
+//! Service bootstrap shared by every Comptoir service.
+//!
+//! A service's `main.rs` loads its typed settings with [`config::load`], installs telemetry
+//! with [`telemetry::init`], binds a listener and hands its router to [`http::serve`] together
+//! with a shutdown token. Everything a service would otherwise re-write lives here:
+//!
+//! - [`config`]: layered settings (defaults → file → `COMPTOIR_*` environment), validated
+//!   before any port is bound, secrets read from files ([`secret`]);
+//! - [`telemetry`]: `tracing` with JSON or human logs, OpenTelemetry export when configured;
+//! - [`http`]: the tower middleware stack, `/livez`, `/readyz`, `/metrics`, graceful shutdown;
+//! - [`metrics`]: the Prometheus recorder and RED metrics per route;
+//! - [`problem`]: RFC 9457 problem+json for every error, and a JSON extractor that produces it.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod problem;
+pub mod secret;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use problem::{FieldError, Json, Problem};

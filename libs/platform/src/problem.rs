@@ -1,0 +1,256 @@
+//! RFC 9457 problem details: the one error shape every Comptoir endpoint returns.
+//!
+//! Handlers return `Result<_, Problem>` (services convert their own error enums into
+//! [`Problem`] in one place). [`Json`] replaces axum's extractor so malformed or mistyped
+//! bodies become problem+json too, and [`problem_for_bare_errors`] turns the empty error
+//! responses produced by middleware (timeouts, body limits, unknown routes) into the same shape.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Media type of problem details.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// A field that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FieldError {
+    /// JSON pointer-like path of the field, e.g. `price.amount_cents`.
+    pub field: String,
+    /// What is wrong, for a human.
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An RFC 9457 problem details object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    /// A URI identifying the problem type; `about:blank` when the status says it all.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Field-level validation errors (extension member), present on 422.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub errors: Vec<FieldError>,
+}
+
+impl Problem {
+    /// A problem whose type is `about:blank` and whose title is the status' reason phrase.
+    pub fn status(status: StatusCode) -> Self {
+        Self {
+            kind: "about:blank".to_owned(),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: None,
+            instance: None,
+            errors: Vec::new(),
+        }
+    }
+
+    /// A problem of a Comptoir-specific type, documented under `https://comptoir.dev/problems/`.
+    pub fn typed(status: StatusCode, kind: &str, title: &str) -> Self {
+        Self {
+            kind: format!("https://comptoir.dev/problems/{kind}"),
+            title: title.to_owned(),
+            ..Self::status(status)
+        }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::status(StatusCode::NOT_FOUND).with_detail(format!("{what} not found"))
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::status(StatusCode::BAD_REQUEST).with_detail(detail)
+    }
+
+    /// 422 with the list of invalid fields.
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        Self {
+            errors,
+            ..Self::typed(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "The request is not valid",
+            )
+        }
+    }
+
+    /// 500 that says nothing about the cause: the cause goes to the log, not to the client.
+    pub fn internal() -> Self {
+        Self::status(StatusCode::INTERNAL_SERVER_ERROR)
+            .with_detail("An unexpected error occurred; it has been logged")
+    }
+
+    pub fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.title)?;
+        if let Some(detail) = &self.detail {
+            write!(f, ": {detail}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problem {}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let body = serde_json::to_vec(&self).unwrap_or_else(|_| b"{}".to_vec());
+        let mut response = (status, body).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response
+    }
+}
+
+/// JSON body extractor whose rejections are problem+json:
+/// 400 for malformed JSON, 422 for well-formed JSON of the wrong shape (wrong types, missing
+/// or unknown fields), 415 without a JSON content type, 413 past the body limit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<S, T> FromRequest<S> for Json<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(rejection_to_problem(&rejection)),
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+fn rejection_to_problem(rejection: &JsonRejection) -> Problem {
+    match rejection {
+        JsonRejection::JsonDataError(e) => {
+            // serde_path_to_error gives "path: message"; keep both for the client.
+            let text = e.body_text();
+            let detail = text
+                .strip_prefix("Failed to deserialize the JSON body into the target type: ")
+                .unwrap_or(&text)
+                .to_owned();
+            let (field, message) = match detail.split_once(": ") {
+                Some((path, message)) if !path.contains(' ') => (path.to_owned(), message.to_owned()),
+                _ => (String::new(), detail.clone()),
+            };
+            Problem {
+                detail: Some(detail),
+                ..Problem::validation(vec![FieldError::new(field, message)])
+            }
+        }
+        JsonRejection::JsonSyntaxError(_) => {
+            Problem::bad_request("The request body is not valid JSON")
+        }
+        JsonRejection::MissingJsonContentType(_) => {
+            Problem::status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+                .with_detail("Expected a request body with `Content-Type: application/json`")
+        }
+        other => {
+            let status = other.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::status(status).with_detail("The request body is too large")
+            } else {
+                Problem::status(status).with_detail(other.body_text())
+            }
+        }
+    }
+}
+
+/// Middleware: an error response without a body (from a timeout, a body limit, an unknown
+/// route, a wrong method) becomes problem+json with the same status.
+pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_error = status.is_client_error() || status.is_server_error();
+    let has_type = response.headers().contains_key(header::CONTENT_TYPE);
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if !is_error || is_problem {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    // Plain-text bodies from axum's own rejections (e.g. path or query parsing) are kept as
+    // the detail; they describe the client's mistake, not our internals.
+    let detail = if has_type && status.is_client_error() {
+        let (_, body) = response.into_parts();
+        match axum::body::to_bytes(body, 4096).await {
+            Ok(bytes) if !bytes.is_empty() => Some(String::from_utf8_lossy(&bytes).into_owned()),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let mut problem = Problem::status(status);
+    problem.detail = detail;
+    let mut response = problem.into_response();
+    if let Some(allow) = allow {
+        // A 405 must still say which methods the resource accepts.
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_serialises_as_rfc9457() {
+        let p = Problem::validation(vec![FieldError::new("name", "must not be empty")]);
+        let v = serde_json::to_value(&p).expect("serialise");
+        assert_eq!(v["type"], "https://comptoir.dev/problems/validation");
+        assert_eq!(v["status"], 422);
+        assert_eq!(v["errors"][0]["field"], "name");
+        assert!(v.get("detail").is_none());
+        assert_eq!(Problem::not_found("product").status_code(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn problem_response_has_problem_media_type() {
+        let response = Problem::bad_request("nope").into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+    }
+}

@@ -1,0 +1,173 @@
+//! PostgreSQL access for Comptoir services.
+//!
+//! - [`DatabaseSettings`] and [`connect`]: a deadpool of tokio-postgres connections, plain or
+//!   TLS through rustls, password read from a file.
+//! - [`migrate`]: runs a service's refinery migrations (embedded in its binary) at startup.
+//! - [`provision`]: creates a service's database and role so the role reaches only that
+//!   database; used by the local platform, the tests and the production bootstrap alike.
+#![forbid(unsafe_code)]
+
+pub mod provision;
+mod tls;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use serde::{Deserialize, Serialize};
+
+pub use deadpool_postgres;
+pub use tokio_postgres;
+
+/// How the connection to PostgreSQL is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Plain TCP: only for a database on the same host (loopback).
+    Disable,
+    /// TLS, with the server certificate verified against `ca_file` (or the web PKI roots) and
+    /// its name checked against `host`.
+    VerifyFull,
+}
+
+/// Where a service's database is and how to log in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    pub host: String,
+    pub port: u16,
+    pub name: String,
+    pub user: String,
+    /// File holding the password (secrets never sit in config values).
+    pub password_file: Option<PathBuf>,
+    pub tls: TlsMode,
+    /// PEM bundle of the CA that signed the server certificate; the web PKI roots if absent.
+    pub ca_file: Option<PathBuf>,
+    pub pool_size: usize,
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            port: 5432,
+            name: String::new(),
+            user: String::new(),
+            password_file: None,
+            tls: TlsMode::Disable,
+            ca_file: None,
+            pool_size: 16,
+            connect_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl DatabaseSettings {
+    /// Readable problems with these settings, each naming its key under `prefix`.
+    pub fn problems(&self, prefix: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.name.is_empty() {
+            problems.push(format!("{prefix}.name must be set"));
+        }
+        if self.user.is_empty() {
+            problems.push(format!("{prefix}.user must be set"));
+        }
+        if self.pool_size == 0 {
+            problems.push(format!("{prefix}.pool_size must be greater than 0"));
+        }
+        if let Some(path) = &self.password_file
+            && !path.is_file()
+        {
+            problems.push(format!(
+                "{prefix}.password_file {} does not exist",
+                path.display()
+            ));
+        }
+        if let Some(path) = &self.ca_file
+            && !path.is_file()
+        {
+            problems.push(format!("{prefix}.ca_file {} does not exist", path.display()));
+        }
+        problems
+    }
+}
+
+/// Why the store could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot read the database password file {path}: {source}")]
+    PasswordFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up TLS to PostgreSQL: {0}")]
+    Tls(String),
+    #[error("cannot build the connection pool: {0}")]
+    Pool(#[from] deadpool_postgres::BuildError),
+    #[error("cannot get a database connection: {0}")]
+    Connect(#[from] deadpool_postgres::PoolError),
+    #[error("migration failed: {0}")]
+    Migration(#[from] refinery::Error),
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("invalid identifier {0:?}: use lowercase letters, digits and underscores")]
+    Identifier(String),
+}
+
+/// Builds a connection pool. Connections are opened lazily; call [`ping`] to check one.
+pub fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&settings.host)
+        .port(settings.port)
+        .dbname(&settings.name)
+        .user(&settings.user)
+        .application_name(&settings.user)
+        .connect_timeout(Duration::from_millis(settings.connect_timeout_ms));
+    if let Some(path) = &settings.password_file {
+        let raw = std::fs::read_to_string(path).map_err(|source| StoreError::PasswordFile {
+            path: path.clone(),
+            source,
+        })?;
+        config.password(raw.trim_end_matches(['\n', '\r']));
+    }
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match settings.tls {
+        TlsMode::Disable => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            Manager::from_config(config, tokio_postgres::NoTls, manager_config)
+        }
+        TlsMode::VerifyFull => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let connector = tls::connector(settings.ca_file.as_deref())?;
+            Manager::from_config(config, connector, manager_config)
+        }
+    };
+    Ok(Pool::builder(manager)
+        .max_size(settings.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)))
+        .create_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)))
+        .build()?)
+}
+
+/// One round trip to the database: the readiness check of every service.
+pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
+    let client = pool.get().await?;
+    client.simple_query("SELECT 1").await?;
+    Ok(())
+}
+
+/// Applies the migrations embedded in `runner` (from `refinery::embed_migrations!`).
+pub async fn migrate(pool: &Pool, runner: refinery::Runner) -> Result<(), StoreError> {
+    let mut client = pool.get().await?;
+    let report = runner.run_async(&mut **client).await?;
+    for migration in report.applied_migrations() {
+        tracing::info!(migration = %migration, "Applied migration");
+    }
+    Ok(())
+}

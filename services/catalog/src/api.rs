@@ -1,0 +1,407 @@
+//! HTTP routes of the catalog and their OpenAPI description. Errors become problem+json in one
+//! place: `impl From<RepoError> for Problem`.
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json as AxumJson, Router};
+use comptoir_platform::{FieldError, Json, Problem};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::domain::{Category, CategoryInput, Product, ProductInput};
+use crate::repo::{self, ProductFilter, RepoError};
+
+/// The catalog's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/products", get(list_products))
+        .route("/v1/products/{id}", get(get_product))
+        .route("/v1/categories", get(list_categories))
+        .route("/v1/categories/{id}", get(get_category))
+        .route(
+            "/v1/admin/products",
+            get(admin_list_products).post(create_product),
+        )
+        .route(
+            "/v1/admin/products/{id}",
+            get(admin_get_product)
+                .put(update_product)
+                .delete(delete_product),
+        )
+        .route("/v1/admin/categories", axum::routing::post(create_category))
+        .route(
+            "/v1/admin/categories/{id}",
+            axum::routing::delete(delete_category),
+        )
+        .route("/openapi.json", get(openapi))
+        .with_state(state)
+}
+
+impl From<RepoError> for Problem {
+    fn from(error: RepoError) -> Self {
+        match error {
+            RepoError::NotFound => Problem::not_found("resource"),
+            RepoError::VersionConflict { current } => Problem::typed(
+                StatusCode::CONFLICT,
+                "version-conflict",
+                "The resource was changed by someone else",
+            )
+            .with_detail(format!(
+                "The current version is \"{current}\"; fetch it again and retry"
+            )),
+            RepoError::DuplicateSku => Problem::typed(
+                StatusCode::CONFLICT,
+                "duplicate-sku",
+                "A product with this SKU already exists",
+            ),
+            RepoError::DuplicateSlug => Problem::typed(
+                StatusCode::CONFLICT,
+                "duplicate-slug",
+                "A category with this slug already exists",
+            ),
+            RepoError::UnknownCategory => Problem::validation(vec![FieldError::new(
+                "category_id",
+                "no such category",
+            )]),
+            RepoError::CategoryInUse => Problem::typed(
+                StatusCode::CONFLICT,
+                "category-in-use",
+                "The category still has products",
+            ),
+            other => {
+                // Logged once, here, with its cause chain; the client gets no internals.
+                tracing::error!(error = %error_chain(&other), "Catalog storage failed");
+                Problem::internal()
+            }
+        }
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Proof that the request carries the admin bearer token.
+#[derive(Debug)]
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match presented {
+            Some(token)
+                if constant_time_eq::constant_time_eq(
+                    token.as_bytes(),
+                    state.admin_token.expose().as_bytes(),
+                ) =>
+            {
+                Ok(Admin)
+            }
+            _ => {
+                let mut response = Problem::status(StatusCode::UNAUTHORIZED)
+                    .with_detail("The admin routes need `Authorization: Bearer <token>`")
+                    .into_response();
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"comptoir-catalog\""),
+                );
+                Err(response)
+            }
+        }
+    }
+}
+
+fn etag(version: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+fn with_etag(status: StatusCode, product: Product) -> Response {
+    let tag = etag(product.version);
+    (status, [(header::ETAG, tag)], AxumJson(product)).into_response()
+}
+
+/// The version an `If-Match` header names. Missing → 428, not one of our ETags → 400.
+fn expected_version(headers: &HeaderMap) -> Result<i64, Problem> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Err(Problem::status(StatusCode::PRECONDITION_REQUIRED)
+            .with_detail("Send If-Match with the ETag of the version you are changing"));
+    };
+    value
+        .to_str()
+        .ok()
+        .map(|v| v.trim().trim_start_matches("W/"))
+        .and_then(|v| v.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
+        .and_then(|v| v.parse::<i64>().ok())
+        .ok_or_else(|| Problem::bad_request("If-Match must be an ETag returned by this service"))
+}
+
+/// Query of a product listing.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Free-text search over name, description and SKU.
+    pub q: Option<String>,
+    /// Category slug.
+    pub category: Option<String>,
+    /// Page size, 1–100 (default 20).
+    pub limit: Option<i64>,
+    /// Items to skip (default 0).
+    pub offset: Option<i64>,
+}
+
+/// A page of products.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProductPage {
+    pub items: Vec<Product>,
+    /// Products matching in all.
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+    /// Offset of the next page, absent on the last one.
+    pub next_offset: Option<i64>,
+}
+
+impl ListQuery {
+    fn into_filter(self, include_inactive: bool) -> Result<ProductFilter, Problem> {
+        let mut errors = Vec::new();
+        let limit = self.limit.unwrap_or(20);
+        if !(1..=100).contains(&limit) {
+            errors.push(FieldError::new("limit", "must be between 1 and 100"));
+        }
+        let offset = self.offset.unwrap_or(0);
+        if !(0..=100_000).contains(&offset) {
+            errors.push(FieldError::new("offset", "must be between 0 and 100000"));
+        }
+        let text = self.q.map(|q| q.trim().to_owned()).filter(|q| !q.is_empty());
+        if text.as_ref().is_some_and(|q| q.chars().count() > 200) {
+            errors.push(FieldError::new("q", "must be at most 200 characters"));
+        }
+        if !errors.is_empty() {
+            return Err(Problem::validation(errors));
+        }
+        Ok(ProductFilter {
+            text,
+            category: self.category.filter(|c| !c.is_empty()),
+            limit,
+            offset,
+            include_inactive,
+        })
+    }
+}
+
+async fn page(state: &AppState, query: ListQuery, include_inactive: bool) -> Result<ProductPage, Problem> {
+    let filter = query.into_filter(include_inactive)?;
+    let (items, total) = repo::list_products(&state.pool, &filter).await?;
+    let next = filter.offset + items.len() as i64;
+    Ok(ProductPage {
+        next_offset: (next < total).then_some(next),
+        items,
+        total,
+        limit: filter.limit,
+        offset: filter.offset,
+    })
+}
+
+/// List and search active products.
+#[utoipa::path(get, path = "/v1/products", params(ListQuery), tag = "shopper",
+    responses((status = 200, body = ProductPage), (status = 400, body = Problem), (status = 422, body = Problem)))]
+#[tracing::instrument(skip_all)]
+pub async fn list_products(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<AxumJson<ProductPage>, Problem> {
+    page(&state, query, false).await.map(AxumJson)
+}
+
+/// One active product.
+#[utoipa::path(get, path = "/v1/products/{id}", tag = "shopper",
+    responses((status = 200, body = Product, headers(("etag" = String))), (status = 404, body = Problem)))]
+#[tracing::instrument(skip_all, fields(product_id = %id))]
+pub async fn get_product(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<Response, Problem> {
+    let product = repo::get_product(&state.pool, id, false).await?;
+    Ok(with_etag(StatusCode::OK, product))
+}
+
+/// Every category.
+#[utoipa::path(get, path = "/v1/categories", tag = "shopper", responses((status = 200, body = Vec<Category>)))]
+#[tracing::instrument(skip_all)]
+pub async fn list_categories(State(state): State<AppState>) -> Result<AxumJson<Vec<Category>>, Problem> {
+    Ok(AxumJson(repo::list_categories(&state.pool).await?))
+}
+
+/// One category.
+#[utoipa::path(get, path = "/v1/categories/{id}", tag = "shopper",
+    responses((status = 200, body = Category), (status = 404, body = Problem)))]
+#[tracing::instrument(skip_all, fields(category_id = %id))]
+pub async fn get_category(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<AxumJson<Category>, Problem> {
+    Ok(AxumJson(repo::get_category(&state.pool, id).await?))
+}
+
+/// List and search all products, inactive ones included.
+#[utoipa::path(get, path = "/v1/admin/products", params(ListQuery), tag = "admin", security(("admin" = [])),
+    responses((status = 200, body = ProductPage), (status = 401, body = Problem)))]
+#[tracing::instrument(skip_all)]
+pub async fn admin_list_products(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<AxumJson<ProductPage>, Problem> {
+    page(&state, query, true).await.map(AxumJson)
+}
+
+/// One product, inactive or not.
+#[utoipa::path(get, path = "/v1/admin/products/{id}", tag = "admin", security(("admin" = [])),
+    responses((status = 200, body = Product), (status = 401, body = Problem), (status = 404, body = Problem)))]
+#[tracing::instrument(skip_all, fields(product_id = %id))]
+pub async fn admin_get_product(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<Response, Problem> {
+    let product = repo::get_product(&state.pool, id, true).await?;
+    Ok(with_etag(StatusCode::OK, product))
+}
+
+/// Create a product.
+#[utoipa::path(post, path = "/v1/admin/products", tag = "admin", security(("admin" = [])), request_body = ProductInput,
+    responses((status = 201, body = Product), (status = 400, body = Problem), (status = 401, body = Problem),
+              (status = 409, body = Problem), (status = 422, body = Problem)))]
+#[tracing::instrument(skip_all)]
+pub async fn create_product(
+    _: Admin,
+    State(state): State<AppState>,
+    Json(input): Json<ProductInput>,
+) -> Result<Response, Problem> {
+    let new = input.parse().map_err(Problem::validation)?;
+    let product = repo::create_product(&state.pool, &state.topic, &new).await?;
+    state.relay_wake.notify_one();
+    tracing::info!(product_id = %product.id, "Product created");
+    let mut response = with_etag(StatusCode::CREATED, product.clone());
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/products/{}", product.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Replace a product. Needs `If-Match` with the current ETag.
+#[utoipa::path(put, path = "/v1/admin/products/{id}", tag = "admin", security(("admin" = [])), request_body = ProductInput,
+    params(("If-Match" = String, Header, description = "ETag of the version being replaced")),
+    responses((status = 200, body = Product), (status = 404, body = Problem), (status = 409, body = Problem),
+              (status = 422, body = Problem), (status = 428, body = Problem)))]
+#[tracing::instrument(skip_all, fields(product_id = %id))]
+pub async fn update_product(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    Json(input): Json<ProductInput>,
+) -> Result<Response, Problem> {
+    let version = expected_version(&headers)?;
+    let new = input.parse().map_err(Problem::validation)?;
+    let product = repo::update_product(&state.pool, &state.topic, id, version, &new).await?;
+    state.relay_wake.notify_one();
+    tracing::info!(version = product.version, "Product updated");
+    Ok(with_etag(StatusCode::OK, product))
+}
+
+/// Delete a product. Needs `If-Match` with the current ETag.
+#[utoipa::path(delete, path = "/v1/admin/products/{id}", tag = "admin", security(("admin" = [])),
+    params(("If-Match" = String, Header, description = "ETag of the version being deleted")),
+    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem), (status = 428, body = Problem)))]
+#[tracing::instrument(skip_all, fields(product_id = %id))]
+pub async fn delete_product(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+) -> Result<StatusCode, Problem> {
+    let version = expected_version(&headers)?;
+    repo::delete_product(&state.pool, &state.topic, id, version).await?;
+    state.relay_wake.notify_one();
+    tracing::info!("Product deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Create a category.
+#[utoipa::path(post, path = "/v1/admin/categories", tag = "admin", security(("admin" = [])), request_body = CategoryInput,
+    responses((status = 201, body = Category), (status = 409, body = Problem), (status = 422, body = Problem)))]
+#[tracing::instrument(skip_all)]
+pub async fn create_category(
+    _: Admin,
+    State(state): State<AppState>,
+    Json(input): Json<CategoryInput>,
+) -> Result<(StatusCode, AxumJson<Category>), Problem> {
+    let new = input.parse().map_err(Problem::validation)?;
+    let category = repo::create_category(&state.pool, &new).await?;
+    Ok((StatusCode::CREATED, AxumJson(category)))
+}
+
+/// Delete a category that has no products.
+#[utoipa::path(delete, path = "/v1/admin/categories/{id}", tag = "admin", security(("admin" = [])),
+    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
+#[tracing::instrument(skip_all, fields(category_id = %id))]
+pub async fn delete_category(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, Problem> {
+    repo::delete_category(&state.pool, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+struct AdminSecurity;
+
+impl Modify for AdminSecurity {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The catalog's OpenAPI 3.1 document, generated from the handlers above.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Comptoir catalog", description = "Products, categories and prices."),
+    paths(list_products, get_product, list_categories, get_category, admin_list_products,
+          admin_get_product, create_product, update_product, delete_product, create_category,
+          delete_category),
+    components(schemas(Product, ProductInput, ProductPage, Category, CategoryInput, Problem, FieldError)),
+    modifiers(&AdminSecurity),
+    tags((name = "shopper", description = "Public catalogue reads"),
+         (name = "admin", description = "Catalogue management (bearer token)"))
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+async fn openapi() -> AxumJson<utoipa::openapi::OpenApi> {
+    AxumJson(ApiDoc::openapi())
+}
