@@ -40,6 +40,8 @@ pub fn app(
     settings: &HttpSettings,
     checks: Vec<ReadinessCheck>,
 ) -> Router {
+    // Install the recorder before the first request so no early sample is lost.
+    crate::metrics::handle();
     let ops = Router::new()
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))

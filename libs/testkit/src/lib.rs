@@ -1,1 +1,233 @@
+//! Test harness shared by Comptoir crates.
+//!
+//! Integration tests run against the real local platform (`dev/postgres.sh`, `dev/pulsar.sh`),
+//! which `dev/test` starts before running them. Each test isolates itself:
+//! - [`TestDatabase`]: a fresh database with its own role, as a service gets in production;
+//! - [`TestNamespace`]: a fresh Pulsar namespace;
+//! - [`wait_for`]: polls a condition until a deadline, instead of sleeping a fixed time;
+//! - [`standalone`]: starts and stops a private Pulsar standalone (for restart tests).
+//!
+//! Where the platform is, comes from `COMPTOIR_TEST_PG_ADMIN_URL`, `COMPTOIR_TEST_PULSAR_URL`
+//! and `COMPTOIR_TEST_PULSAR_ADMIN_URL`; without them, the local platform's defaults.
 #![forbid(unsafe_code)]
+
+pub mod standalone;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use comptoir_events::admin::PulsarAdmin;
+use tokio_postgres::config::Host;
+use tokio_postgres::{Client, NoTls};
+use url::Url;
+
+/// The repository root (tests run with their crate's directory as working directory).
+pub fn repo_root() -> PathBuf {
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    while !dir.join("dev").join("postgres.sh").is_file() {
+        if !dir.pop() {
+            panic!("cannot find the repository root above {}", env!("CARGO_MANIFEST_DIR"));
+        }
+    }
+    dir
+}
+
+/// Administrator URL of the test PostgreSQL cluster.
+pub fn pg_admin_url() -> String {
+    if let Ok(url) = std::env::var("COMPTOIR_TEST_PG_ADMIN_URL") {
+        return url;
+    }
+    let output = std::process::Command::new(repo_root().join("dev/postgres.sh"))
+        .arg("admin-url")
+        .output()
+        .expect("cannot run dev/postgres.sh admin-url");
+    assert!(
+        output.status.success(),
+        "dev/postgres.sh admin-url failed (is the local platform up? run dev/test): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Binary-protocol URL of the test broker.
+pub fn pulsar_url() -> Url {
+    let raw = std::env::var("COMPTOIR_TEST_PULSAR_URL")
+        .unwrap_or_else(|_| "pulsar://127.0.0.1:6650".to_owned());
+    Url::parse(&raw).expect("COMPTOIR_TEST_PULSAR_URL is not a URL")
+}
+
+/// Admin REST URL of the test broker.
+pub fn pulsar_admin_url() -> Url {
+    let raw = std::env::var("COMPTOIR_TEST_PULSAR_ADMIN_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:8080".to_owned());
+    Url::parse(&raw).expect("COMPTOIR_TEST_PULSAR_ADMIN_URL is not a URL")
+}
+
+/// A short random suffix for names (lowercase letters and digits).
+pub fn unique_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// Connects with the administrator role to `database`.
+pub async fn admin_client(database: &str) -> anyhow::Result<Client> {
+    let mut config = tokio_postgres::Config::from_str(&pg_admin_url())?;
+    config.dbname(database);
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .context("cannot reach the test PostgreSQL cluster; run dev/test or dev/postgres.sh start")?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// A fresh database owned by a fresh role of the same name, dropped when the test ends.
+#[derive(Debug)]
+pub struct TestDatabase {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    password: String,
+    dir: tempfile::TempDir,
+}
+
+impl TestDatabase {
+    /// Creates `<prefix>_<random>` with a random password written to a file.
+    pub async fn create(prefix: &str) -> anyhow::Result<Self> {
+        let name = format!("{prefix}_{}", unique_suffix());
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        let admin = admin_client("postgres").await?;
+        comptoir_store::provision::ensure_service_database(&admin, &name, &password).await?;
+        let config = tokio_postgres::Config::from_str(&pg_admin_url())?;
+        let host = match config.get_hosts().first() {
+            Some(Host::Tcp(host)) => host.clone(),
+            _ => "127.0.0.1".to_owned(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("db-password"), format!("{password}\n"))?;
+        Ok(Self {
+            name,
+            host,
+            port,
+            password,
+            dir,
+        })
+    }
+
+    /// File holding the role's password, as services read it.
+    pub fn password_file(&self) -> PathBuf {
+        self.dir.path().join("db-password")
+    }
+
+    /// A scratch directory living as long as the database (for other secret files).
+    pub fn scratch_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Connects as the service role to `database` (its own, or another one to prove it cannot).
+    pub async fn connect_as_role(&self, database: &str) -> Result<Client, tokio_postgres::Error> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&self.host)
+            .port(self.port)
+            .user(&self.name)
+            .password(&self.password)
+            .dbname(database);
+        let (client, connection) = config.connect(NoTls).await?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
+    /// An administrator connection to this database (for assertions on stored rows).
+    pub async fn admin(&self) -> anyhow::Result<Client> {
+        admin_client(&self.name).await
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Best effort on a separate thread: Drop cannot be async and the test's runtime may be
+        // shutting down. A leftover database is harmless; `dev/test` uses a throwaway cluster.
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok(admin) = admin_client("postgres").await {
+                    let _ = comptoir_store::provision::drop_service_database(&admin, &name).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A fresh namespace in tenant `comptoir-test`, deleted when the test ends.
+#[derive(Debug)]
+pub struct TestNamespace {
+    pub name: String,
+    admin: PulsarAdmin,
+}
+
+impl TestNamespace {
+    pub async fn create() -> anyhow::Result<Self> {
+        let admin = PulsarAdmin::new(pulsar_admin_url(), None);
+        let name = format!("comptoir-test/ns-{}", unique_suffix());
+        admin
+            .ensure_namespace(&name)
+            .await
+            .context("cannot create a test namespace; is Pulsar up? run dev/test")?;
+        Ok(Self { name, admin })
+    }
+
+    /// Full name of a persistent topic in this namespace.
+    pub fn topic(&self, name: &str) -> String {
+        format!("persistent://{}/{name}", self.name)
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build()
+            else {
+                return;
+            };
+            let _ = runtime.block_on(admin.delete_namespace(&name));
+        })
+        .join();
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or fails after `timeout` with `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A TCP port free at the time of the call, on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot find a free port")
+}

@@ -193,8 +193,16 @@ impl ListQuery {
             errors.push(FieldError::new("offset", "must be between 0 and 100000"));
         }
         let text = self.q.map(|q| q.trim().to_owned()).filter(|q| !q.is_empty());
-        if text.as_ref().is_some_and(|q| q.chars().count() > 200) {
-            errors.push(FieldError::new("q", "must be at most 200 characters"));
+        if let Some(q) = &text {
+            if q.chars().count() > 200 {
+                errors.push(FieldError::new("q", "must be at most 200 characters"));
+            }
+            if q.chars().any(char::is_control) {
+                errors.push(FieldError::new("q", "must not contain control characters"));
+            }
+        }
+        if self.category.as_ref().is_some_and(|c| c.chars().any(char::is_control)) {
+            errors.push(FieldError::new("category", "must not contain control characters"));
         }
         if !errors.is_empty() {
             return Err(Problem::validation(errors));

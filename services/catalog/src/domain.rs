@@ -73,6 +73,17 @@ impl ProductInput {
             errors.push(FieldError::new("name", "must not contain control characters"));
         }
         let description = self.description.trim().to_owned();
+        // Line breaks and tabs are fine in a description; other control characters (NUL above
+        // all, which PostgreSQL refuses in text) are not.
+        if description
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+        {
+            errors.push(FieldError::new(
+                "description",
+                "must not contain control characters other than line breaks and tabs",
+            ));
+        }
         if description.chars().count() > 5000 {
             errors.push(FieldError::new("description", "must be at most 5000 characters"));
         }
@@ -153,8 +164,11 @@ impl CategoryInput {
             ));
         }
         let name = self.name.trim().to_owned();
-        if name.is_empty() || name.chars().count() > 100 {
-            errors.push(FieldError::new("name", "must be 1 to 100 characters"));
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            errors.push(FieldError::new(
+                "name",
+                "must be 1 to 100 characters, without control characters",
+            ));
         }
         if errors.is_empty() {
             Ok(NewCategory { slug, name })

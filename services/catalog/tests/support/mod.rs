@@ -1,0 +1,167 @@
+//! `spawn_app()`: a catalog on port 0 with a fresh database and a fresh Pulsar namespace,
+//! driven like a client would, through typed request helpers.
+#![allow(dead_code)] // Each test binary uses a different subset of the helpers.
+
+use std::time::Duration;
+
+use comptoir_catalog::Settings;
+use comptoir_catalog::domain::Product;
+use comptoir_testkit::{TestDatabase, TestNamespace, pulsar_url, wait_for};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub db: TestDatabase,
+    pub namespace: TestNamespace,
+    pub admin_token: String,
+    pub shutdown: CancellationToken,
+    pub handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
+    let db = TestDatabase::create("catalog_test").await.expect("test database");
+    let namespace = TestNamespace::create().await.expect("test namespace");
+    let admin_token = Uuid::new_v4().to_string();
+    let token_file = db.scratch_dir().join("admin-token");
+    std::fs::write(&token_file, &admin_token).expect("write token");
+
+    let mut settings = Settings::default();
+    settings.database.host = db.host.clone();
+    settings.database.port = db.port;
+    settings.database.name = db.name.clone();
+    settings.database.user = db.name.clone();
+    settings.database.password_file = Some(db.password_file());
+    settings.database.pool_size = 4;
+    settings.pulsar.url = pulsar_url();
+    settings.pulsar.namespace = namespace.name.clone();
+    settings.admin_token_file = Some(token_file);
+    settings.http.shutdown_grace_ms = 5_000;
+    customise(&mut settings);
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(comptoir_catalog::run(listener, settings, shutdown.clone()));
+    let http = reqwest::Client::new();
+    let probe = http.clone();
+    let ready_url = format!("{base}/readyz");
+    wait_for("the catalog to be ready", Duration::from_secs(60), || {
+        let probe = probe.clone();
+        let url = ready_url.clone();
+        async move {
+            let response = probe.get(url).send().await.ok()?;
+            (response.status() == StatusCode::OK).then_some(())
+        }
+    })
+    .await
+    .expect("catalog ready");
+    TestApp {
+        base,
+        http,
+        db,
+        namespace,
+        admin_token,
+        shutdown,
+        handle: Some(handle),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.http.get(self.url(path)).send().await.expect("request")
+    }
+
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(&self.admin_token)
+    }
+
+    pub async fn create_category(&self, slug: &str) -> Value {
+        let response = self
+            .admin(reqwest::Method::POST, "/v1/admin/categories")
+            .json(&json!({ "slug": slug, "name": slug.to_uppercase() }))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.expect("json")
+    }
+
+    pub async fn post_product(&self, body: &Value) -> Response {
+        self.admin(reqwest::Method::POST, "/v1/admin/products")
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn create_product(&self, body: &Value) -> Product {
+        let response = self.post_product(body).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "{:?}", response.text().await);
+        response.json().await.expect("json")
+    }
+
+    pub async fn outbox_rows(&self) -> i64 {
+        let admin = self.db.admin().await.expect("admin");
+        admin
+            .query_one("SELECT count(*) FROM outbox", &[])
+            .await
+            .expect("count")
+            .get(0)
+    }
+
+    /// Cancels the app and waits for it to finish draining.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match self.handle.take() {
+            Some(handle) => handle.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn product_body(sku: &str, name: &str) -> Value {
+    json!({
+        "sku": sku,
+        "name": name,
+        "description": "A test product",
+        "price_cents": 1290,
+        "currency": "EUR"
+    })
+}
+
+/// Asserts a problem+json response with `status`, returning its body.
+pub async fn assert_problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("problem body");
+    assert_eq!(body["status"], status.as_u16());
+    assert!(body["title"].is_string());
+    body
+}
