@@ -28,6 +28,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn(customise, "/readyz").await
+}
+
+/// Spawns the app and waits only until it is alive, not ready (a dependency may be missing).
+pub async fn spawn_app_alive(customise: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn(customise, "/livez").await
+}
+
+async fn spawn(customise: impl FnOnce(&mut Settings), probe_path: &str) -> TestApp {
     let db = TestDatabase::create("catalog_test").await.expect("test database");
     let namespace = TestNamespace::create().await.expect("test namespace");
     let admin_token = Uuid::new_v4().to_string();
@@ -53,7 +62,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
     let handle = tokio::spawn(comptoir_catalog::run(listener, settings, shutdown.clone()));
     let http = reqwest::Client::new();
     let probe = http.clone();
-    let ready_url = format!("{base}/readyz");
+    let ready_url = format!("{base}{probe_path}");
     wait_for("the catalog to be ready", Duration::from_secs(60), || {
         let probe = probe.clone();
         let url = ready_url.clone();

@@ -1,0 +1,119 @@
+//! The platform's HTTP stack, exercised over real sockets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use comptoir_platform::config::HttpSettings;
+use comptoir_platform::health::ReadinessCheck;
+use comptoir_platform::http::{app, serve};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+struct Running {
+    base: String,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(api: Router, settings: HttpSettings, checks: Vec<ReadinessCheck>) -> Running {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let shutdown = CancellationToken::new();
+    let router = app("platform-test", api, &settings, checks);
+    let server = tokio::spawn(serve(listener, router, shutdown.clone(), Duration::from_secs(10)));
+    Running { base, shutdown, server }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_requests_in_flight_finish_then_stops_accepting() {
+    let entered = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let (e, r) = (entered.clone(), release.clone());
+    let api = Router::new().route(
+        "/slow",
+        get(move || {
+            let (e, r) = (e.clone(), r.clone());
+            async move {
+                e.notify_one();
+                r.notified().await;
+                "done"
+            }
+        }),
+    );
+    let running = start(api, HttpSettings::default(), Vec::new()).await;
+    let url = format!("{}/slow", running.base);
+    let in_flight = tokio::spawn(async move { reqwest::get(url).await?.text().await });
+    entered.notified().await;
+
+    running.shutdown.cancel();
+    // The server must not have returned while the request is still being served.
+    tokio::task::yield_now().await;
+    assert!(!running.server.is_finished());
+    release.notify_one();
+
+    assert_eq!(in_flight.await.expect("join").expect("response"), "done");
+    running.server.await.expect("join").expect("clean stop");
+    let refused = reqwest::get(format!("{}/livez", running.base)).await;
+    assert!(refused.is_err(), "a stopped server must refuse connections");
+}
+
+#[tokio::test]
+async fn middleware_errors_are_problem_json_with_a_request_id() {
+    let settings = HttpSettings {
+        request_timeout_ms: 200,
+        body_limit_bytes: 1024,
+        ..HttpSettings::default()
+    };
+    let api = Router::new()
+        .route("/sleep", get(|| async { tokio::time::sleep(Duration::from_secs(5)).await; "late" }))
+        .route("/echo", post(|body: String| async move { body }))
+        .route("/panic", get(|| async { if true { panic!("boom") } else { "unreachable" } }));
+    let running = start(api, settings, Vec::new()).await;
+    let client = reqwest::Client::new();
+
+    let cases = [
+        (client.get(format!("{}/sleep", running.base)), 408),
+        (client.post(format!("{}/echo", running.base)).body(vec![b'x'; 4096]), 413),
+        (client.get(format!("{}/panic", running.base)), 500),
+        (client.get(format!("{}/missing", running.base)), 404),
+        (client.delete(format!("{}/echo", running.base)), 405),
+    ];
+    for (request, status) in cases {
+        let response = request.send().await.expect("response");
+        assert_eq!(response.status().as_u16(), status);
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        assert!(response.headers().contains_key("x-request-id"));
+        let body: serde_json::Value = response.json().await.expect("json");
+        assert_eq!(body["status"], status);
+        assert!(!body.to_string().contains("boom"), "panic text must not reach clients");
+    }
+
+    // A request id sent by the client is kept.
+    let response = client
+        .get(format!("{}/livez", running.base))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(response.headers()["x-request-id"], "abc-123");
+}
+
+#[tokio::test]
+async fn readiness_names_the_failing_dependency() {
+    let checks = vec![
+        ReadinessCheck::new("database", || async { Ok(()) }),
+        ReadinessCheck::new("broker", || async { Err("connection refused".to_owned()) }),
+    ];
+    let running = start(Router::new(), HttpSettings::default(), checks).await;
+    let response = reqwest::get(format!("{}/readyz", running.base)).await.expect("response");
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["errors"].as_array().expect("errors").len(), 1);
+    assert_eq!(body["errors"][0]["field"], "broker");
+    assert_eq!(body["errors"][0]["message"], "connection refused");
+    let live = reqwest::get(format!("{}/livez", running.base)).await.expect("response");
+    assert_eq!(live.status(), 200);
+}

@@ -1,0 +1,84 @@
+//! A service role reaches its own database and no other, and migrations run through the pool.
+
+use comptoir_store::{DatabaseSettings, TlsMode};
+use comptoir_testkit::TestDatabase;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_role_reaches_only_its_own_database() {
+    let orders = TestDatabase::create("store_test").await.expect("db a");
+    let payments = TestDatabase::create("store_test").await.expect("db b");
+
+    let own = orders.connect_as_role(&orders.name).await.expect("own database");
+    own.simple_query("CREATE TABLE t (x int)").await.expect("owner can create tables");
+
+    let other = orders.connect_as_role(&payments.name).await;
+    assert!(other.is_err(), "role {} reached database {}", orders.name, payments.name);
+    let postgres = orders.connect_as_role("postgres").await;
+    assert!(postgres.is_err(), "role {} reached the postgres database", orders.name);
+
+    let row = own
+        .query_one(
+            "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .expect("role flags");
+    assert_eq!((row.get(0), row.get(1), row.get(2)), (false, false, false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioning_twice_is_harmless_and_updates_the_password() {
+    let db = TestDatabase::create("store_test").await.expect("db");
+    let admin = comptoir_testkit::admin_client("postgres").await.expect("admin");
+    comptoir_store::provision::ensure_service_database(&admin, &db.name, "changed-password")
+        .await
+        .expect("second run");
+    assert!(db.connect_as_role(&db.name).await.is_err(), "old password must stop working");
+}
+
+mod embedded {
+    refinery::embed_migrations!("tests/migrations");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_runs_migrations_once_and_answers_pings() {
+    let db = TestDatabase::create("store_test").await.expect("db");
+    let settings = DatabaseSettings {
+        host: db.host.clone(),
+        port: db.port,
+        name: db.name.clone(),
+        user: db.name.clone(),
+        password_file: Some(db.password_file()),
+        tls: TlsMode::Disable,
+        pool_size: 2,
+        ..DatabaseSettings::default()
+    };
+    let pool = comptoir_store::connect(&settings).expect("pool");
+    comptoir_store::ping(&pool).await.expect("ping");
+    comptoir_store::migrate(&pool, embedded::migrations::runner()).await.expect("first");
+    comptoir_store::migrate(&pool, embedded::migrations::runner()).await.expect("second");
+    let client = pool.get().await.expect("client");
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM widgets", &[])
+        .await
+        .expect("table exists")
+        .get(0);
+    assert_eq!(count, 1, "the seed row was inserted exactly once");
+}
+
+#[tokio::test]
+async fn a_wrong_password_fails_on_ping_not_on_build() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let password = dir.path().join("pw");
+    std::fs::write(&password, "wrong\n").expect("write");
+    let settings = DatabaseSettings {
+        port: 1,
+        name: "nobody".to_owned(),
+        user: "nobody".to_owned(),
+        password_file: Some(password),
+        connect_timeout_ms: 500,
+        ..DatabaseSettings::default()
+    };
+    let pool = comptoir_store::connect(&settings).expect("pools are lazy");
+    assert!(comptoir_store::ping(&pool).await.is_err());
+}

@@ -1,0 +1,125 @@
+//! Product changes reach Pulsar as CloudEvents keyed by product id, in order, through the outbox.
+
+mod support;
+
+use std::time::Duration;
+
+use comptoir_events::CloudEvent;
+use comptoir_events::admin::PulsarAdmin;
+use comptoir_events::contracts::catalog::{ProductChange, ProductChanged};
+use comptoir_testkit::{pulsar_url, wait_for};
+use futures::TryStreamExt;
+use pulsar::consumer::{ConsumerOptions, InitialPosition};
+use pulsar::{Consumer, Pulsar, SubType, TokioExecutor};
+use reqwest::Method;
+use serde_json::json;
+use support::{product_body, spawn_app};
+
+async fn next_event(
+    consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
+) -> (Option<String>, std::collections::HashMap<String, String>, CloudEvent<ProductChanged>) {
+    let message = tokio::time::timeout(Duration::from_secs(30), consumer.try_next())
+        .await
+        .expect("an event within 30 s")
+        .expect("stream ok")
+        .expect("stream open");
+    consumer.ack(&message).await.expect("ack");
+    let metadata = message.metadata().clone();
+    let properties = metadata
+        .properties
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect();
+    let event = serde_json::from_slice(&message.payload.data).expect("a CloudEvent");
+    (metadata.partition_key, properties, event)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn product_changes_are_published_in_order_keyed_by_product_id() {
+    let app = spawn_app().await;
+    let pulsar = Pulsar::builder(pulsar_url().as_str(), TokioExecutor)
+        .build()
+        .await
+        .expect("connect");
+    let topic = app.namespace.topic(comptoir_catalog::PRODUCT_TOPIC);
+    let mut consumer: Consumer<Vec<u8>, TokioExecutor> = pulsar
+        .consumer()
+        .with_topic(&topic)
+        .with_subscription("catalog-events-test")
+        .with_subscription_type(SubType::Exclusive)
+        .with_options(ConsumerOptions::default().with_initial_position(InitialPosition::Earliest))
+        .build()
+        .await
+        .expect("subscribe");
+
+    let created = app.create_product(&product_body("COF-100", "Kenya Nyeri")).await;
+    let mut change = product_body("COF-100", "Kenya Nyeri AA");
+    change["price_cents"] = json!(1490);
+    let response = app
+        .admin(Method::PUT, &format!("/v1/admin/products/{}", created.id))
+        .header("if-match", "\"1\"")
+        .json(&change)
+        .send()
+        .await
+        .expect("request");
+    assert!(response.status().is_success());
+    let response = app
+        .admin(Method::DELETE, &format!("/v1/admin/products/{}", created.id))
+        .header("if-match", "\"2\"")
+        .send()
+        .await
+        .expect("request");
+    assert!(response.status().is_success());
+
+    let expected = [
+        (ProductChange::Created, 1, 1290),
+        (ProductChange::Updated, 2, 1490),
+        (ProductChange::Deleted, 3, 1490),
+    ];
+    let mut ids = std::collections::HashSet::new();
+    for (change, version, price) in expected {
+        let (key, properties, event) = next_event(&mut consumer).await;
+        assert_eq!(key.as_deref(), Some(created.id.to_string().as_str()));
+        assert_eq!(event.specversion, "1.0");
+        assert_eq!(event.kind, "comptoir.catalog.product-changed.v1");
+        assert_eq!(event.source, "/comptoir/catalog");
+        assert_eq!(event.subject, created.id.to_string());
+        assert_eq!(properties.get("ce_type").map(String::as_str), Some(event.kind.as_str()));
+        assert_eq!(event.data.product_id, created.id);
+        assert_eq!((event.data.change, event.data.version, event.data.price_cents), (change, version, price));
+        assert!(ids.insert(event.id), "event ids must be unique");
+    }
+
+    // Published rows leave the outbox once the broker has acknowledged them.
+    wait_for("the outbox to empty", Duration::from_secs(10), || async {
+        (app.outbox_rows().await == 0).then_some(())
+    })
+    .await
+    .expect("outbox drained");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_wait_in_the_outbox_until_the_broker_side_is_available() {
+    // The catalog starts while its namespace does not exist yet: it is alive but not ready,
+    // changes still commit with their events, and the events leave once the namespace exists.
+    let namespace = format!("comptoir-test/late-{}", comptoir_testkit::unique_suffix());
+    let ns = namespace.clone();
+    let app = support::spawn_app_alive(move |s| s.pulsar.namespace = ns).await;
+
+    let problem = support::assert_problem(app.get("/readyz").await, reqwest::StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(problem["errors"][0]["field"], "pulsar");
+
+    app.create_product(&product_body("COF-200", "Brazil Cerrado")).await;
+    assert_eq!(app.outbox_rows().await, 1, "the event waits in the outbox");
+
+    let admin = PulsarAdmin::new(comptoir_testkit::pulsar_admin_url(), None);
+    admin.ensure_namespace(&namespace).await.expect("create the namespace");
+    wait_for("the outbox to empty", Duration::from_secs(30), || async {
+        (app.outbox_rows().await == 0).then_some(())
+    })
+    .await
+    .expect("the waiting event was published");
+    assert_eq!(app.get("/readyz").await.status(), reqwest::StatusCode::OK);
+    drop(app);
+    admin.delete_namespace(&namespace).await.expect("clean up");
+}
