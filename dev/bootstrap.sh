@@ -89,9 +89,21 @@ build_pulsar_classpath() {
   log "Pulsar classpath written: $out ($(tr ':' '\n' <"$out" | wc -l) jars)"
 }
 
+install_rust_components() {
+  command -v rustup >/dev/null || return 0
+  local component
+  for component in clippy rustfmt; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+      log "installing the Rust component $component"
+      rustup component add "$component"
+    fi
+  done
+}
+
 main() {
   [[ $# -eq 0 ]] || { sed -n '5,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
   install_debian_packages
+  install_rust_components
   install_nextest
   build_pulsar_classpath
   log "bootstrap complete"

@@ -45,7 +45,10 @@ impl PulsarAdmin {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}/admin/v2/{path}", self.base.as_str().trim_end_matches('/'))
+        format!(
+            "{}/admin/v2/{path}",
+            self.base.as_str().trim_end_matches('/')
+        )
     }
 
     async fn call(
@@ -83,7 +86,9 @@ impl PulsarAdmin {
 
     /// Names of the clusters the broker knows (`standalone` locally).
     pub async fn clusters(&self) -> Result<Vec<String>, AdminError> {
-        let text = self.call(reqwest::Method::GET, "clusters", None, &[]).await?;
+        let text = self
+            .call(reqwest::Method::GET, "clusters", None, &[])
+            .await?;
         Ok(serde_json::from_str(&text).unwrap_or_default())
     }
 

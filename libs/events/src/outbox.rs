@@ -46,7 +46,7 @@ pub enum OutboxError {
     Publish {
         topic: String,
         #[source]
-        source: pulsar::Error,
+        source: Box<pulsar::Error>,
     },
 }
 
@@ -196,18 +196,20 @@ impl Relay {
                     ]),
                     ..Default::default()
                 };
-                let receipt = producer.send_non_blocking(message).await.map_err(|source| {
-                    OutboxError::Publish {
+                let receipt = producer
+                    .send_non_blocking(message)
+                    .await
+                    .map_err(|source| OutboxError::Publish {
                         topic: row.topic.clone(),
-                        source,
-                    }
-                })?;
+                        source: Box::new(source),
+                    })?;
                 receipts.push((row.topic.clone(), receipt));
             }
             for (topic, receipt) in receipts {
-                receipt
-                    .await
-                    .map_err(|source| OutboxError::Publish { topic, source })?;
+                receipt.await.map_err(|source| OutboxError::Publish {
+                    topic,
+                    source: Box::new(source),
+                })?;
             }
             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
             client
@@ -235,7 +237,7 @@ impl Relay {
                 .await
                 .map_err(|source| OutboxError::Publish {
                     topic: topic.to_owned(),
-                    source,
+                    source: Box::new(source),
                 })?;
             producers.insert(topic.to_owned(), producer);
         }

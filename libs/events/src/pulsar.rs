@@ -74,9 +74,9 @@ pub enum ConnectError {
     },
     #[error("cannot connect to Pulsar at {url}: {source}")]
     Pulsar {
-        url: Url,
+        url: Box<Url>,
         #[source]
-        source: pulsar::Error,
+        source: Box<pulsar::Error>,
     },
 }
 
@@ -101,8 +101,11 @@ pub async fn connect(settings: &PulsarSettings) -> Result<Pulsar<TokioExecutor>,
     if let Some(path) = &settings.ca_file {
         builder = builder.with_certificate_chain(read(path)?);
     }
-    builder.build().await.map_err(|source| ConnectError::Pulsar {
-        url: settings.url.clone(),
-        source,
-    })
+    builder
+        .build()
+        .await
+        .map_err(|source| ConnectError::Pulsar {
+            url: Box::new(settings.url.clone()),
+            source: Box::new(source),
+        })
 }

@@ -11,7 +11,10 @@ use futures::TryStreamExt;
 use pulsar::consumer::{ConsumerOptions, InitialPosition};
 use pulsar::{Consumer, Pulsar, SubType, TokioExecutor};
 
-async fn subscribe(pulsar: &Pulsar<TokioExecutor>, topic: &str) -> Consumer<Vec<u8>, TokioExecutor> {
+async fn subscribe(
+    pulsar: &Pulsar<TokioExecutor>,
+    topic: &str,
+) -> Consumer<Vec<u8>, TokioExecutor> {
     pulsar
         .consumer()
         .with_topic(topic)
@@ -30,7 +33,10 @@ async fn a_message_published_before_a_restart_is_delivered_after_it() {
         .expect("join")
         .expect("start a private standalone");
     let admin = PulsarAdmin::new(broker.admin_url(), None);
-    admin.ensure_namespace("comptoir/restart").await.expect("namespace");
+    admin
+        .ensure_namespace("comptoir/restart")
+        .await
+        .expect("namespace");
     let topic = "persistent://comptoir/restart/events";
     let payload = format!("before-restart-{}", comptoir_testkit::unique_suffix());
 
@@ -41,7 +47,12 @@ async fn a_message_published_before_a_restart_is_delivered_after_it() {
             .expect("connect");
         // The durable subscription exists before the message: that is what keeps it.
         let mut consumer = subscribe(&pulsar, topic).await;
-        let mut producer = pulsar.producer().with_topic(topic).build().await.expect("producer");
+        let mut producer = pulsar
+            .producer()
+            .with_topic(topic)
+            .build()
+            .await
+            .expect("producer");
         producer
             .send_non_blocking(payload.clone())
             .await

@@ -185,7 +185,10 @@ mod tests {
                 .map_err(|e| e.to_string())?;
             assert_eq!(s.http.concurrency_limit, 7);
             assert_eq!(s.http.request_timeout_ms, 42);
-            assert_eq!(s.http.body_limit_bytes, HttpSettings::default().body_limit_bytes);
+            assert_eq!(
+                s.http.body_limit_bytes,
+                HttpSettings::default().body_limit_bytes
+            );
             Ok(())
         });
     }
@@ -215,8 +218,12 @@ mod tests {
 
     #[test]
     fn a_missing_config_file_is_an_error() {
-        let err = load::<Sample>("sample", &Sample::default(), Some(Path::new("/nonexistent.toml")))
-            .expect_err("missing file");
+        let err = load::<Sample>(
+            "sample",
+            &Sample::default(),
+            Some(Path::new("/nonexistent.toml")),
+        )
+        .expect_err("missing file");
         assert!(err.to_string().contains("/nonexistent.toml"));
     }
 }

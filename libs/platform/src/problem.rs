@@ -170,7 +170,9 @@ fn rejection_to_problem(rejection: &JsonRejection) -> Problem {
                 .unwrap_or(&text)
                 .to_owned();
             let (field, message) = match detail.split_once(": ") {
-                Some((path, message)) if !path.contains(' ') => (path.to_owned(), message.to_owned()),
+                Some((path, message)) if !path.contains(' ') => {
+                    (path.to_owned(), message.to_owned())
+                }
                 _ => (String::new(), detail.clone()),
             };
             Problem {
@@ -244,7 +246,10 @@ mod tests {
         assert_eq!(v["status"], 422);
         assert_eq!(v["errors"][0]["field"], "name");
         assert!(v.get("detail").is_none());
-        assert_eq!(Problem::not_found("product").status_code(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            Problem::not_found("product").status_code(),
+            StatusCode::NOT_FOUND
+        );
     }
 
     #[test]

@@ -79,7 +79,10 @@ mod tests {
         std::fs::write(&path, "s3cret\n").expect("write");
         assert_eq!(read_secret_file(&path).expect("read").expose(), "s3cret");
         std::fs::write(&path, "\n").expect("write");
-        assert!(matches!(read_secret_file(&path), Err(SecretFileError::Empty { .. })));
+        assert!(matches!(
+            read_secret_file(&path),
+            Err(SecretFileError::Empty { .. })
+        ));
         let missing = dir.path().join("missing");
         let err = read_secret_file(&missing).expect_err("missing file");
         assert!(err.to_string().contains("missing"), "{err}");

@@ -23,8 +23,17 @@ async fn start(api: Router, settings: HttpSettings, checks: Vec<ReadinessCheck>)
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let shutdown = CancellationToken::new();
     let router = app("platform-test", api, &settings, checks);
-    let server = tokio::spawn(serve(listener, router, shutdown.clone(), Duration::from_secs(10)));
-    Running { base, shutdown, server }
+    let server = tokio::spawn(serve(
+        listener,
+        router,
+        shutdown.clone(),
+        Duration::from_secs(10),
+    ));
+    Running {
+        base,
+        shutdown,
+        server,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,15 +77,29 @@ async fn middleware_errors_are_problem_json_with_a_request_id() {
         ..HttpSettings::default()
     };
     let api = Router::new()
-        .route("/sleep", get(|| async { tokio::time::sleep(Duration::from_secs(5)).await; "late" }))
+        .route(
+            "/sleep",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        )
         .route("/echo", post(|body: String| async move { body }))
-        .route("/panic", get(|| async { if true { panic!("boom") } else { "unreachable" } }));
+        .route(
+            "/panic",
+            get(|| async { if true { panic!("boom") } else { "unreachable" } }),
+        );
     let running = start(api, settings, Vec::new()).await;
     let client = reqwest::Client::new();
 
     let cases = [
         (client.get(format!("{}/sleep", running.base)), 408),
-        (client.post(format!("{}/echo", running.base)).body(vec![b'x'; 4096]), 413),
+        (
+            client
+                .post(format!("{}/echo", running.base))
+                .body(vec![b'x'; 4096]),
+            413,
+        ),
         (client.get(format!("{}/panic", running.base)), 500),
         (client.get(format!("{}/missing", running.base)), 404),
         (client.delete(format!("{}/echo", running.base)), 405),
@@ -84,11 +107,17 @@ async fn middleware_errors_are_problem_json_with_a_request_id() {
     for (request, status) in cases {
         let response = request.send().await.expect("response");
         assert_eq!(response.status().as_u16(), status);
-        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
         assert!(response.headers().contains_key("x-request-id"));
         let body: serde_json::Value = response.json().await.expect("json");
         assert_eq!(body["status"], status);
-        assert!(!body.to_string().contains("boom"), "panic text must not reach clients");
+        assert!(
+            !body.to_string().contains("boom"),
+            "panic text must not reach clients"
+        );
     }
 
     // A request id sent by the client is kept.
@@ -108,12 +137,16 @@ async fn readiness_names_the_failing_dependency() {
         ReadinessCheck::new("broker", || async { Err("connection refused".to_owned()) }),
     ];
     let running = start(Router::new(), HttpSettings::default(), checks).await;
-    let response = reqwest::get(format!("{}/readyz", running.base)).await.expect("response");
+    let response = reqwest::get(format!("{}/readyz", running.base))
+        .await
+        .expect("response");
     assert_eq!(response.status(), 503);
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(body["errors"].as_array().expect("errors").len(), 1);
     assert_eq!(body["errors"][0]["field"], "broker");
     assert_eq!(body["errors"][0]["message"], "connection refused");
-    let live = reqwest::get(format!("{}/livez", running.base)).await.expect("response");
+    let live = reqwest::get(format!("{}/livez", running.base))
+        .await
+        .expect("response");
     assert_eq!(live.status(), 200);
 }

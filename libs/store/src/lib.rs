@@ -87,7 +87,10 @@ impl DatabaseSettings {
         if let Some(path) = &self.ca_file
             && !path.is_file()
         {
-            problems.push(format!("{prefix}.ca_file {} does not exist", path.display()));
+            problems.push(format!(
+                "{prefix}.ca_file {} does not exist",
+                path.display()
+            ));
         }
         problems
     }

@@ -83,7 +83,14 @@ mod tests {
     fn identifiers_are_restricted() {
         assert!(identifier("catalog").is_ok());
         assert!(identifier("catalog_test_1").is_ok());
-        for bad in ["", "1abc", "Catalog", "cat-alog", "x; DROP TABLE y", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "1abc",
+            "Catalog",
+            "cat-alog",
+            "x; DROP TABLE y",
+            &"a".repeat(64),
+        ] {
             assert!(identifier(bad).is_err(), "{bad:?} accepted");
         }
     }

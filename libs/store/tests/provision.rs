@@ -8,13 +8,27 @@ async fn a_service_role_reaches_only_its_own_database() {
     let orders = TestDatabase::create("store_test").await.expect("db a");
     let payments = TestDatabase::create("store_test").await.expect("db b");
 
-    let own = orders.connect_as_role(&orders.name).await.expect("own database");
-    own.simple_query("CREATE TABLE t (x int)").await.expect("owner can create tables");
+    let own = orders
+        .connect_as_role(&orders.name)
+        .await
+        .expect("own database");
+    own.simple_query("CREATE TABLE t (x int)")
+        .await
+        .expect("owner can create tables");
 
     let other = orders.connect_as_role(&payments.name).await;
-    assert!(other.is_err(), "role {} reached database {}", orders.name, payments.name);
+    assert!(
+        other.is_err(),
+        "role {} reached database {}",
+        orders.name,
+        payments.name
+    );
     let postgres = orders.connect_as_role("postgres").await;
-    assert!(postgres.is_err(), "role {} reached the postgres database", orders.name);
+    assert!(
+        postgres.is_err(),
+        "role {} reached the postgres database",
+        orders.name
+    );
 
     let row = own
         .query_one(
@@ -29,11 +43,16 @@ async fn a_service_role_reaches_only_its_own_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provisioning_twice_is_harmless_and_updates_the_password() {
     let db = TestDatabase::create("store_test").await.expect("db");
-    let admin = comptoir_testkit::admin_client("postgres").await.expect("admin");
+    let admin = comptoir_testkit::admin_client("postgres")
+        .await
+        .expect("admin");
     comptoir_store::provision::ensure_service_database(&admin, &db.name, "changed-password")
         .await
         .expect("second run");
-    assert!(db.connect_as_role(&db.name).await.is_err(), "old password must stop working");
+    assert!(
+        db.connect_as_role(&db.name).await.is_err(),
+        "old password must stop working"
+    );
 }
 
 mod embedded {
@@ -55,8 +74,12 @@ async fn the_pool_runs_migrations_once_and_answers_pings() {
     };
     let pool = comptoir_store::connect(&settings).expect("pool");
     comptoir_store::ping(&pool).await.expect("ping");
-    comptoir_store::migrate(&pool, embedded::migrations::runner()).await.expect("first");
-    comptoir_store::migrate(&pool, embedded::migrations::runner()).await.expect("second");
+    comptoir_store::migrate(&pool, embedded::migrations::runner())
+        .await
+        .expect("first");
+    comptoir_store::migrate(&pool, embedded::migrations::runner())
+        .await
+        .expect("second");
     let client = pool.get().await.expect("client");
     let count: i64 = client
         .query_one("SELECT count(*) FROM widgets", &[])

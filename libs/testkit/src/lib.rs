@@ -29,7 +29,10 @@ pub fn repo_root() -> PathBuf {
     let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     while !dir.join("dev").join("postgres.sh").is_file() {
         if !dir.pop() {
-            panic!("cannot find the repository root above {}", env!("CARGO_MANIFEST_DIR"));
+            panic!(
+                "cannot find the repository root above {}",
+                env!("CARGO_MANIFEST_DIR")
+            );
         }
     }
     dir
@@ -75,10 +78,9 @@ pub fn unique_suffix() -> String {
 pub async fn admin_client(database: &str) -> anyhow::Result<Client> {
     let mut config = tokio_postgres::Config::from_str(&pg_admin_url())?;
     config.dbname(database);
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .context("cannot reach the test PostgreSQL cluster; run dev/test or dev/postgres.sh start")?;
+    let (client, connection) = config.connect(NoTls).await.context(
+        "cannot reach the test PostgreSQL cluster; run dev/test or dev/postgres.sh start",
+    )?;
     tokio::spawn(connection);
     Ok(client)
 }
@@ -153,7 +155,9 @@ impl Drop for TestDatabase {
         // shutting down. A leftover database is harmless; `dev/test` uses a throwaway cluster.
         let name = self.name.clone();
         let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build()
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
             else {
                 return;
             };
@@ -196,7 +200,9 @@ impl Drop for TestNamespace {
         let admin = self.admin.clone();
         let name = self.name.clone();
         let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build()
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
             else {
                 return;
             };

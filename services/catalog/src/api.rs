@@ -65,10 +65,9 @@ impl From<RepoError> for Problem {
                 "duplicate-slug",
                 "A category with this slug already exists",
             ),
-            RepoError::UnknownCategory => Problem::validation(vec![FieldError::new(
-                "category_id",
-                "no such category",
-            )]),
+            RepoError::UnknownCategory => {
+                Problem::validation(vec![FieldError::new("category_id", "no such category")])
+            }
             RepoError::CategoryInUse => Problem::typed(
                 StatusCode::CONFLICT,
                 "category-in-use",
@@ -192,7 +191,10 @@ impl ListQuery {
         if !(0..=100_000).contains(&offset) {
             errors.push(FieldError::new("offset", "must be between 0 and 100000"));
         }
-        let text = self.q.map(|q| q.trim().to_owned()).filter(|q| !q.is_empty());
+        let text = self
+            .q
+            .map(|q| q.trim().to_owned())
+            .filter(|q| !q.is_empty());
         if let Some(q) = &text {
             if q.chars().count() > 200 {
                 errors.push(FieldError::new("q", "must be at most 200 characters"));
@@ -201,8 +203,15 @@ impl ListQuery {
                 errors.push(FieldError::new("q", "must not contain control characters"));
             }
         }
-        if self.category.as_ref().is_some_and(|c| c.chars().any(char::is_control)) {
-            errors.push(FieldError::new("category", "must not contain control characters"));
+        if self
+            .category
+            .as_ref()
+            .is_some_and(|c| c.chars().any(char::is_control))
+        {
+            errors.push(FieldError::new(
+                "category",
+                "must not contain control characters",
+            ));
         }
         if !errors.is_empty() {
             return Err(Problem::validation(errors));
@@ -217,7 +226,11 @@ impl ListQuery {
     }
 }
 
-async fn page(state: &AppState, query: ListQuery, include_inactive: bool) -> Result<ProductPage, Problem> {
+async fn page(
+    state: &AppState,
+    query: ListQuery,
+    include_inactive: bool,
+) -> Result<ProductPage, Problem> {
     let filter = query.into_filter(include_inactive)?;
     let (items, total) = repo::list_products(&state.pool, &filter).await?;
     let next = filter.offset + items.len() as i64;
@@ -256,7 +269,9 @@ pub async fn get_product(
 /// Every category.
 #[utoipa::path(get, path = "/v1/categories", tag = "shopper", responses((status = 200, body = Vec<Category>)))]
 #[tracing::instrument(skip_all)]
-pub async fn list_categories(State(state): State<AppState>) -> Result<AxumJson<Vec<Category>>, Problem> {
+pub async fn list_categories(
+    State(state): State<AppState>,
+) -> Result<AxumJson<Vec<Category>>, Problem> {
     Ok(AxumJson(repo::list_categories(&state.pool).await?))
 }
 

@@ -24,13 +24,21 @@ const FAMILIES: &[Family] = &[
         name: "Coffee",
         sku: "COF",
         items: &[
-            ("Ethiopia Yirgacheffe", 1290), ("Colombia Huila", 1090), ("Brazil Cerrado", 890),
-            ("Guatemala Antigua", 1150), ("Kenya Nyeri", 1390), ("Sumatra Mandheling", 1190),
-            ("Peru Cajamarca", 990), ("Rwanda Nyamasheke", 1250), ("Costa Rica Tarrazú", 1210),
+            ("Ethiopia Yirgacheffe", 1290),
+            ("Colombia Huila", 1090),
+            ("Brazil Cerrado", 890),
+            ("Guatemala Antigua", 1150),
+            ("Kenya Nyeri", 1390),
+            ("Sumatra Mandheling", 1190),
+            ("Peru Cajamarca", 990),
+            ("Rwanda Nyamasheke", 1250),
+            ("Costa Rica Tarrazú", 1210),
             ("Honduras Marcala", 950),
         ],
         variants: &[
-            ("whole beans, 250 g", 100), ("whole beans, 1 kg", 340), ("ground, 250 g", 100),
+            ("whole beans, 250 g", 100),
+            ("whole beans, 1 kg", 340),
+            ("ground, 250 g", 100),
             ("espresso roast, 1 kg", 350),
         ],
         blurb: "Single-origin speciality coffee, roasted in small batches each week.",
@@ -40,12 +48,24 @@ const FAMILIES: &[Family] = &[
         name: "Tea",
         sku: "TEA",
         items: &[
-            ("Darjeeling First Flush", 1490), ("Assam Breakfast", 690), ("Earl Grey", 750),
-            ("Sencha", 990), ("Genmaicha", 850), ("Jasmine Pearls", 1590), ("Rooibos Vanilla", 650),
-            ("Chamomile", 590), ("Lapsang Souchong", 890), ("Oolong Tie Guan Yin", 1390),
-            ("Matcha Ceremonial", 2490), ("Peppermint", 550),
+            ("Darjeeling First Flush", 1490),
+            ("Assam Breakfast", 690),
+            ("Earl Grey", 750),
+            ("Sencha", 990),
+            ("Genmaicha", 850),
+            ("Jasmine Pearls", 1590),
+            ("Rooibos Vanilla", 650),
+            ("Chamomile", 590),
+            ("Lapsang Souchong", 890),
+            ("Oolong Tie Guan Yin", 1390),
+            ("Matcha Ceremonial", 2490),
+            ("Peppermint", 550),
         ],
-        variants: &[("loose leaf, 100 g", 100), ("loose leaf, 250 g", 220), ("20 sachets", 90)],
+        variants: &[
+            ("loose leaf, 100 g", 100),
+            ("loose leaf, 250 g", 220),
+            ("20 sachets", 90),
+        ],
         blurb: "Whole-leaf tea from growers we know by name.",
     },
     Family {
@@ -53,9 +73,14 @@ const FAMILIES: &[Family] = &[
         name: "Chocolate",
         sku: "CHO",
         items: &[
-            ("Dark 70% Madagascar", 490), ("Dark 85% Ecuador", 520), ("Milk 40% Ghana", 450),
-            ("Hazelnut praline", 550), ("Salted caramel", 530), ("Orange zest dark", 510),
-            ("White vanilla", 460), ("Raspberry dark", 540),
+            ("Dark 70% Madagascar", 490),
+            ("Dark 85% Ecuador", 520),
+            ("Milk 40% Ghana", 450),
+            ("Hazelnut praline", 550),
+            ("Salted caramel", 530),
+            ("Orange zest dark", 510),
+            ("White vanilla", 460),
+            ("Raspberry dark", 540),
         ],
         variants: &[("bar, 100 g", 100), ("box of 6 bars", 560)],
         blurb: "Bean-to-bar chocolate, stone-ground and conched for 72 hours.",
@@ -65,12 +90,21 @@ const FAMILIES: &[Family] = &[
         name: "Pantry",
         sku: "PAN",
         items: &[
-            ("Extra virgin olive oil, Andalusia", 1290), ("Balsamic vinegar of Modena", 1590),
-            ("Dijon mustard", 390), ("Whole-grain mustard", 420), ("Lavender honey", 890),
-            ("Acacia honey", 790), ("Apricot jam", 550), ("Fig jam", 590),
-            ("Fleur de sel de Guérande", 650), ("Smoked paprika", 450), ("Espelette pepper", 890),
-            ("Herbes de Provence", 420), ("Saffron threads", 1990),
-            ("Vanilla pods, Madagascar", 1490), ("Tellicherry black peppercorns", 690),
+            ("Extra virgin olive oil, Andalusia", 1290),
+            ("Balsamic vinegar of Modena", 1590),
+            ("Dijon mustard", 390),
+            ("Whole-grain mustard", 420),
+            ("Lavender honey", 890),
+            ("Acacia honey", 790),
+            ("Apricot jam", 550),
+            ("Fig jam", 590),
+            ("Fleur de sel de Guérande", 650),
+            ("Smoked paprika", 450),
+            ("Espelette pepper", 890),
+            ("Herbes de Provence", 420),
+            ("Saffron threads", 1990),
+            ("Vanilla pods, Madagascar", 1490),
+            ("Tellicherry black peppercorns", 690),
         ],
         variants: &[("small", 100), ("large", 180)],
         blurb: "Pantry staples from small producers across France and the Mediterranean.",
@@ -80,9 +114,16 @@ const FAMILIES: &[Family] = &[
         name: "Baking",
         sku: "BAK",
         items: &[
-            ("Type 55 wheat flour", 290), ("Buckwheat flour", 390), ("Spelt flour", 420),
-            ("Cane sugar", 320), ("Icing sugar", 280), ("Cocoa powder", 690), ("Almond flour", 990),
-            ("Baking powder", 250), ("Dried yeast", 350), ("Dark chocolate chips", 790),
+            ("Type 55 wheat flour", 290),
+            ("Buckwheat flour", 390),
+            ("Spelt flour", 420),
+            ("Cane sugar", 320),
+            ("Icing sugar", 280),
+            ("Cocoa powder", 690),
+            ("Almond flour", 990),
+            ("Baking powder", 250),
+            ("Dried yeast", 350),
+            ("Dark chocolate chips", 790),
         ],
         variants: &[("500 g", 100), ("1 kg", 180)],
         blurb: "Flours and baking essentials, milled and packed in France.",
@@ -92,9 +133,14 @@ const FAMILIES: &[Family] = &[
         name: "Cookware",
         sku: "CKW",
         items: &[
-            ("Cast iron skillet", 5900), ("Carbon steel wok", 4900), ("Stainless sauté pan", 7900),
-            ("Copper saucepan", 14900), ("Enamelled Dutch oven", 12900),
-            ("Non-stick frying pan", 3900), ("Stockpot", 6900), ("Crêpe pan", 3500),
+            ("Cast iron skillet", 5900),
+            ("Carbon steel wok", 4900),
+            ("Stainless sauté pan", 7900),
+            ("Copper saucepan", 14900),
+            ("Enamelled Dutch oven", 12900),
+            ("Non-stick frying pan", 3900),
+            ("Stockpot", 6900),
+            ("Crêpe pan", 3500),
         ],
         variants: &[("20 cm", 100), ("24 cm", 125), ("28 cm", 150)],
         blurb: "Pans that last a lifetime, for gas, electric and induction hobs.",
@@ -104,12 +150,23 @@ const FAMILIES: &[Family] = &[
         name: "Tableware",
         sku: "TAB",
         items: &[
-            ("Porcelain dinner plate", 1900), ("Stoneware bowl", 1600), ("Espresso cup", 1200),
-            ("Cappuccino cup", 1400), ("Tea mug", 1500), ("Wine glass", 1300),
-            ("Water tumbler", 900), ("Linen napkin", 1100), ("Serving platter", 3900),
+            ("Porcelain dinner plate", 1900),
+            ("Stoneware bowl", 1600),
+            ("Espresso cup", 1200),
+            ("Cappuccino cup", 1400),
+            ("Tea mug", 1500),
+            ("Wine glass", 1300),
+            ("Water tumbler", 900),
+            ("Linen napkin", 1100),
+            ("Serving platter", 3900),
             ("Salad bowl", 3400),
         ],
-        variants: &[("white", 100), ("charcoal", 105), ("sage", 105), ("terracotta", 110)],
+        variants: &[
+            ("white", 100),
+            ("charcoal", 105),
+            ("sage", 105),
+            ("terracotta", 110),
+        ],
         blurb: "Made in small workshops in Limoges, Portugal and Normandy.",
     },
     Family {
@@ -117,9 +174,15 @@ const FAMILIES: &[Family] = &[
         name: "Coffee gear",
         sku: "CGR",
         items: &[
-            ("Pour-over dripper", 2900), ("Gooseneck kettle", 6900), ("Burr grinder", 12900),
-            ("French press", 3900), ("Moka pot", 3500), ("Espresso tamper", 2900),
-            ("Milk frother", 4500), ("Coffee scale", 4900), ("Cold brew jar", 2900),
+            ("Pour-over dripper", 2900),
+            ("Gooseneck kettle", 6900),
+            ("Burr grinder", 12900),
+            ("French press", 3900),
+            ("Moka pot", 3500),
+            ("Espresso tamper", 2900),
+            ("Milk frother", 4500),
+            ("Coffee scale", 4900),
+            ("Cold brew jar", 2900),
             ("Paper filters", 690),
         ],
         variants: &[("standard", 100), ("large", 130), ("travel", 90)],
@@ -130,10 +193,18 @@ const FAMILIES: &[Family] = &[
         name: "Kitchen tools",
         sku: "KTL",
         items: &[
-            ("Chef's knife", 8900), ("Paring knife", 3900), ("Bread knife", 5900),
-            ("Oak cutting board", 4900), ("Balloon whisk", 1900), ("Silicone spatula", 1200),
-            ("Olive wood spoon", 1400), ("Mandoline slicer", 4500), ("Fine grater", 2900),
-            ("Pepper mill", 3900), ("Salad spinner", 2900), ("Measuring cups", 1900),
+            ("Chef's knife", 8900),
+            ("Paring knife", 3900),
+            ("Bread knife", 5900),
+            ("Oak cutting board", 4900),
+            ("Balloon whisk", 1900),
+            ("Silicone spatula", 1200),
+            ("Olive wood spoon", 1400),
+            ("Mandoline slicer", 4500),
+            ("Fine grater", 2900),
+            ("Pepper mill", 3900),
+            ("Salad spinner", 2900),
+            ("Measuring cups", 1900),
         ],
         variants: &[("classic", 100), ("professional", 160)],
         blurb: "Hand tools chosen by our cooks for everyday use.",
@@ -143,8 +214,11 @@ const FAMILIES: &[Family] = &[
         name: "Storage",
         sku: "STO",
         items: &[
-            ("Glass storage jar", 900), ("Airtight canister", 1500), ("Beeswax wraps", 1800),
-            ("Stainless bento box", 2900), ("Spice tin", 700),
+            ("Glass storage jar", 900),
+            ("Airtight canister", 1500),
+            ("Beeswax wraps", 1800),
+            ("Stainless bento box", 2900),
+            ("Spice tin", 700),
         ],
         variants: &[("small", 100), ("medium", 130), ("large", 160)],
         blurb: "Keep it fresh without plastic.",
@@ -154,8 +228,10 @@ const FAMILIES: &[Family] = &[
         name: "Gift boxes",
         sku: "GFT",
         items: &[
-            ("Coffee discovery box", 3900), ("Tea tasting set", 3500),
-            ("Chocolate assortment", 2900), ("Provençal pantry hamper", 6900),
+            ("Coffee discovery box", 3900),
+            ("Tea tasting set", 3500),
+            ("Chocolate assortment", 2900),
+            ("Provençal pantry hamper", 6900),
             ("Baker's gift set", 4900),
         ],
         variants: &[("small", 100), ("large", 180)],
@@ -165,7 +241,10 @@ const FAMILIES: &[Family] = &[
 
 /// Products the demo catalogue holds.
 pub fn product_count() -> usize {
-    FAMILIES.iter().map(|f| f.items.len() * f.variants.len()).sum()
+    FAMILIES
+        .iter()
+        .map(|f| f.items.len() * f.variants.len())
+        .sum()
 }
 
 /// Loads the demo catalogue unless the catalogue already has categories. Returns the number
@@ -223,12 +302,20 @@ mod tests {
 
     #[test]
     fn demo_catalogue_is_a_few_hundred_valid_products() {
-        assert!((250..=400).contains(&product_count()), "{}", product_count());
+        assert!(
+            (250..=400).contains(&product_count()),
+            "{}",
+            product_count()
+        );
         for family in FAMILIES {
             assert!(
-                NewCategory { slug: family.slug.to_owned(), name: family.name.to_owned() }.slug
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c == '-')
+                NewCategory {
+                    slug: family.slug.to_owned(),
+                    name: family.name.to_owned()
+                }
+                .slug
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '-')
             );
             assert!(family.variants.len() <= 26);
         }

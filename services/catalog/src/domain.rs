@@ -70,7 +70,10 @@ impl ProductInput {
             errors.push(FieldError::new("name", "must be 1 to 200 characters"));
         }
         if name.chars().any(char::is_control) {
-            errors.push(FieldError::new("name", "must not contain control characters"));
+            errors.push(FieldError::new(
+                "name",
+                "must not contain control characters",
+            ));
         }
         let description = self.description.trim().to_owned();
         // Line breaks and tabs are fine in a description; other control characters (NUL above
@@ -85,7 +88,10 @@ impl ProductInput {
             ));
         }
         if description.chars().count() > 5000 {
-            errors.push(FieldError::new("description", "must be at most 5000 characters"));
+            errors.push(FieldError::new(
+                "description",
+                "must be at most 5000 characters",
+            ));
         }
         if !(0..=MAX_PRICE_CENTS).contains(&self.price_cents) {
             errors.push(FieldError::new(
@@ -94,7 +100,10 @@ impl ProductInput {
             ));
         }
         if self.currency.len() != 3 || !self.currency.chars().all(|c| c.is_ascii_uppercase()) {
-            errors.push(FieldError::new("currency", "must be a three-letter ISO 4217 code"));
+            errors.push(FieldError::new(
+                "currency",
+                "must be a three-letter ISO 4217 code",
+            ));
         }
         if errors.is_empty() {
             Ok(NewProduct {

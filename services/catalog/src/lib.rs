@@ -79,9 +79,8 @@ impl Validate for Settings {
         problems.extend(self.database.problems("database"));
         problems.extend(self.pulsar.problems("pulsar"));
         match &self.admin_token_file {
-            None => problems.push(
-                "admin_token_file must be set: the admin routes need a token".to_owned(),
-            ),
+            None => problems
+                .push("admin_token_file must be set: the admin routes need a token".to_owned()),
             Some(path) => {
                 if let Err(error) = read_secret_file(path) {
                     problems.push(format!("admin_token_file: {error}"));

@@ -53,7 +53,10 @@ fn main() -> ExitCode {
         match comptoir_catalog::run(listener, settings, token).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                tracing::error!(error = format!("{error:#}"), "Catalog stopped with an error");
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "Catalog stopped with an error"
+                );
                 ExitCode::FAILURE
             }
         }

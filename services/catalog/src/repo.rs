@@ -106,7 +106,11 @@ async fn record_event<C: GenericClient + Sync>(
 }
 
 /// Inserts a product and its `created` event.
-pub async fn create_product(pool: &Pool, topic: &str, p: &NewProduct) -> Result<Product, RepoError> {
+pub async fn create_product(
+    pool: &Pool,
+    topic: &str,
+    p: &NewProduct,
+) -> Result<Product, RepoError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let row = tx
@@ -222,9 +226,7 @@ pub async fn get_product(
     let client = pool.get().await?;
     let row = client
         .query_opt(
-            &format!(
-                "SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1 AND (active OR $2)"
-            ),
+            &format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1 AND (active OR $2)"),
             &[&id, &include_inactive],
         )
         .await?;
@@ -253,7 +255,9 @@ pub async fn list_products(
     let like = filter.text.as_deref().map(|t| {
         format!(
             "%{}%",
-            t.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+            t.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
         )
     });
     let order = if filter.text.is_some() {
@@ -292,7 +296,12 @@ pub async fn list_products(
                       OR name ILIKE $2 OR sku ILIKE $2) \
                  AND ($3::text IS NULL OR category_id = \
                       (SELECT id FROM categories WHERE slug = $3))",
-                &[&filter.text, &like, &filter.category, &filter.include_inactive],
+                &[
+                    &filter.text,
+                    &like,
+                    &filter.category,
+                    &filter.include_inactive,
+                ],
             )
             .await?;
         row.get(0)
@@ -316,7 +325,10 @@ pub async fn create_category(pool: &Pool, c: &NewCategory) -> Result<Category, R
 pub async fn list_categories(pool: &Pool) -> Result<Vec<Category>, RepoError> {
     let client = pool.get().await?;
     let rows = client
-        .query("SELECT id, slug, name FROM categories ORDER BY name, id", &[])
+        .query(
+            "SELECT id, slug, name FROM categories ORDER BY name, id",
+            &[],
+        )
         .await?;
     Ok(rows.iter().map(category).collect())
 }
@@ -324,7 +336,10 @@ pub async fn list_categories(pool: &Pool) -> Result<Vec<Category>, RepoError> {
 pub async fn get_category(pool: &Pool, id: Uuid) -> Result<Category, RepoError> {
     let client = pool.get().await?;
     let row = client
-        .query_opt("SELECT id, slug, name FROM categories WHERE id = $1", &[&id])
+        .query_opt(
+            "SELECT id, slug, name FROM categories WHERE id = $1",
+            &[&id],
+        )
         .await?;
     row.map(|r| category(&r)).ok_or(RepoError::NotFound)
 }

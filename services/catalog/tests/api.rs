@@ -14,7 +14,10 @@ async fn health_endpoints_answer_and_metrics_count_requests_per_route() {
     let ready: Value = app.get("/readyz").await.json().await.expect("json");
     assert_eq!(ready["status"], "ready");
     let id = uuid::Uuid::new_v4();
-    assert_eq!(app.get(&format!("/v1/products/{id}")).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get(&format!("/v1/products/{id}")).await.status(),
+        StatusCode::NOT_FOUND
+    );
 
     let metrics = app.get("/metrics").await.text().await.expect("text");
     let line = metrics
@@ -25,7 +28,10 @@ async fn health_endpoints_answer_and_metrics_count_requests_per_route() {
                 && l.contains("status=\"404\"")
         })
         .unwrap_or_else(|| panic!("no RED counter for the product route in:\n{metrics}"));
-    assert!(!line.contains(&id.to_string()), "raw path leaked into labels: {line}");
+    assert!(
+        !line.contains(&id.to_string()),
+        "raw path leaked into labels: {line}"
+    );
     assert!(metrics.contains("http_request_duration_seconds_bucket"));
 }
 
@@ -39,7 +45,10 @@ async fn a_created_product_can_be_read_back_with_its_etag() {
     let response = app.post_product(&body).await;
     assert_eq!(response.status(), StatusCode::CREATED);
     assert_eq!(response.headers()["etag"], "\"1\"");
-    let location = response.headers()["location"].to_str().expect("ascii").to_owned();
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
     let created: Product = response.json().await.expect("json");
     assert_eq!(location, format!("/v1/products/{}", created.id));
     assert_eq!(created.version, 1);
@@ -64,7 +73,12 @@ async fn updates_need_the_current_version() {
     let mut change = product_body("TEA-001", "Sencha, first harvest");
     change["price_cents"] = json!(1590);
 
-    let missing = app.admin(Method::PUT, &path).json(&change).send().await.expect("request");
+    let missing = app
+        .admin(Method::PUT, &path)
+        .json(&change)
+        .send()
+        .await
+        .expect("request");
     assert_problem(missing, StatusCode::PRECONDITION_REQUIRED).await;
 
     let garbage = app
@@ -97,8 +111,16 @@ async fn updates_need_the_current_version() {
         .await
         .expect("request");
     let problem = assert_problem(stale, StatusCode::CONFLICT).await;
-    assert_eq!(problem["type"], "https://comptoir.dev/problems/version-conflict");
-    assert!(problem["detail"].as_str().expect("detail").contains("\"2\""));
+    assert_eq!(
+        problem["type"],
+        "https://comptoir.dev/problems/version-conflict"
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("\"2\"")
+    );
 
     let stale_delete = app
         .admin(Method::DELETE, &path)
@@ -115,8 +137,11 @@ async fn updates_need_the_current_version() {
         .await
         .expect("request");
     assert_eq!(delete.status(), StatusCode::NO_CONTENT);
-    assert_problem(app.get(&format!("/v1/products/{}", product.id)).await, StatusCode::NOT_FOUND)
-        .await;
+    assert_problem(
+        app.get(&format!("/v1/products/{}", product.id)).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     let gone = app
         .admin(Method::PUT, &path)
         .header("if-match", "\"2\"")
@@ -137,7 +162,11 @@ async fn invalid_products_get_422_with_every_field_error() {
         "currency": "euro",
         "category_id": uuid::Uuid::new_v4()
     });
-    let problem = assert_problem(app.post_product(&body).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let problem = assert_problem(
+        app.post_product(&body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
     let fields: Vec<&str> = problem["errors"]
         .as_array()
         .expect("errors")
@@ -149,9 +178,17 @@ async fn invalid_products_get_422_with_every_field_error() {
     // A well-formed product in a category that does not exist.
     let mut body = product_body("COF-404", "Orphan");
     body["category_id"] = json!(uuid::Uuid::new_v4());
-    let problem = assert_problem(app.post_product(&body).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let problem = assert_problem(
+        app.post_product(&body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
     assert_eq!(problem["errors"][0]["field"], "category_id");
-    assert_eq!(app.outbox_rows().await, 0, "a rejected change must not emit an event");
+    assert_eq!(
+        app.outbox_rows().await,
+        0,
+        "a rejected change must not emit an event"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,22 +204,35 @@ async fn bad_input_never_yields_a_server_error() {
             .send()
     };
 
-    let malformed = send(b"{\"sku\": ".to_vec(), "application/json").await.expect("request");
+    let malformed = send(b"{\"sku\": ".to_vec(), "application/json")
+        .await
+        .expect("request");
     assert_problem(malformed, StatusCode::BAD_REQUEST).await;
 
     let wrong_type = serde_json::to_vec(&json!({
         "sku": "COF-1", "name": "x", "price_cents": "twelve", "currency": "EUR"
     }))
     .expect("json");
-    let problem =
-        assert_problem(send(wrong_type, "application/json").await.expect("request"), StatusCode::UNPROCESSABLE_ENTITY)
-            .await;
+    let problem = assert_problem(
+        send(wrong_type, "application/json").await.expect("request"),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
     assert_eq!(problem["errors"][0]["field"], "price_cents");
 
     let mut unknown = product_body("COF-2", "x");
     unknown["colour"] = json!("red");
-    let problem = assert_problem(app.post_product(&unknown).await, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert!(problem["detail"].as_str().expect("detail").contains("colour"));
+    let problem = assert_problem(
+        app.post_product(&unknown).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("colour")
+    );
 
     let not_json = send(b"sku=COF-3".to_vec(), "application/x-www-form-urlencoded")
         .await
@@ -193,7 +243,9 @@ async fn bad_input_never_yields_a_server_error() {
     let huge = send(huge, "application/json").await.expect("request");
     assert_problem(huge, StatusCode::PAYLOAD_TOO_LARGE).await;
 
-    let array = send(b"[1,2,3]".to_vec(), "application/json").await.expect("request");
+    let array = send(b"[1,2,3]".to_vec(), "application/json")
+        .await
+        .expect("request");
     assert_problem(array, StatusCode::UNPROCESSABLE_ENTITY).await;
 
     let bad_id = app.get("/v1/products/not-a-uuid").await;
@@ -209,8 +261,19 @@ async fn bad_input_never_yields_a_server_error() {
     let nowhere = app.get("/v1/nowhere").await;
     assert_problem(nowhere, StatusCode::NOT_FOUND).await;
 
-    let wrong_method = app.http.patch(app.url("/v1/products")).send().await.expect("request");
-    assert_eq!(wrong_method.headers().get("allow").map(|v| v.to_str().expect("ascii")), Some("GET,HEAD"));
+    let wrong_method = app
+        .http
+        .patch(app.url("/v1/products"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        wrong_method
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().expect("ascii")),
+        Some("GET,HEAD")
+    );
     assert_problem(wrong_method, StatusCode::METHOD_NOT_ALLOWED).await;
 
     // Search text that would be SQL or tsquery syntax is just text.
@@ -222,8 +285,11 @@ async fn bad_input_never_yields_a_server_error() {
             .send()
             .await
             .expect("request");
-        assert!(response.status().is_success() || response.status().is_client_error(),
-            "{q:?} gave {}", response.status());
+        assert!(
+            response.status().is_success() || response.status().is_client_error(),
+            "{q:?} gave {}",
+            response.status()
+        );
     }
 }
 
@@ -255,9 +321,17 @@ async fn admin_routes_need_the_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_skus_conflict() {
     let app = spawn_app().await;
-    app.create_product(&product_body("CHO-001", "Dark 70%")).await;
-    let problem = assert_problem(app.post_product(&product_body("CHO-001", "Again")).await, StatusCode::CONFLICT).await;
-    assert_eq!(problem["type"], "https://comptoir.dev/problems/duplicate-sku");
+    app.create_product(&product_body("CHO-001", "Dark 70%"))
+        .await;
+    let problem = assert_problem(
+        app.post_product(&product_body("CHO-001", "Again")).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_eq!(
+        problem["type"],
+        "https://comptoir.dev/problems/duplicate-sku"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,7 +344,10 @@ async fn shoppers_search_by_text_and_category_and_page_through_results() {
         body["category_id"] = tea["id"].clone();
         app.create_product(&body).await;
     }
-    for (i, name) in ["Kenya Nyeri beans", "Colombia Huila beans"].iter().enumerate() {
+    for (i, name) in ["Kenya Nyeri beans", "Colombia Huila beans"]
+        .iter()
+        .enumerate()
+    {
         let mut body = product_body(&format!("COF-{i:03}"), name);
         body["category_id"] = coffee["id"].clone();
         app.create_product(&body).await;
@@ -301,14 +378,33 @@ async fn shoppers_search_by_text_and_category_and_page_through_results() {
     assert_eq!(seen, sorted);
 
     // Full-text and partial-word search; inactive products stay hidden from shoppers.
-    let kenya: Value = app.get("/v1/products?q=kenya").await.json().await.expect("json");
+    let kenya: Value = app
+        .get("/v1/products?q=kenya")
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(kenya["total"], 1);
     assert_eq!(kenya["items"][0]["name"], "Kenya Nyeri beans");
-    let partial: Value = app.get("/v1/products?q=colomb").await.json().await.expect("json");
+    let partial: Value = app
+        .get("/v1/products?q=colomb")
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(partial["items"][0]["sku"], "COF-001");
-    let beans_in_tea: Value = app.get("/v1/products?q=beans&category=tea").await.json().await.expect("json");
+    let beans_in_tea: Value = app
+        .get("/v1/products?q=beans&category=tea")
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(beans_in_tea["total"], 0);
-    assert_problem(app.get(&format!("/v1/products/{}", hidden.id)).await, StatusCode::NOT_FOUND).await;
+    assert_problem(
+        app.get(&format!("/v1/products/{}", hidden.id)).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
 
     let admin: Value = app
         .admin(Method::GET, "/v1/admin/products?q=kenya")
@@ -320,7 +416,12 @@ async fn shoppers_search_by_text_and_category_and_page_through_results() {
         .expect("json");
     assert_eq!(admin["total"], 2);
 
-    let past_end: Value = app.get("/v1/products?category=tea&offset=500").await.json().await.expect("json");
+    let past_end: Value = app
+        .get("/v1/products?category=tea&offset=500")
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(past_end["total"], 25);
     assert!(past_end["next_offset"].is_null());
 }
@@ -330,8 +431,16 @@ async fn openapi_document_is_3_1_and_covers_the_routes() {
     let app = spawn_app().await;
     let doc: Value = app.get("/openapi.json").await.json().await.expect("json");
     assert!(doc["openapi"].as_str().expect("version").starts_with("3.1"));
-    for path in ["/v1/products", "/v1/products/{id}", "/v1/admin/products/{id}", "/v1/categories"] {
-        assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
+    for path in [
+        "/v1/products",
+        "/v1/products/{id}",
+        "/v1/admin/products/{id}",
+        "/v1/categories",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
     }
     assert!(doc["components"]["schemas"]["Problem"].is_object());
 }
@@ -349,9 +458,17 @@ async fn demo_data_loads_a_few_hundred_products_once() {
         .await
         .expect("json");
     assert_eq!(all["total"], expected);
-    let shop: Value = app.get("/v1/products?limit=1").await.json().await.expect("json");
+    let shop: Value = app
+        .get("/v1/products?limit=1")
+        .await
+        .json()
+        .await
+        .expect("json");
     let visible = shop["total"].as_i64().expect("total");
-    assert!(visible < expected && visible > expected * 9 / 10, "{visible} of {expected}");
+    assert!(
+        visible < expected && visible > expected * 9 / 10,
+        "{visible} of {expected}"
+    );
     let categories: Vec<Value> = app.get("/v1/categories").await.json().await.expect("json");
     assert!(categories.len() >= 10);
 }
@@ -359,7 +476,8 @@ async fn demo_data_loads_a_few_hundred_products_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_and_returns() {
     let app = spawn_app().await;
-    app.create_product(&product_body("GFT-001", "Gift box")).await;
+    app.create_product(&product_body("GFT-001", "Gift box"))
+        .await;
     app.stop().await.expect("clean shutdown");
 }
 
@@ -368,7 +486,11 @@ async fn nul_bytes_are_refused_not_a_server_error() {
     let app = spawn_app().await;
     let mut body = product_body("COF-777", "Nul");
     body["description"] = json!("before\u{0}after");
-    let problem = assert_problem(app.post_product(&body).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let problem = assert_problem(
+        app.post_product(&body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
     assert_eq!(problem["errors"][0]["field"], "description");
     let response = app
         .admin(Method::POST, "/v1/admin/categories")
@@ -377,6 +499,12 @@ async fn nul_bytes_are_refused_not_a_server_error() {
         .await
         .expect("request");
     assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    let response = app.http.get(app.url("/v1/products")).query(&[("category", "\u{0}")]).send().await.expect("request");
+    let response = app
+        .http
+        .get(app.url("/v1/products"))
+        .query(&[("category", "\u{0}")])
+        .send()
+        .await
+        .expect("request");
     assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
 }

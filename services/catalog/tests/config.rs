@@ -20,15 +20,24 @@ fn assert_refused(output: &Output, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let lower = stderr.to_lowercase();
     for needle in needles {
-        assert!(lower.contains(&needle.to_lowercase()), "{needle:?} not in:\n{stderr}");
+        assert!(
+            lower.contains(&needle.to_lowercase()),
+            "{needle:?} not in:\n{stderr}"
+        );
     }
-    assert!(output.stdout.is_empty(), "nothing should be printed on stdout: {output:?}");
+    assert!(
+        output.stdout.is_empty(),
+        "nothing should be printed on stdout: {output:?}"
+    );
 }
 
 #[test]
 fn a_wrongly_typed_value_is_named() {
     // Port 1 would need root to bind; the process must fail on config before trying.
-    let output = catalog(&[("COMPTOIR_CATALOG__HTTP__LISTEN", "127.0.0.1:not-a-port")], &[]);
+    let output = catalog(
+        &[("COMPTOIR_CATALOG__HTTP__LISTEN", "127.0.0.1:not-a-port")],
+        &[],
+    );
     assert_refused(&output, &["comptoir-catalog:", "listen"]);
 }
 
@@ -37,13 +46,20 @@ fn a_missing_admin_token_and_bad_urls_are_all_reported_at_once() {
     let output = catalog(
         &[
             ("COMPTOIR_CATALOG__PULSAR__URL", "http://127.0.0.1:6650"),
-            ("COMPTOIR_CATALOG__DATABASE__PASSWORD_FILE", "/nonexistent/db-password"),
+            (
+                "COMPTOIR_CATALOG__DATABASE__PASSWORD_FILE",
+                "/nonexistent/db-password",
+            ),
         ],
         &[],
     );
     assert_refused(
         &output,
-        &["admin_token_file must be set", "pulsar.url", "database.password_file"],
+        &[
+            "admin_token_file must be set",
+            "pulsar.url",
+            "database.password_file",
+        ],
     );
 }
 
@@ -65,7 +81,11 @@ fn a_missing_config_file_or_bad_arguments_are_refused() {
 fn a_config_file_with_bad_values_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("catalog.toml");
-    std::fs::write(&file, "[http]\nconcurrency_limit = 0\n[database]\npool_size = 0\n").expect("write");
+    std::fs::write(
+        &file,
+        "[http]\nconcurrency_limit = 0\n[database]\npool_size = 0\n",
+    )
+    .expect("write");
     let output = catalog(&[], &["--config", file.to_str().expect("utf-8")]);
     assert_refused(&output, &["http.concurrency_limit", "database.pool_size"]);
 }

@@ -17,7 +17,11 @@ use support::{product_body, spawn_app};
 
 async fn next_event(
     consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
-) -> (Option<String>, std::collections::HashMap<String, String>, CloudEvent<ProductChanged>) {
+) -> (
+    Option<String>,
+    std::collections::HashMap<String, String>,
+    CloudEvent<ProductChanged>,
+) {
     let message = tokio::time::timeout(Duration::from_secs(30), consumer.try_next())
         .await
         .expect("an event within 30 s")
@@ -52,7 +56,9 @@ async fn product_changes_are_published_in_order_keyed_by_product_id() {
         .await
         .expect("subscribe");
 
-    let created = app.create_product(&product_body("COF-100", "Kenya Nyeri")).await;
+    let created = app
+        .create_product(&product_body("COF-100", "Kenya Nyeri"))
+        .await;
     let mut change = product_body("COF-100", "Kenya Nyeri AA");
     change["price_cents"] = json!(1490);
     let response = app
@@ -64,7 +70,10 @@ async fn product_changes_are_published_in_order_keyed_by_product_id() {
         .expect("request");
     assert!(response.status().is_success());
     let response = app
-        .admin(Method::DELETE, &format!("/v1/admin/products/{}", created.id))
+        .admin(
+            Method::DELETE,
+            &format!("/v1/admin/products/{}", created.id),
+        )
         .header("if-match", "\"2\"")
         .send()
         .await
@@ -84,9 +93,19 @@ async fn product_changes_are_published_in_order_keyed_by_product_id() {
         assert_eq!(event.kind, "comptoir.catalog.product-changed.v1");
         assert_eq!(event.source, "/comptoir/catalog");
         assert_eq!(event.subject, created.id.to_string());
-        assert_eq!(properties.get("ce_type").map(String::as_str), Some(event.kind.as_str()));
+        assert_eq!(
+            properties.get("ce_type").map(String::as_str),
+            Some(event.kind.as_str())
+        );
         assert_eq!(event.data.product_id, created.id);
-        assert_eq!((event.data.change, event.data.version, event.data.price_cents), (change, version, price));
+        assert_eq!(
+            (
+                event.data.change,
+                event.data.version,
+                event.data.price_cents
+            ),
+            (change, version, price)
+        );
         assert!(ids.insert(event.id), "event ids must be unique");
     }
 
@@ -106,14 +125,22 @@ async fn events_wait_in_the_outbox_until_the_broker_side_is_available() {
     let ns = namespace.clone();
     let app = support::spawn_app_alive(move |s| s.pulsar.namespace = ns).await;
 
-    let problem = support::assert_problem(app.get("/readyz").await, reqwest::StatusCode::SERVICE_UNAVAILABLE).await;
+    let problem = support::assert_problem(
+        app.get("/readyz").await,
+        reqwest::StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
     assert_eq!(problem["errors"][0]["field"], "pulsar");
 
-    app.create_product(&product_body("COF-200", "Brazil Cerrado")).await;
+    app.create_product(&product_body("COF-200", "Brazil Cerrado"))
+        .await;
     assert_eq!(app.outbox_rows().await, 1, "the event waits in the outbox");
 
     let admin = PulsarAdmin::new(comptoir_testkit::pulsar_admin_url(), None);
-    admin.ensure_namespace(&namespace).await.expect("create the namespace");
+    admin
+        .ensure_namespace(&namespace)
+        .await
+        .expect("create the namespace");
     wait_for("the outbox to empty", Duration::from_secs(30), || async {
         (app.outbox_rows().await == 0).then_some(())
     })

@@ -37,7 +37,9 @@ pub async fn spawn_app_alive(customise: impl FnOnce(&mut Settings)) -> TestApp {
 }
 
 async fn spawn(customise: impl FnOnce(&mut Settings), probe_path: &str) -> TestApp {
-    let db = TestDatabase::create("catalog_test").await.expect("test database");
+    let db = TestDatabase::create("catalog_test")
+        .await
+        .expect("test database");
     let namespace = TestNamespace::create().await.expect("test namespace");
     let admin_token = Uuid::new_v4().to_string();
     let token_file = db.scratch_dir().join("admin-token");
@@ -56,7 +58,9 @@ async fn spawn(customise: impl FnOnce(&mut Settings), probe_path: &str) -> TestA
     settings.http.shutdown_grace_ms = 5_000;
     customise(&mut settings);
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(comptoir_catalog::run(listener, settings, shutdown.clone()));
@@ -120,7 +124,12 @@ impl TestApp {
 
     pub async fn create_product(&self, body: &Value) -> Product {
         let response = self.post_product(body).await;
-        assert_eq!(response.status(), StatusCode::CREATED, "{:?}", response.text().await);
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "{:?}",
+            response.text().await
+        );
         response.json().await.expect("json")
     }
 

@@ -1,0 +1,94 @@
+//! `comptoir-xtask`: idempotent provisioning, the same commands locally and in production.
+//!
+//! ```text
+//! comptoir-xtask provision-db <admin-url> <name> <password-file>
+//!     role <name> (LOGIN only) and database <name> owned by it, reachable by no other role
+//! comptoir-xtask provision-pulsar <admin-http-url> <tenant/namespace>...
+//!     tenant and namespaces, unless they exist
+//! ```
+//! The admin URL of PostgreSQL may also come from `COMPTOIR_PG_ADMIN_URL` (pass `-`), so it
+//! does not show in the process list.
+#![forbid(unsafe_code)]
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use anyhow::{Context, bail};
+use comptoir_events::admin::PulsarAdmin;
+use comptoir_platform::secret::read_secret_file;
+use url::Url;
+
+const USAGE: &str = "usage:\n  comptoir-xtask provision-db <admin-url|-> <name> <password-file>\n  \
+                     comptoir-xtask provision-pulsar <admin-http-url> <tenant/namespace>...";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("comptoir-xtask: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("comptoir-xtask: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(args: &[String]) -> anyhow::Result<()> {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["provision-db", url, name, password_file] => {
+            provision_db(url, name, Path::new(password_file)).await
+        }
+        ["provision-pulsar", url, namespaces @ ..] if !namespaces.is_empty() => {
+            provision_pulsar(url, namespaces).await
+        }
+        _ => bail!("{USAGE}"),
+    }
+}
+
+async fn provision_db(url: &str, name: &str, password_file: &Path) -> anyhow::Result<()> {
+    let url = if url == "-" {
+        std::env::var("COMPTOIR_PG_ADMIN_URL").context("COMPTOIR_PG_ADMIN_URL is not set")?
+    } else {
+        url.to_owned()
+    };
+    let password = read_secret_file(password_file)?;
+    let config = comptoir_store::tokio_postgres::Config::from_str(&url)
+        .context("the admin URL is not a PostgreSQL URL")?;
+    let (client, connection) = config
+        .connect(comptoir_store::tokio_postgres::NoTls)
+        .await
+        .context("cannot connect as administrator")?;
+    tokio::spawn(connection);
+    comptoir_store::provision::ensure_service_database(&client, name, password.expose())
+        .await
+        .with_context(|| format!("cannot provision database {name}"))?;
+    eprintln!("comptoir-xtask: database and role {name} ready");
+    Ok(())
+}
+
+async fn provision_pulsar(url: &str, namespaces: &[&str]) -> anyhow::Result<()> {
+    let admin = PulsarAdmin::new(Url::parse(url).context("bad admin URL")?, None);
+    for namespace in namespaces {
+        if namespace.split('/').count() != 2 {
+            bail!("{namespace:?} is not tenant/namespace");
+        }
+        admin.ensure_namespace(namespace).await?;
+        eprintln!("comptoir-xtask: namespace {namespace} ready");
+    }
+    Ok(())
+}
