@@ -2,11 +2,12 @@
 # A PostgreSQL cluster owned by the project: its own data dir and port (default 55432),
 # listening on 127.0.0.1 only. It never touches the system cluster (Debian's, on 5432).
 #
-# Usage: dev/postgres.sh start|stop|status|admin-url
+# Usage: dev/postgres.sh start|stop|status|admin-url|ca-file
 #   start      initialise on first use, then start and wait for pg_isready (no-op if running)
 #   stop       fast shutdown (no-op if stopped)
 #   status     exit 0 if running, 3 if stopped
 #   admin-url  print postgres://comptoir_admin:<pw>@127.0.0.1:<port>/postgres
+#   ca-file    print the path of the CA that signed the server's TLS certificate
 #
 # Environment:
 #   COMPTOIR_PG_PORT  TCP port (default 55432)
@@ -39,7 +40,7 @@ LOG_FILE="$PG_DIR/postgres.log"
 START_TIMEOUT=60
 
 usage() {
-  sed -n '5,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '5,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -110,6 +111,30 @@ init_cluster() {
   printf "\ninclude_if_exists = 'comptoir.conf'\n" | as_owner tee -a "$PGDATA_DIR/postgresql.conf" >/dev/null
 }
 
+# A local CA and a server certificate for 127.0.0.1/localhost, made once, so the TLS path of
+# the services (rustls, verify-full) is exercised locally and in CI. `ca-file` prints the CA.
+TLS_DIR="$PG_DIR/tls"
+ensure_tls() {
+  [[ -s "$TLS_DIR/server.crt" && -s "$TLS_DIR/ca.crt" ]] && return 0
+  command -v openssl >/dev/null || die "openssl not found (Debian package openssl)"
+  log "creating a local CA and server certificate in $TLS_DIR"
+  mkdir -p "$TLS_DIR"
+  (
+    cd "$TLS_DIR"
+    umask 077
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=Comptoir dev CA" \
+      -keyout ca.key -out ca.crt 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+      -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile server.ext -out server.crt 2>/dev/null
+    rm -f server.csr server.ext
+    chmod 644 ca.crt server.crt
+  )
+  if is_root; then chown -R postgres:postgres "$TLS_DIR"; fi
+}
+
 # Rewritten on every start, so a changed COMPTOIR_PG_PORT or an edit here takes effect.
 write_config() {
   as_owner tee "$PGDATA_DIR/comptoir.conf" >/dev/null <<EOF
@@ -122,6 +147,10 @@ max_connections = 300
 shared_buffers = 128MB
 logging_collector = off
 log_min_messages = warning
+ssl = on
+ssl_cert_file = '$TLS_DIR/server.crt'
+ssl_key_file = '$TLS_DIR/server.key'
+ssl_min_protocol_version = 'TLSv1.2'
 EOF
   as_owner tee "$PGDATA_DIR/pg_hba.conf" >/dev/null <<EOF
 # Written by dev/postgres.sh on every start; edits are lost. First matching line wins.
@@ -160,6 +189,7 @@ cmd_start() {
     die "port $PG_PORT is taken by another process; set COMPTOIR_PG_PORT"
   fi
   init_cluster
+  ensure_tls
   write_config
   log "starting PostgreSQL $(basename "$(dirname "$PG_BIN")") on 127.0.0.1:$PG_PORT ($PG_DIR)"
   as_owner "$PG_BIN/pg_ctl" start -D "$PGDATA_DIR" -l "$LOG_FILE" -W -s \
@@ -205,5 +235,7 @@ case "$1" in
   stop) cmd_stop ;;
   status) cmd_status ;;
   admin-url) cmd_admin_url ;;
+  ca-file) [[ -s "$TLS_DIR/ca.crt" ]] || die "no CA yet; run dev/postgres.sh start first"
+    printf '%s\n' "$TLS_DIR/ca.crt" ;;
   *) usage ;;
 esac

@@ -105,3 +105,64 @@ async fn a_wrong_password_fails_on_ping_not_on_build() {
     let pool = comptoir_store::connect(&settings).expect("pools are lazy");
     assert!(comptoir_store::ping(&pool).await.is_err());
 }
+
+fn settings_for(
+    db: &TestDatabase,
+    tls: TlsMode,
+    ca_file: Option<std::path::PathBuf>,
+) -> DatabaseSettings {
+    DatabaseSettings {
+        host: db.host.clone(),
+        port: db.port,
+        name: db.name.clone(),
+        user: db.name.clone(),
+        password_file: Some(db.password_file()),
+        tls,
+        ca_file,
+        pool_size: 1,
+        connect_timeout_ms: 5_000,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_connections_verify_the_server_certificate() {
+    let db = TestDatabase::create("store_test").await.expect("db");
+
+    let pool = comptoir_store::connect(&settings_for(
+        &db,
+        TlsMode::VerifyFull,
+        Some(comptoir_testkit::pg_ca_file()),
+    ))
+    .expect("pool");
+    let client = pool.get().await.expect("a TLS connection");
+    let row = client
+        .query_one(
+            "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("ssl status");
+    assert!(row.get::<_, bool>(0), "the session must be encrypted");
+    let version: String = row.get(1);
+    assert!(version.starts_with("TLSv1."), "{version}");
+
+    // The local CA is not a web PKI root: without it, verification must fail.
+    let untrusted =
+        comptoir_store::connect(&settings_for(&db, TlsMode::VerifyFull, None)).expect("pool");
+    assert!(
+        comptoir_store::ping(&untrusted).await.is_err(),
+        "an unverified server was trusted"
+    );
+
+    let plain = comptoir_store::connect(&settings_for(&db, TlsMode::Disable, None)).expect("pool");
+    let client = plain.get().await.expect("plain connection");
+    let ssl: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("ssl status")
+        .get(0);
+    assert!(!ssl);
+}

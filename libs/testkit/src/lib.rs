@@ -55,6 +55,23 @@ pub fn pg_admin_url() -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
+/// CA certificate of the test cluster's TLS server certificate.
+pub fn pg_ca_file() -> PathBuf {
+    if let Ok(path) = std::env::var("COMPTOIR_TEST_PG_CA_FILE") {
+        return PathBuf::from(path);
+    }
+    let output = std::process::Command::new(repo_root().join("dev/postgres.sh"))
+        .arg("ca-file")
+        .output()
+        .expect("cannot run dev/postgres.sh ca-file");
+    assert!(
+        output.status.success(),
+        "dev/postgres.sh ca-file failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
+
 /// Binary-protocol URL of the test broker.
 pub fn pulsar_url() -> Url {
     let raw = std::env::var("COMPTOIR_TEST_PULSAR_URL")
