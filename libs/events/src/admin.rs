@@ -11,7 +11,7 @@ use url::Url;
 /// Why an admin call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("Pulsar admin request to {url} failed: {source}")]
+    #[error("Pulsar admin request to {url} failed")]
     Http {
         url: String,
         #[source]

@@ -36,13 +36,13 @@ use crate::envelope::{CloudEvent, EventType};
 /// Why an event could not be written or relayed.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
-    #[error("cannot encode event: {0}")]
+    #[error("cannot encode event")]
     Encode(#[from] serde_json::Error),
-    #[error("outbox database error: {0}")]
+    #[error("outbox database error")]
     Postgres(#[from] tokio_postgres::Error),
-    #[error("cannot get a database connection: {0}")]
+    #[error("cannot get a database connection")]
     Pool(#[from] deadpool_postgres::PoolError),
-    #[error("cannot publish to {topic}: {source}")]
+    #[error("cannot publish to {topic}")]
     Publish {
         topic: String,
         #[source]
@@ -123,7 +123,7 @@ impl Relay {
             match self.drain(&mut producers).await {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(error) => {
-                    tracing::error!(error = %error, retry_in_ms = backoff.as_millis() as u64, "Outbox relay failed; will retry");
+                    tracing::error!(error = %chain(&error), retry_in_ms = backoff.as_millis() as u64, "Outbox relay failed; will retry");
                     // A producer may be broken; rebuild on the next attempt.
                     producers.clear();
                     if stopping {
@@ -245,4 +245,11 @@ impl Relay {
             .get_mut(topic)
             .ok_or_else(|| unreachable!("producer inserted above"))
     }
+}
+
+fn chain(error: &dyn std::error::Error) -> String {
+    std::iter::successors(Some(error), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }

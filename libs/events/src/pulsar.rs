@@ -66,13 +66,13 @@ impl PulsarSettings {
 /// Why the broker could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     File {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot connect to Pulsar at {url}: {source}")]
+    #[error("cannot connect to Pulsar at {url}")]
     Pulsar {
         url: Box<Url>,
         #[source]

@@ -34,7 +34,7 @@ impl<T> fmt::Display for Secret<T> {
 /// Why a secret file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretFileError {
-    #[error("cannot read secret file {path}: {source}")]
+    #[error("cannot read secret file {path}")]
     Read {
         path: PathBuf,
         #[source]

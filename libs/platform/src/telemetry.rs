@@ -107,3 +107,12 @@ pub fn attach_remote_parent(span: &tracing::Span, headers: &http::HeaderMap) {
     // Fails only when no OpenTelemetry layer is installed, in which case there is nothing to do.
     let _ = span.set_parent(parent);
 }
+
+/// An error and its causes on one line (`outer: inner: root`), for logging a failure once,
+/// where it is handled, with everything that explains it.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    std::iter::successors(Some(error), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}

@@ -99,7 +99,7 @@ impl DatabaseSettings {
 /// Why the store could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot read the database password file {path}: {source}")]
+    #[error("cannot read the database password file {path}")]
     PasswordFile {
         path: PathBuf,
         #[source]
@@ -107,13 +107,13 @@ pub enum StoreError {
     },
     #[error("cannot set up TLS to PostgreSQL: {0}")]
     Tls(String),
-    #[error("cannot build the connection pool: {0}")]
+    #[error("cannot build the connection pool")]
     Pool(#[from] deadpool_postgres::BuildError),
-    #[error("cannot get a database connection: {0}")]
+    #[error("cannot get a database connection")]
     Connect(#[from] deadpool_postgres::PoolError),
-    #[error("migration failed: {0}")]
+    #[error("migration failed")]
     Migration(#[from] refinery::Error),
-    #[error(transparent)]
+    #[error("database error")]
     Postgres(#[from] tokio_postgres::Error),
     #[error("invalid identifier {0:?}: use lowercase letters, digits and underscores")]
     Identifier(String),

@@ -75,22 +75,11 @@ impl From<RepoError> for Problem {
             ),
             other => {
                 // Logged once, here, with its cause chain; the client gets no internals.
-                tracing::error!(error = %error_chain(&other), "Catalog storage failed");
+                tracing::error!(error = %comptoir_platform::telemetry::error_chain(&other), "Catalog storage failed");
                 Problem::internal()
             }
         }
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Proof that the request carries the admin bearer token.

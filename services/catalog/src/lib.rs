@@ -83,7 +83,10 @@ impl Validate for Settings {
                 .push("admin_token_file must be set: the admin routes need a token".to_owned()),
             Some(path) => {
                 if let Err(error) = read_secret_file(path) {
-                    problems.push(format!("admin_token_file: {error}"));
+                    problems.push(format!(
+                        "admin_token_file: {}",
+                        comptoir_platform::telemetry::error_chain(&error)
+                    ));
                 }
             }
         }
