@@ -92,18 +92,42 @@ impl PulsarAdmin {
         Ok(serde_json::from_str(&text).unwrap_or_default())
     }
 
+    /// Whether `tenant` exists.
+    pub async fn tenant_exists(&self, tenant: &str) -> Result<bool, AdminError> {
+        let path = format!("tenants/{tenant}");
+        match self.call(reqwest::Method::GET, &path, None, &[]).await {
+            Ok(_) => Ok(true),
+            Err(AdminError::Status { status, .. }) if status == StatusCode::NOT_FOUND => {
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
     /// Creates `tenant` allowed on every known cluster, unless it exists.
     pub async fn ensure_tenant(&self, tenant: &str) -> Result<(), AdminError> {
+        if self.tenant_exists(tenant).await? {
+            return Ok(());
+        }
         let clusters = self.clusters().await?;
         let body = json!({ "adminRoles": [], "allowedClusters": clusters });
-        self.call(
-            reqwest::Method::PUT,
-            &format!("tenants/{tenant}"),
-            Some(body),
-            &[StatusCode::CONFLICT],
-        )
-        .await
-        .map(drop)
+        let created = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("tenants/{tenant}"),
+                Some(body),
+                &[StatusCode::CONFLICT],
+            )
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            // Two creators racing on a fresh broker: the loser may get a 500 (a metadata
+            // version conflict) instead of 409. The tenant existing afterwards is success.
+            Err(error) => match self.tenant_exists(tenant).await {
+                Ok(true) => Ok(()),
+                _ => Err(error),
+            },
+        }
     }
 
     /// Creates `tenant/namespace` (and its tenant), unless they exist.
