@@ -18,7 +18,7 @@ COMPTOIR_SCRIPT_NAME="bootstrap.sh"
 # shellcheck source=dev/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
-APT_PACKAGES=(postgresql protobuf-compiler curl wrk)
+APT_PACKAGES=(postgresql protobuf-compiler curl wrk openssl shellcheck)
 
 as_root() {
   if is_root; then
