@@ -1,0 +1,410 @@
+#!/usr/bin/env python3
+"""Drift check between the Cargo workspace (the source of truth) and its Bazel twin.
+
+Fails, with one line per problem, when:
+  - a workspace member has no BUILD.bazel beside its Cargo.toml;
+  - MODULE.bazel's crate.from_cargo(manifests = [...]) does not list exactly the workspace's
+    Cargo.toml files (crate_universe needs every member);
+  - a Cargo library, binary ([[bin]], src/main.rs, src/bin/*.rs) or integration test
+    ([[test]], tests/*.rs, tests/*/main.rs) has no Bazel twin: a rust_library / rust_binary /
+    rust_test whose crate_root (or single source) is the same file;
+  - a Bazel crate name differs from Cargo's (package or bin name, with - turned into _);
+  - a Bazel Rust target names a crate_root that does not exist;
+  - a service (services/<name>) has no alias in the root BUILD.bazel.
+
+Usage: dev/bazel_drift.py [--root DIR]   (default: the repository holding this script)
+Exit 0 when in step, 1 with the list otherwise, 2 when a file cannot be read or parsed.
+Standard library only (Python >= 3.11 for tomllib). BUILD files are Starlark, read here with
+Python's ast (the subset our BUILD files use: calls, lists, dicts, +, names, glob()).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import glob as globlib
+import re
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RUST_RULES = {"rust_library", "rust_proc_macro", "rust_binary", "rust_test"}
+BUILD_NAMES = ("BUILD.bazel", "BUILD")
+
+
+class Unreadable(Exception):
+    """A file that exists but cannot be parsed."""
+
+
+@dataclass
+class BazelTarget:
+    rule: str
+    name: str
+    crate_name: str | None
+    crate_root: str | None  # package-relative
+    srcs: list[str] = field(default_factory=list)  # package-relative
+    has_crate_attr: bool = False
+
+    def effective_crate_name(self) -> str:
+        return self.crate_name or self.name.replace("-", "_")
+
+    def root_file(self) -> str | None:
+        """The crate root as rules_rust picks it: crate_root, else the only source."""
+        if self.crate_root:
+            return self.crate_root
+        if len(self.srcs) == 1:
+            return self.srcs[0]
+        return None
+
+
+@dataclass
+class CargoTarget:
+    kind: str  # "lib", "proc-macro", "bin", "test"
+    name: str  # Cargo target name
+    path: str  # package-relative source path
+
+
+# --------------------------------------------------------------------------- Starlark reading
+
+
+class _Evaluator:
+    """Evaluates the constant parts of a BUILD file: enough to find names, roots and srcs."""
+
+    def __init__(self, package_dir: Path, variables: dict[str, object]):
+        self.package_dir = package_dir
+        self.variables = variables
+
+    def eval(self, node: ast.AST) -> object:
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.List | ast.Tuple):
+            return [self.eval(e) for e in node.elts]
+        if isinstance(node, ast.Dict):
+            return {self.eval(k): self.eval(v) for k, v in zip(node.keys, node.values) if k}
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            left, right = self.eval(node.left), self.eval(node.right)
+            if isinstance(left, list) and isinstance(right, list):
+                return left + right
+            if isinstance(left, str) and isinstance(right, str):
+                return left + right
+            return None
+        if isinstance(node, ast.Name):
+            return self.variables.get(node.id)
+        if isinstance(node, ast.Call) and _call_name(node) == "glob":
+            return self._glob(node)
+        return None  # macros such as all_crate_deps(): irrelevant here
+
+    def _glob(self, node: ast.Call) -> list[str]:
+        include = self.eval(node.args[0]) if node.args else None
+        exclude: object = []
+        for kw in node.keywords:
+            if kw.arg == "include":
+                include = self.eval(kw.value)
+            elif kw.arg == "exclude":
+                exclude = self.eval(kw.value)
+        found: set[str] = set()
+        for pattern in include if isinstance(include, list) else []:
+            for hit in globlib.glob(str(self.package_dir / pattern), recursive=True):
+                if Path(hit).is_file():
+                    found.add(Path(hit).relative_to(self.package_dir).as_posix())
+        for pattern in exclude if isinstance(exclude, list) else []:
+            for hit in globlib.glob(str(self.package_dir / pattern), recursive=True):
+                found.discard(Path(hit).relative_to(self.package_dir).as_posix())
+        return sorted(found)
+
+
+def _call_name(node: ast.Call) -> str | None:
+    return node.func.id if isinstance(node.func, ast.Name) else None
+
+
+def _label_to_package_path(label: str) -> str:
+    """':x' or 'x' → 'x' (package-relative); other packages are not sources of this crate."""
+    return label[1:] if label.startswith(":") else label
+
+
+def read_build_file(path: Path) -> tuple[list[BazelTarget], list[ast.Call]]:
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (OSError, SyntaxError) as err:
+        raise Unreadable(f"{path}: cannot parse ({err})") from err
+    evaluator = _Evaluator(path.parent, {})
+    targets: list[BazelTarget] = []
+    calls: list[ast.Call] = []
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+            target = stmt.targets[0]
+            if isinstance(target, ast.Name):
+                evaluator.variables[target.id] = evaluator.eval(stmt.value)
+            continue
+        if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)):
+            continue
+        call = stmt.value
+        calls.append(call)
+        rule = _call_name(call)
+        if rule not in RUST_RULES:
+            continue
+        kwargs = {kw.arg: kw.value for kw in call.keywords if kw.arg}
+        name = evaluator.eval(kwargs["name"]) if "name" in kwargs else None
+        if not isinstance(name, str):
+            raise Unreadable(f"{path}: a {rule} without a literal name")
+        crate_name = evaluator.eval(kwargs["crate_name"]) if "crate_name" in kwargs else None
+        crate_root = evaluator.eval(kwargs["crate_root"]) if "crate_root" in kwargs else None
+        srcs = evaluator.eval(kwargs["srcs"]) if "srcs" in kwargs else []
+        targets.append(
+            BazelTarget(
+                rule=rule,
+                name=name,
+                crate_name=crate_name if isinstance(crate_name, str) else None,
+                crate_root=_label_to_package_path(crate_root)
+                if isinstance(crate_root, str)
+                else None,
+                srcs=[_label_to_package_path(s) for s in srcs if isinstance(s, str)]
+                if isinstance(srcs, list)
+                else [],
+                has_crate_attr="crate" in kwargs,
+            )
+        )
+    return targets, calls
+
+
+# --------------------------------------------------------------------------- Cargo reading
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise Unreadable(f"{path}: cannot parse ({err})") from err
+
+
+def workspace_members(root: Path, manifest: dict) -> list[str]:
+    workspace = manifest.get("workspace", {})
+    excluded = {Path(e).as_posix() for e in workspace.get("exclude", [])}
+    members: list[str] = []
+    for pattern in workspace.get("members", []):
+        hits = sorted(globlib.glob(str(root / pattern))) if any(c in pattern for c in "*?[") else [
+            str(root / pattern)
+        ]
+        for hit in hits:
+            rel = Path(hit).relative_to(root).as_posix()
+            if rel not in excluded and rel not in members:
+                members.append(rel)
+    if "package" in manifest and "." not in members:
+        members.insert(0, ".")
+    return members
+
+
+def cargo_targets(package_dir: Path, manifest: dict) -> list[CargoTarget]:
+    """The library, binaries and integration tests Cargo builds, with Cargo's auto-discovery."""
+    package = manifest.get("package", {})
+    package_name = package["name"]
+    targets: list[CargoTarget] = []
+
+    lib = manifest.get("lib")
+    lib_path = (lib or {}).get("path", "src/lib.rs")
+    if lib is not None or (package_dir / "src/lib.rs").is_file():
+        kind = "proc-macro" if (lib or {}).get("proc-macro") else "lib"
+        targets.append(CargoTarget(kind, (lib or {}).get("name", package_name), lib_path))
+
+    bins = manifest.get("bin", [])
+    listed_bin_paths: set[str] = set()
+    for entry in bins:
+        path = entry.get("path") or (
+            "src/main.rs" if entry["name"] == package_name and (package_dir / "src/main.rs").is_file()
+            else f"src/bin/{entry['name']}.rs"
+        )
+        listed_bin_paths.add(path)
+        targets.append(CargoTarget("bin", entry["name"], path))
+    if package.get("autobins", True):
+        if (package_dir / "src/main.rs").is_file() and "src/main.rs" not in listed_bin_paths:
+            targets.append(CargoTarget("bin", package_name, "src/main.rs"))
+        for path in sorted((package_dir / "src/bin").glob("*.rs")):
+            rel = path.relative_to(package_dir).as_posix()
+            if rel not in listed_bin_paths:
+                targets.append(CargoTarget("bin", path.stem, rel))
+        for path in sorted((package_dir / "src/bin").glob("*/main.rs")):
+            rel = path.relative_to(package_dir).as_posix()
+            if rel not in listed_bin_paths:
+                targets.append(CargoTarget("bin", path.parent.name, rel))
+
+    listed_test_paths: set[str] = set()
+    for entry in manifest.get("test", []):
+        path = entry.get("path", f"tests/{entry['name']}.rs")
+        listed_test_paths.add(path)
+        targets.append(CargoTarget("test", entry["name"], path))
+    if package.get("autotests", True):
+        for path in sorted((package_dir / "tests").glob("*.rs")):
+            rel = path.relative_to(package_dir).as_posix()
+            if rel not in listed_test_paths:
+                targets.append(CargoTarget("test", path.stem, rel))
+        for path in sorted((package_dir / "tests").glob("*/main.rs")):
+            rel = path.relative_to(package_dir).as_posix()
+            if rel not in listed_test_paths:
+                targets.append(CargoTarget("test", path.parent.name, rel))
+    return targets
+
+
+# --------------------------------------------------------------------------- checks
+
+RULE_FOR_KIND = {
+    "lib": {"rust_library"},
+    "proc-macro": {"rust_proc_macro"},
+    "bin": {"rust_binary"},
+    "test": {"rust_test"},
+}
+
+
+def check_member(root: Path, member: str, problems: list[str]) -> list[BazelTarget]:
+    package_dir = root / member
+    label = "//" if member == "." else f"//{member}"
+    manifest = read_toml(package_dir / "Cargo.toml")
+    if "package" not in manifest:
+        return []  # a virtual manifest: nothing to build
+    build = next((package_dir / n for n in BUILD_NAMES if (package_dir / n).is_file()), None)
+    if build is None:
+        problems.append(f"{member}: workspace member has no BUILD.bazel beside its Cargo.toml")
+        return []
+    targets, _ = read_build_file(build)
+    rel_build = build.relative_to(root).as_posix()
+
+    for bazel in targets:
+        root_file = bazel.crate_root
+        if root_file and not (package_dir / root_file).is_file():
+            problems.append(
+                f"{rel_build}: {bazel.rule} {label}:{bazel.name} has crate_root "
+                f"{root_file!r}, which does not exist"
+            )
+
+    for cargo in cargo_targets(package_dir, manifest):
+        if not (package_dir / cargo.path).is_file():
+            problems.append(f"{member}/Cargo.toml: {cargo.kind} {cargo.name!r} names missing {cargo.path}")
+            continue
+        twins = [
+            b
+            for b in targets
+            if b.rule in RULE_FOR_KIND[cargo.kind]
+            and not b.has_crate_attr
+            and b.root_file() == cargo.path
+        ]
+        if not twins:
+            rule = "/".join(sorted(RULE_FOR_KIND[cargo.kind]))
+            problems.append(
+                f"{rel_build}: Cargo {cargo.kind} {cargo.name!r} ({member}/{cargo.path}) "
+                f"has no Bazel twin (a {rule} with crate_root = {cargo.path!r})"
+            )
+            continue
+        if cargo.kind == "test":
+            continue  # Cargo names test crates after the file; nothing depends on the name
+        expected = cargo.name.replace("-", "_")
+        for twin in twins:
+            if twin.effective_crate_name() != expected:
+                problems.append(
+                    f"{rel_build}: {twin.rule} {label}:{twin.name} builds crate "
+                    f"{twin.effective_crate_name()!r}, Cargo builds {expected!r} "
+                    f"({cargo.kind} {cargo.name!r})"
+                )
+    return targets
+
+
+def check_module_manifests(root: Path, members: list[str], problems: list[str]) -> None:
+    module = root / "MODULE.bazel"
+    if not module.is_file():
+        problems.append("MODULE.bazel is missing")
+        return
+    try:
+        tree = ast.parse(module.read_text(encoding="utf-8"), filename=str(module))
+    except SyntaxError as err:
+        raise Unreadable(f"{module}: cannot parse ({err})") from err
+    listed: set[str] | None = None
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "from_cargo"
+        ):
+            for kw in node.keywords:
+                if kw.arg == "manifests" and isinstance(kw.value, ast.List):
+                    listed = {
+                        e.value for e in kw.value.elts if isinstance(e, ast.Constant)
+                    }
+    if listed is None:
+        problems.append("MODULE.bazel: no crate.from_cargo(manifests = [...]) found")
+        return
+    wanted = {"//:Cargo.toml"} | {
+        "//:Cargo.toml" if m == "." else f"//{m}:Cargo.toml" for m in members
+    }
+    for missing in sorted(wanted - listed):
+        problems.append(f"MODULE.bazel: crate.from_cargo manifests lacks {missing!r}")
+    for extra in sorted(listed - wanted):
+        problems.append(f"MODULE.bazel: crate.from_cargo manifests lists {extra!r}, not a workspace manifest")
+
+
+def check_service_aliases(
+    root: Path, members: list[str], binaries: dict[str, list[str]], problems: list[str]
+) -> None:
+    build = root / "BUILD.bazel"
+    if not build.is_file():
+        problems.append("BUILD.bazel is missing at the repository root")
+        return
+    _, calls = read_build_file(build)
+    actuals: set[str] = set()
+    for call in calls:
+        if _call_name(call) == "alias":
+            for kw in call.keywords:
+                if kw.arg == "actual" and isinstance(kw.value, ast.Constant):
+                    actuals.add(kw.value.value)
+    for member in members:
+        if not re.fullmatch(r"services/[^/]+", member):
+            continue
+        wanted = {f"//{member}:{name}" for name in binaries.get(member, [])}
+        if not wanted:
+            problems.append(f"{member}: a service without a rust_binary in its BUILD.bazel")
+        elif not wanted & actuals:
+            problems.append(
+                f"BUILD.bazel: no alias for service {member} (expected actual = one of {sorted(wanted)})"
+            )
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent,
+        help="repository root (default: the one holding this script)",
+    )
+    args = parser.parse_args(argv)
+    root: Path = args.root.resolve()
+
+    problems: list[str] = []
+    try:
+        manifest = read_toml(root / "Cargo.toml")
+        members = workspace_members(root, manifest)
+        if not members:
+            problems.append("Cargo.toml: no workspace members")
+        binaries: dict[str, list[str]] = {}
+        for member in members:
+            if not (root / member / "Cargo.toml").is_file():
+                problems.append(f"{member}: listed as a workspace member but has no Cargo.toml")
+                continue
+            targets = check_member(root, member, problems)
+            binaries[member] = [t.name for t in targets if t.rule == "rust_binary"]
+        check_module_manifests(root, members, problems)
+        check_service_aliases(root, members, binaries, problems)
+    except Unreadable as err:
+        print(f"bazel-drift: {err}", file=sys.stderr)
+        return 2
+
+    if problems:
+        print(f"bazel-drift: {len(problems)} problem(s) between Cargo and Bazel:", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    print(f"bazel-drift: {len(members)} workspace members, Cargo and Bazel in step")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
