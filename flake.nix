@@ -1,0 +1,147 @@
+{
+  description = "Comptoir: online retail as Rust microservices on Apache Pulsar, shipped as Nix-built OCI images";
+
+  inputs = {
+    # A NixOS release branch: security fixes without surprise upgrades; flake.lock pins it.
+    nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+    flake-utils.url = "github:numtide/flake-utils";
+    crane.url = "github:ipetkov/crane";
+    # The same Rust as rustup gives developers and CI (1.95), not the release's older rustc:
+    # clippy's lints change between versions and `-D warnings` must mean the same everywhere.
+    rust-overlay = {
+      url = "github:oxalica/rust-overlay";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
+    deploy-rs = {
+      url = "github:serokell/deploy-rs";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
+    advisory-db = {
+      url = "github:rustsec/advisory-db";
+      flake = false;
+    };
+  };
+
+  outputs = {
+    self,
+    nixpkgs,
+    flake-utils,
+    crane,
+    rust-overlay,
+    deploy-rs,
+    advisory-db,
+  }: let
+    # Pure data: the services to package and ship (checked against Cargo by CI).
+    services = import ./nix/services.nix;
+    rustVersion = "1.95.0";
+    sourceUrl = "https://example.invalid/comptoir";
+  in
+    flake-utils.lib.eachSystem ["x86_64-linux" "aarch64-linux"] (system: let
+      pkgs = import nixpkgs {
+        inherit system;
+        overlays = [(import rust-overlay)];
+      };
+
+      mkToolchain = p:
+        p.rust-bin.stable.${rustVersion}.default.override {
+          extensions = ["clippy" "rustfmt" "rust-src"];
+        };
+      craneLib = (crane.mkLib pkgs).overrideToolchain mkToolchain;
+
+      rust = import ./nix/packages.nix {
+        inherit pkgs craneLib advisory-db services;
+      };
+
+      # Image metadata from the commit, so the same commit always gives the same image.
+      revision = self.rev or "dirty";
+      created = let
+        d = self.lastModifiedDate or "19700101000001";
+        s = builtins.substring;
+      in "${s 0 4 d}-${s 4 2 d}-${s 6 2 d}T${s 8 2 d}:${s 10 2 d}:${s 12 2 d}Z";
+
+      images = import ./nix/images.nix {
+        inherit pkgs services revision created sourceUrl;
+        inherit (rust) servicePackages;
+      };
+
+      pulsar = pkgs.callPackage ./nix/pulsar.nix {};
+      deploy = deploy-rs.packages.${system}.default;
+
+      # Every tool the project uses, for the dev shell and for the two README commands.
+      tools = [
+        pkgs.cargo-nextest
+        pkgs.cargo-deny
+        pkgs.cargo-audit
+        pkgs.postgresql_17
+        pkgs.openssl # dev/postgres.sh makes the local TLS certificates
+        pkgs.jdk17_headless
+        pkgs.maven # dev/ resolves the local Pulsar standalone from Maven Central
+        pulsar
+        pkgs.prometheus # prometheus and promtool
+        pkgs.protobuf
+        deploy
+        pkgs.bazel-buildtools # buildifier
+        pkgs.alejandra
+        pkgs.deadnix
+        pkgs.taplo
+        pkgs.wrk
+        pkgs.curl
+        pkgs.git
+        pkgs.iproute2 # ss, used by dev/ to find busy ports
+        pkgs.python3
+        pkgs.skopeo # pushes the streamed images
+      ];
+
+      # dev/ scripts were written for Debian; these tell them the tools come from Nix.
+      toolEnv = {
+        COMPTOIR_TOOLS_FROM_NIX = "1";
+        COMPTOIR_PG_BIN = "${pkgs.postgresql_17}/bin";
+        JAVA_HOME = "${pkgs.jdk17_headless}";
+        PROTOC = "${pkgs.protobuf}/bin/protoc";
+      };
+
+      # `nix run .#up` / `.#test`: the README's commands, run on the working tree (they build
+      # with cargo and keep state under ~/.cache/comptoir, which a store copy cannot).
+      devCommand = name:
+        flake-utils.lib.mkApp {
+          drv = pkgs.writeShellApplication {
+            name = "comptoir-${name}";
+            runtimeInputs = tools ++ [(mkToolchain pkgs)];
+            runtimeEnv = toolEnv;
+            text = ''
+              root="$(git rev-parse --show-toplevel 2>/dev/null || pwd)"
+              if [[ ! -x "$root/dev/${name}" ]]; then
+                echo "comptoir-${name}: run this from a Comptoir checkout (no $root/dev/${name})" >&2
+                exit 1
+              fi
+              exec "$root/dev/${name}" "$@"
+            '';
+          };
+        };
+    in {
+      packages =
+        rust.servicePackages
+        // images
+        // {
+          inherit pulsar;
+          default = pkgs.linkFarmFromDrvs "comptoir-services" (builtins.attrValues rust.servicePackages);
+        };
+
+      # `nix flake check`: every service, every image, and the Rust checks.
+      checks = rust.servicePackages // images // rust.checks;
+
+      devShells.default = craneLib.devShell ({
+          # The Rust checks' inputs (protoc, ...) come along.
+          checks = rust.checks;
+          packages = tools;
+        }
+        // toolEnv);
+
+      apps = {
+        up = devCommand "up";
+        test = devCommand "test";
+      };
+
+      formatter = pkgs.alejandra;
+    });
+}

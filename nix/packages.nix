@@ -1,0 +1,100 @@
+# Rust builds with crane: one dependency-only derivation shared by every crate, then one
+# package per service binary, plus the flake checks that reuse the same artifacts.
+{
+  pkgs,
+  craneLib,
+  advisory-db,
+  services,
+}: let
+  inherit (pkgs) lib;
+  root = ../.;
+
+  # Cargo is the source of truth for the version (workspace.package.version).
+  workspaceToml = builtins.fromTOML (builtins.readFile (root + "/Cargo.toml"));
+  inherit (workspaceToml.workspace.package) version;
+
+  # craneLib.cleanCargoSource keeps only *.rs, *.toml and Cargo.lock. That is not enough:
+  # refinery::embed_migrations! reads the SQL migrations at compile time, and nextest reads
+  # its profiles from .config/nextest.toml. So: crane's filter plus those two.
+  src = lib.cleanSourceWith {
+    src = lib.cleanSource root;
+    name = "comptoir-source";
+    filter = path: type:
+      (craneLib.filterCargoSources path type)
+      || (lib.hasSuffix ".sql" path)
+      || (lib.hasSuffix "/.config/nextest.toml" path);
+  };
+
+  commonArgs = {
+    inherit src version;
+    pname = "comptoir";
+    strictDeps = true;
+    # The pulsar crate's build script compiles its protobuf definitions with protoc.
+    nativeBuildInputs = [pkgs.protobuf];
+    PROTOC = "${pkgs.protobuf}/bin/protoc";
+  };
+
+  # Every dependency of the workspace, built once (release profile, all targets so tests and
+  # clippy reuse it). Only Cargo.lock changes invalidate it.
+  cargoArtifacts = craneLib.buildDepsOnly commonArgs;
+
+  # One package per service: the workspace's release profile (thin LTO, one codegen unit,
+  # stripped). Tests run once, in the nextest check, not again in every package.
+  mkService = _name: service:
+    craneLib.buildPackage (commonArgs
+      // {
+        inherit cargoArtifacts;
+        pname = service.crate;
+        cargoExtraArgs = "--locked -p ${service.crate} --bin ${service.binary}";
+        doCheck = false;
+        meta = {
+          description = "Comptoir ${service.crate}";
+          license = lib.licenses.asl20;
+          mainProgram = service.binary;
+        };
+      });
+
+  servicePackages = builtins.mapAttrs mkService services;
+
+  checks = {
+    clippy = craneLib.cargoClippy (commonArgs
+      // {
+        inherit cargoArtifacts;
+        cargoClippyExtraArgs = "--workspace --all-targets -- --deny warnings";
+      });
+
+    fmt = craneLib.cargoFmt commonArgs;
+
+    toml-fmt = craneLib.taploFmt {
+      inherit version;
+      pname = "comptoir";
+      src = lib.sources.sourceFilesBySuffices src [".toml"];
+    };
+
+    # Advisories come from the pinned advisory-db input: the build sandbox has no network.
+    audit = craneLib.cargoAudit {
+      inherit src advisory-db version;
+      pname = "comptoir";
+    };
+
+    # Licences, bans and sources (deny.toml). crane leaves out cargo-deny's `advisories`
+    # check because it needs the network; the audit check above covers advisories.
+    deny = craneLib.cargoDeny {
+      inherit src version;
+      pname = "comptoir";
+    };
+
+    # Unit tests only (library and binary targets). The integration tests under */tests/
+    # need a running PostgreSQL and Apache Pulsar standalone, which the Nix build sandbox
+    # cannot offer (no network, no services); dev/test runs them on the real platform.
+    nextest = craneLib.cargoNextest (commonArgs
+      // {
+        inherit cargoArtifacts;
+        cargoNextestExtraArgs = "--workspace --lib --bins --profile ci";
+        partitions = 1;
+        partitionType = "count";
+      });
+  };
+in {
+  inherit cargoArtifacts checks commonArgs servicePackages;
+}

@@ -1,0 +1,15 @@
+# The services this flake builds and ships: pure data, one entry per crate under services/.
+# flake.nix derives every per-service output from this file (a package, a layered image, a
+# streamed image); dev/nix_services_check.py compares it with the Cargo workspace, so a new
+# service crate without an entry here fails CI.
+#
+#   crate   Cargo package name (comptoir-<folder>)
+#   binary  the [[bin]] the image runs
+#   port    the HTTP port the service listens on inside its container
+{
+  catalog = {
+    crate = "comptoir-catalog";
+    binary = "comptoir-catalog";
+    port = 8080;
+  };
+}
