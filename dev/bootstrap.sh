@@ -31,6 +31,12 @@ as_root() {
 }
 
 install_debian_packages() {
+  # In `nix develop` or `nix run .#up|.#test` the flake provides these tools (and there may
+  # be no apt at all, on NixOS).
+  if [[ "${COMPTOIR_TOOLS_FROM_NIX:-}" == 1 ]]; then
+    log "tools from Nix: skipping Debian packages"
+    return 0
+  fi
   local pkg missing=()
   for pkg in "${APT_PACKAGES[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then

@@ -44,8 +44,14 @@ usage() {
   exit 2
 }
 
-# Highest installed PostgreSQL major's bin dir (Debian: /usr/lib/postgresql/<major>/bin).
+# Highest installed PostgreSQL major's bin dir (Debian: /usr/lib/postgresql/<major>/bin),
+# unless COMPTOIR_PG_BIN names one (the Nix dev shell sets it to its PostgreSQL).
 pg_bin_dir() {
+  if [[ -n "${COMPTOIR_PG_BIN:-}" ]]; then
+    [[ -x "$COMPTOIR_PG_BIN/initdb" ]] || die "COMPTOIR_PG_BIN=$COMPTOIR_PG_BIN has no initdb"
+    printf '%s\n' "$COMPTOIR_PG_BIN"
+    return 0
+  fi
   local dir
   dir="$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -type d -name bin 2>/dev/null | sort -V | tail -n 1)"
   [[ -n "$dir" && -x "$dir/initdb" ]] || die "no PostgreSQL server binaries under /usr/lib/postgresql (run dev/bootstrap.sh)"
