@@ -97,9 +97,7 @@ impl PulsarAdmin {
         let path = format!("tenants/{tenant}");
         match self.call(reqwest::Method::GET, &path, None, &[]).await {
             Ok(_) => Ok(true),
-            Err(AdminError::Status { status, .. }) if status == StatusCode::NOT_FOUND => {
-                Ok(false)
-            }
+            Err(AdminError::Status { status, .. }) if status == StatusCode::NOT_FOUND => Ok(false),
             Err(error) => Err(error),
         }
     }
