@@ -1,7 +1,8 @@
 # Apache Pulsar from the official binary release, wrapped with a JRE. nixpkgs has no Pulsar
 # (pkgs.pulsar is an editor), and BookKeeper is not packaged either: the bookie, the broker and
 # the CLI tools all come from this one release. Used by the dev shell and by the fleet's
-# Pulsar role. Keep the version in step with dev/pulsar/pom.xml (see dev/pulsar/RESOLUTION.md).
+# Pulsar role. The local standalone runs 4.0.7 jars from Maven (4.0.8's broker jars are not all
+# served to our build machines, see dev/pulsar/RESOLUTION.md); this package is the 4.0.8 release.
 {
   lib,
   stdenvNoCC,
@@ -20,20 +21,17 @@
 in
   stdenvNoCC.mkDerivation (finalAttrs: {
     pname = "apache-pulsar";
-    version = "4.0.7";
+    version = "4.0.8";
 
     src = fetchurl {
+      # The same release tarball Apache publishes, as deployed to Maven Central (the one
+      # download reachable from the project's build machines). Checked on 2026-11-29: its SHA-1
+      # matches Central's published .sha1 (c1778d3c31fa53616190d644bb69616f9a3ae2fc).
       urls = [
+        "https://repo1.maven.org/maven2/org/apache/pulsar/pulsar-server-distribution/${finalAttrs.version}/pulsar-server-distribution-${finalAttrs.version}-bin.tar.gz"
         "https://archive.apache.org/dist/pulsar/pulsar-${finalAttrs.version}/apache-pulsar-${finalAttrs.version}-bin.tar.gz"
-        "https://dlcdn.apache.org/pulsar/pulsar-${finalAttrs.version}/apache-pulsar-${finalAttrs.version}-bin.tar.gz"
       ];
-      # NOT YET PINNED. The machine this file was written on cannot reach apache.org, and the
-      # published checksum could not be found offline. The first build fails with the real
-      # hash; before pasting it, check it against Apache's published checksum:
-      #   curl -s https://archive.apache.org/dist/pulsar/pulsar-4.0.7/apache-pulsar-4.0.7-bin.tar.gz.sha512
-      #   nix hash convert --hash-algo sha512 --to sri <hex from that file>
-      # and verify the release signature (.asc, KEYS) once, as Apache asks.
-      hash = lib.fakeHash;
+      hash = "sha256-NcfQZMngko7b8ucImJ+roDeWYvmKqEzg1BkMWe+2dl4=";
     };
 
     nativeBuildInputs = [makeWrapper];
