@@ -4,7 +4,10 @@
 //! comptoir-xtask provision-db <admin-url> <name> <password-file>
 //!     role <name> (LOGIN only) and database <name> owned by it, reachable by no other role
 //! comptoir-xtask provision-pulsar <admin-http-url> <tenant/namespace>...
-//!     tenant and namespaces, unless they exist
+//!     tenant and bare namespaces, unless they exist (tests)
+//! comptoir-xtask provision-topology <admin-http-url> [FILE]
+//!     the whole Pulsar topology (libs/events/topology/comptoir.toml unless FILE): tenant,
+//!     namespaces, retention, TTL, backlog quotas, deduplication, grants, partitioned topics
 //! ```
 //! The admin URL of PostgreSQL may also come from `COMPTOIR_PG_ADMIN_URL` (pass `-`), so it
 //! does not show in the process list.
@@ -20,7 +23,8 @@ use comptoir_platform::secret::read_secret_file;
 use url::Url;
 
 const USAGE: &str = "usage:\n  comptoir-xtask provision-db <admin-url|-> <name> <password-file>\n  \
-                     comptoir-xtask provision-pulsar <admin-http-url> <tenant/namespace>...";
+                     comptoir-xtask provision-pulsar <admin-http-url> <tenant/namespace>...\n  \
+                     comptoir-xtask provision-topology <admin-http-url> [FILE]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -56,6 +60,8 @@ async fn dispatch(args: &[String]) -> anyhow::Result<()> {
         ["provision-pulsar", url, namespaces @ ..] if !namespaces.is_empty() => {
             provision_pulsar(url, namespaces).await
         }
+        ["provision-topology", url] => provision_topology(url, None).await,
+        ["provision-topology", url, file] => provision_topology(url, Some(Path::new(file))).await,
         _ => bail!("{USAGE}"),
     }
 }
@@ -90,5 +96,22 @@ async fn provision_pulsar(url: &str, namespaces: &[&str]) -> anyhow::Result<()> 
         admin.ensure_namespace(namespace).await?;
         eprintln!("comptoir-xtask: namespace {namespace} ready");
     }
+    Ok(())
+}
+
+async fn provision_topology(url: &str, file: Option<&Path>) -> anyhow::Result<()> {
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+        None => comptoir_events::topology::COMPTOIR.to_owned(),
+    };
+    let topology = comptoir_events::topology::Topology::parse(&text, None)?;
+    let admin = PulsarAdmin::new(Url::parse(url).context("bad admin URL")?, None);
+    comptoir_events::topology::apply(&admin, &topology).await?;
+    eprintln!(
+        "comptoir-xtask: topology applied: tenant {}, {} namespaces",
+        topology.tenant,
+        topology.namespaces.len()
+    );
     Ok(())
 }

@@ -142,6 +142,70 @@ impl PulsarAdmin {
         .map(drop)
     }
 
+    /// Sets one namespace policy: `POST /admin/v2/namespaces/{namespace}/{policy}` with `body`.
+    pub async fn set_policy(
+        &self,
+        namespace: &str,
+        policy: &str,
+        body: serde_json::Value,
+    ) -> Result<(), AdminError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("namespaces/{namespace}/{policy}"),
+            Some(body),
+            &[],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Reads one namespace policy (`GET /admin/v2/namespaces/{namespace}/{policy}`).
+    pub async fn policy(
+        &self,
+        namespace: &str,
+        policy: &str,
+    ) -> Result<serde_json::Value, AdminError> {
+        let text = self
+            .call(
+                reqwest::Method::GET,
+                &format!("namespaces/{namespace}/{policy}"),
+                None,
+                &[],
+            )
+            .await?;
+        Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Creates `tenant/namespace/topic` with `partitions` partitions unless it exists.
+    /// An existing topic keeps its partition count (Pulsar can only grow it, and that is a
+    /// deliberate operation, not a provisioning side effect).
+    pub async fn ensure_partitioned_topic(
+        &self,
+        topic: &str,
+        partitions: u32,
+    ) -> Result<(), AdminError> {
+        self.call(
+            reqwest::Method::PUT,
+            &format!("persistent/{topic}/partitions"),
+            Some(json!(partitions)),
+            &[StatusCode::CONFLICT],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Deletes a tenant and everything in it (tests clean up with it).
+    pub async fn delete_tenant(&self, tenant: &str) -> Result<(), AdminError> {
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("tenants/{tenant}?force=true"),
+            None,
+            &[StatusCode::NOT_FOUND],
+        )
+        .await
+        .map(drop)
+    }
+
     /// Deletes a namespace and every topic in it (tests clean up with it).
     pub async fn delete_namespace(&self, namespace: &str) -> Result<(), AdminError> {
         self.call(

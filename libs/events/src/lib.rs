@@ -5,6 +5,7 @@
 //! - [`pulsar`]: client settings and connection (token auth, TLS), topic names.
 //! - [`admin`]: idempotent provisioning of tenants and namespaces over the admin REST API.
 //! - [`outbox`]: the transactional outbox: write the event with the change, relay it after.
+//! - [`topology`]: tenant, namespaces, policies and permissions as code, applied idempotently.
 //!
 //! The full event backbone (broker deduplication, inbox, dead letters, per-role permissions)
 //! grows here; services only ever see these types.
@@ -15,5 +16,6 @@ pub mod contracts;
 pub mod envelope;
 pub mod outbox;
 pub mod pulsar;
+pub mod topology;
 
 pub use envelope::CloudEvent;

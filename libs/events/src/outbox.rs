@@ -95,13 +95,19 @@ struct Row {
 }
 
 impl Relay {
-    /// `producer_name` is stable per service (e.g. `catalog-outbox`): the broker identifies
-    /// the publisher by it, which is what deduplication will key on.
+    /// `producer_name` names the service's relay (e.g. `catalog-outbox`); each process adds a
+    /// unique suffix. Why not one stable name, which broker deduplication would key on across
+    /// restarts: the Rust client numbers messages from 0 in every new producer and cannot take
+    /// the outbox id as sequence id, so a restarted relay with the old name would see its first
+    /// messages dropped as duplicates of the previous run's (a test proves it). Per process,
+    /// deduplication still removes the client's own resends after a reconnect; across a crash,
+    /// rows published but not yet deleted go out again and consumers deduplicate on the
+    /// CloudEvents id.
     pub fn new(pool: Pool, pulsar: Pulsar<TokioExecutor>, producer_name: &str) -> Self {
         Self {
             pool,
             pulsar,
-            producer_name: producer_name.to_owned(),
+            producer_name: format!("{producer_name}-{}", uuid::Uuid::now_v7().simple()),
             wake: Arc::new(Notify::new()),
             poll_interval: Duration::from_secs(1),
             batch_size: 500,

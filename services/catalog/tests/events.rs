@@ -150,3 +150,40 @@ async fn events_wait_in_the_outbox_until_the_broker_side_is_available() {
     drop(app);
     admin.delete_namespace(&namespace).await.expect("clean up");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_catalog_still_publishes_with_broker_deduplication_on() {
+    // Production namespaces have deduplication on. A relay that reused its producer name after
+    // a restart would have its first messages dropped as duplicates (the Rust client restarts
+    // sequence ids at 0); this test fails if that ever happens.
+    let app = spawn_app().await;
+    let admin = PulsarAdmin::new(comptoir_testkit::pulsar_admin_url(), None);
+    admin
+        .set_policy(&app.namespace.name, "deduplication", json!(true))
+        .await
+        .expect("dedup on");
+    let pulsar = Pulsar::builder(pulsar_url().as_str(), TokioExecutor)
+        .build()
+        .await
+        .expect("connect");
+    let topic = app.namespace.topic(comptoir_catalog::PRODUCT_TOPIC);
+    let mut consumer: Consumer<Vec<u8>, TokioExecutor> = pulsar
+        .consumer()
+        .with_topic(&topic)
+        .with_subscription("restart-dedup-test")
+        .with_subscription_type(SubType::Exclusive)
+        .with_options(ConsumerOptions::default().with_initial_position(InitialPosition::Earliest))
+        .build()
+        .await
+        .expect("subscribe");
+
+    let first = app.create_product(&product_body("TEA-100", "Assam")).await;
+    assert_eq!(next_event(&mut consumer).await.2.data.product_id, first.id);
+
+    // Same database and namespace, new relay: what a restarted process does.
+    let restarted = app.restart().await;
+    let second = restarted
+        .create_product(&product_body("TEA-101", "Darjeeling"))
+        .await;
+    assert_eq!(next_event(&mut consumer).await.2.data.product_id, second.id);
+}

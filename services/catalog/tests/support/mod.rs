@@ -2,6 +2,7 @@
 //! driven like a client would, through typed request helpers.
 #![allow(dead_code)] // Each test binary uses a different subset of the helpers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use comptoir_catalog::Settings;
@@ -16,8 +17,8 @@ use uuid::Uuid;
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
-    pub db: TestDatabase,
-    pub namespace: TestNamespace,
+    pub db: Arc<TestDatabase>,
+    pub namespace: Arc<TestNamespace>,
     pub admin_token: String,
     pub shutdown: CancellationToken,
     pub handle: Option<JoinHandle<anyhow::Result<()>>>,
@@ -41,6 +42,20 @@ async fn spawn(customise: impl FnOnce(&mut Settings), probe_path: &str) -> TestA
         .await
         .expect("test database");
     let namespace = TestNamespace::create().await.expect("test namespace");
+    spawn_with(Arc::new(db), Arc::new(namespace), customise, probe_path).await
+}
+
+/// Spawns a second app on an existing database and namespace, as a restarted process would.
+pub async fn spawn_app_on(db: Arc<TestDatabase>, namespace: Arc<TestNamespace>) -> TestApp {
+    spawn_with(db, namespace, |_| {}, "/readyz").await
+}
+
+async fn spawn_with(
+    db: Arc<TestDatabase>,
+    namespace: Arc<TestNamespace>,
+    customise: impl FnOnce(&mut Settings),
+    probe_path: &str,
+) -> TestApp {
     let admin_token = Uuid::new_v4().to_string();
     let token_file = db.scratch_dir().join("admin-token");
     std::fs::write(&token_file, &admin_token).expect("write token");
@@ -140,6 +155,15 @@ impl TestApp {
             .await
             .expect("count")
             .get(0)
+    }
+
+    /// Stops the app (draining it) and starts a new one on the same database and namespace.
+    pub async fn restart(mut self) -> TestApp {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("join").expect("clean stop");
+        }
+        spawn_app_on(Arc::clone(&self.db), Arc::clone(&self.namespace)).await
     }
 
     /// Cancels the app and waits for it to finish draining.
