@@ -194,6 +194,21 @@ impl PulsarAdmin {
         .map(drop)
     }
 
+    /// Statistics of a persistent topic (`persistent://t/n/x` or `t/n/x`): per subscription,
+    /// `msgBacklog` (not yet acknowledged) and `unackedMessages` (delivered, not acknowledged).
+    pub async fn topic_stats(&self, topic: &str) -> Result<serde_json::Value, AdminError> {
+        let path = topic.trim_start_matches("persistent://");
+        let text = self
+            .call(
+                reqwest::Method::GET,
+                &format!("persistent/{path}/stats"),
+                None,
+                &[],
+            )
+            .await?;
+        Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
     /// Deletes a tenant and everything in it (tests clean up with it).
     pub async fn delete_tenant(&self, tenant: &str) -> Result<(), AdminError> {
         self.call(

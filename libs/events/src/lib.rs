@@ -4,6 +4,7 @@
 //! - [`contracts`]: one module per bounded context with its event payload types.
 //! - [`pulsar`]: client settings and connection (token auth, TLS), topic names.
 //! - [`admin`]: idempotent provisioning of tenants and namespaces over the admin REST API.
+//! - [`consumer`]: idempotent Key_Shared consumers with inbox, backoff and dead letters.
 //! - [`outbox`]: the transactional outbox: write the event with the change, relay it after.
 //! - [`topology`]: tenant, namespaces, policies and permissions as code, applied idempotently.
 //!
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod consumer;
 pub mod contracts;
 pub mod envelope;
 pub mod outbox;

@@ -253,7 +253,7 @@ impl Relay {
     }
 }
 
-fn chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn chain(error: &(dyn std::error::Error + '_)) -> String {
     std::iter::successors(Some(error), |e| e.source())
         .map(ToString::to_string)
         .collect::<Vec<_>>()

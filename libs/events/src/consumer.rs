@@ -1,0 +1,324 @@
+//! Idempotent consumers: the one way a Comptoir service applies events.
+//!
+//! - **Key_Shared** subscription: events of one aggregate (one message key) go to one consumer
+//!   at a time, in order, while a subscription still spreads keys over many consumers.
+//! - **Inbox**: the event id is recorded in the same PostgreSQL transaction as the effect, so a
+//!   redelivered or republished event (see ADR 0007) is acknowledged without applying it twice.
+//! - **Ack after commit**; a failing handler gets a **negative ack after a backoff** that grows
+//!   with its attempts; after `max_redeliveries` the client moves the message to the
+//!   **dead-letter topic** and its key's successors carry on.
+//! - **Infrastructure failures are not the message's fault**: while PostgreSQL is unreachable,
+//!   the consumer holds the message, acknowledges nothing and retries; nothing goes to the
+//!   dead-letter topic because the database was down.
+//!
+//! Expected table, created by each consuming service's migrations:
+//! ```sql
+//! CREATE TABLE inbox (
+//!     subscription text        NOT NULL,
+//!     event_id     uuid        NOT NULL,
+//!     processed_at timestamptz NOT NULL DEFAULT now(),
+//!     PRIMARY KEY (subscription, event_id)
+//! );
+//! ```
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use deadpool_postgres::{Pool, Transaction};
+use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
+use pulsar::consumer::{ConsumerOptions, DeadLetterPolicy, InitialPosition, Message};
+use pulsar::proto::MessageIdData;
+use pulsar::{Consumer, Pulsar, SubType, TokioExecutor};
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+use tokio_util::time::DelayQueue;
+
+use crate::envelope::CloudEvent;
+use crate::outbox::chain;
+
+/// The error type handlers return: anything, with its cause chain.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Applies one event inside the transaction that also records it in the inbox.
+pub trait Handler<T>: Send + Sync + 'static {
+    fn handle<'a>(
+        &'a self,
+        tx: &'a Transaction<'a>,
+        event: &'a CloudEvent<T>,
+    ) -> BoxFuture<'a, Result<(), HandlerError>>;
+}
+
+/// Where and how to consume.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub topic: String,
+    /// The subscription, named after the consuming service and purpose (`orders-catalog-sync`).
+    pub subscription: String,
+    /// Attempts before the client moves a message to the dead-letter topic.
+    pub max_redeliveries: usize,
+    /// Defaults to `<topic>-<subscription>-DLQ`, the name Pulsar's own clients use.
+    pub dead_letter_topic: String,
+    /// First retry delay after a handler failure; doubles per attempt up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+}
+
+impl ConsumerConfig {
+    pub fn new(topic: &str, subscription: &str) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            subscription: subscription.to_owned(),
+            max_redeliveries: 5,
+            dead_letter_topic: format!("{topic}-{subscription}-DLQ"),
+            retry_base: Duration::from_millis(200),
+            retry_max: Duration::from_secs(30),
+        }
+    }
+
+    /// Backoff before the nack of a message that failed `attempts` times.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(16));
+        self.retry_base.saturating_mul(factor).min(self.retry_max)
+    }
+}
+
+/// What applying one event came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Applied,
+    Duplicate,
+}
+
+#[derive(Debug)]
+enum ApplyError {
+    /// The handler refused the event: retry later, dead-letter eventually.
+    Handler(HandlerError),
+    /// The database is unreachable or failed: not the event's fault, hold and retry.
+    Infrastructure(String),
+}
+
+/// A running consumer of `T` events.
+pub struct EventConsumer<T, H> {
+    pool: Pool,
+    pulsar: Pulsar<TokioExecutor>,
+    config: ConsumerConfig,
+    handler: H,
+    _event: PhantomData<fn() -> T>,
+}
+
+impl<T, H> std::fmt::Debug for EventConsumer<T, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventConsumer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn labels(config: &ConsumerConfig) -> [(&'static str, String); 2] {
+    [
+        ("topic", config.topic.clone()),
+        ("subscription", config.subscription.clone()),
+    ]
+}
+
+fn id_key(id: &MessageIdData) -> (u64, u64, i32, i32) {
+    (
+        id.ledger_id,
+        id.entry_id,
+        id.partition.unwrap_or(-1),
+        id.batch_index.unwrap_or(-1),
+    )
+}
+
+impl<T, H> EventConsumer<T, H>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+    H: Handler<T>,
+{
+    pub fn new(
+        pool: Pool,
+        pulsar: Pulsar<TokioExecutor>,
+        config: ConsumerConfig,
+        handler: H,
+    ) -> Self {
+        Self {
+            pool,
+            pulsar,
+            config,
+            handler,
+            _event: PhantomData,
+        }
+    }
+
+    /// Subscribes, then consumes until `shutdown` is cancelled. Returns an error only if the
+    /// subscription cannot be created.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), pulsar::Error> {
+        let mut consumer: Consumer<Vec<u8>, TokioExecutor> = self
+            .pulsar
+            .consumer()
+            .with_topic(&self.config.topic)
+            .with_subscription(&self.config.subscription)
+            .with_subscription_type(SubType::KeyShared)
+            .with_options(
+                ConsumerOptions::default().with_initial_position(InitialPosition::Earliest),
+            )
+            .with_dead_letter_policy(DeadLetterPolicy {
+                max_redeliver_count: self.config.max_redeliveries,
+                dead_letter_topic: self.config.dead_letter_topic.clone(),
+            })
+            .build()
+            .await?;
+        tracing::info!(topic = %self.config.topic, subscription = %self.config.subscription, "Consuming");
+        let mut retries: DelayQueue<MessageIdData> = DelayQueue::new();
+        let mut attempts: HashMap<(u64, u64, i32, i32), u32> = HashMap::new();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some(expired) = retries.next(), if !retries.is_empty() => {
+                    let id = expired.into_inner();
+                    if let Err(error) = consumer.nack_with_id(&self.config.topic, id).await {
+                        tracing::warn!(%error, "Negative acknowledgement failed; the broker will redeliver on reconnect");
+                    }
+                }
+                next = consumer.try_next() => match next {
+                    Ok(Some(message)) => {
+                        let stop = self.process(&mut consumer, message, &mut retries, &mut attempts, &shutdown).await;
+                        if stop { break; }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "Receiving failed; the client reconnects");
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        }
+                    }
+                },
+            }
+        }
+        let _ = consumer.close().await;
+        tracing::info!(subscription = %self.config.subscription, "Consumer stopped");
+        Ok(())
+    }
+
+    /// Handles one message; returns true when shutdown interrupted it (left unacknowledged).
+    async fn process(
+        &self,
+        consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
+        message: Message<Vec<u8>>,
+        retries: &mut DelayQueue<MessageIdData>,
+        attempts: &mut HashMap<(u64, u64, i32, i32), u32>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let labels = labels(&self.config);
+        let id = message.message_id().clone();
+        let event: CloudEvent<T> = match serde_json::from_slice(&message.payload.data) {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::warn!(%error, "Undecodable event; it will reach the dead-letter topic");
+                self.fail(retries, attempts, id, &labels);
+                return false;
+            }
+        };
+        let mut infra_backoff = self.config.retry_base;
+        loop {
+            match self.apply(&event).await {
+                Ok(outcome) => {
+                    if let Err(error) = consumer.ack(&message).await {
+                        // The effect is committed; a redelivery will be recognised as a duplicate.
+                        tracing::warn!(%error, event_id = %event.id, "Acknowledgement failed");
+                    }
+                    attempts.remove(&id_key(&id));
+                    let counter = if outcome == Outcome::Applied {
+                        "events_consumed_total"
+                    } else {
+                        "events_duplicates_total"
+                    };
+                    metrics::counter!(counter, &labels).increment(1);
+                    return false;
+                }
+                Err(ApplyError::Handler(error)) => {
+                    tracing::warn!(event_id = %event.id, event_type = %event.kind, error = %chain(error.as_ref()), "Handler failed");
+                    self.fail(retries, attempts, id, &labels);
+                    return false;
+                }
+                Err(ApplyError::Infrastructure(reason)) => {
+                    metrics::counter!("events_consumer_stalls_total", &labels).increment(1);
+                    tracing::warn!(event_id = %event.id, %reason, retry_in_ms = infra_backoff.as_millis() as u64, "Database unavailable; holding the event");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return true,
+                        () = tokio::time::sleep(infra_backoff) => {}
+                    }
+                    infra_backoff = (infra_backoff * 2).min(self.config.retry_max);
+                }
+            }
+        }
+    }
+
+    fn fail(
+        &self,
+        retries: &mut DelayQueue<MessageIdData>,
+        attempts: &mut HashMap<(u64, u64, i32, i32), u32>,
+        id: MessageIdData,
+        labels: &[(&'static str, String); 2],
+    ) {
+        let count = {
+            let entry = attempts.entry(id_key(&id)).or_insert(0);
+            *entry += 1;
+            *entry
+        };
+        metrics::counter!("events_failed_total", labels).increment(1);
+        if count as usize > self.config.max_redeliveries {
+            // This delivery was the last: the client moves the next one to the dead-letter topic.
+            metrics::counter!("events_dead_lettered_total", labels).increment(1);
+            attempts.remove(&id_key(&id));
+        }
+        let delay = self.config.backoff(count);
+        retries.insert(id, delay);
+    }
+
+    async fn apply(&self, event: &CloudEvent<T>) -> Result<Outcome, ApplyError> {
+        let infra = |e: &dyn std::error::Error| ApplyError::Infrastructure(chain(e));
+        let mut client = self.pool.get().await.map_err(|e| infra(&e))?;
+        let tx = client.transaction().await.map_err(|e| infra(&e))?;
+        let recorded = tx
+            .execute(
+                "INSERT INTO inbox (subscription, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&self.config.subscription, &event.id],
+            )
+            .await
+            .map_err(|e| infra(&e))?;
+        if recorded == 0 {
+            tx.commit().await.map_err(|e| infra(&e))?;
+            return Ok(Outcome::Duplicate);
+        }
+        if let Err(error) = self.handler.handle(&tx, event).await {
+            drop(tx);
+            // A handler that failed because the connection died is not refusing the event.
+            return Err(if client.is_closed() {
+                ApplyError::Infrastructure(chain(error.as_ref()))
+            } else {
+                ApplyError::Handler(error)
+            });
+        }
+        tx.commit().await.map_err(|e| infra(&e))?;
+        Ok(Outcome::Applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let config = ConsumerConfig::new("persistent://t/n/x", "s");
+        assert_eq!(config.backoff(1), Duration::from_millis(200));
+        assert_eq!(config.backoff(2), Duration::from_millis(400));
+        assert_eq!(config.backoff(4), Duration::from_millis(1600));
+        assert_eq!(config.backoff(40), Duration::from_secs(30));
+        assert_eq!(config.dead_letter_topic, "persistent://t/n/x-s-DLQ");
+    }
+}

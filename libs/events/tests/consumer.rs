@@ -1,0 +1,306 @@
+//! Idempotent consumers against the real broker and database: duplicates applied once, a
+//! poison message dead-lettered without stopping its key, and a database outage that stalls the
+//! consumer without losing or dead-lettering anything.
+
+use std::time::Duration;
+
+use comptoir_events::CloudEvent;
+use comptoir_events::admin::PulsarAdmin;
+use comptoir_events::consumer::{ConsumerConfig, EventConsumer, Handler, HandlerError};
+use comptoir_events::contracts::catalog::ProductChanged;
+use comptoir_store::{DatabaseSettings, TlsMode};
+use comptoir_testkit::{TestDatabase, TestNamespace, pulsar_url, wait_for};
+use deadpool_postgres::{Pool, Transaction};
+use futures::TryStreamExt;
+use futures::future::BoxFuture;
+use pulsar::consumer::{ConsumerOptions, InitialPosition};
+use pulsar::producer::Message;
+use pulsar::{Consumer, Pulsar, SubType, TokioExecutor};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Records each product change as an effect row; refuses products named "poison".
+struct RecordEffects;
+
+impl Handler<ProductChanged> for RecordEffects {
+    fn handle<'a>(
+        &'a self,
+        tx: &'a Transaction<'a>,
+        event: &'a CloudEvent<ProductChanged>,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            if event.data.name == "poison" {
+                return Err("this product cannot be applied".into());
+            }
+            tx.execute(
+                "INSERT INTO effects (event_id, product_id, version) VALUES ($1, $2, $3)",
+                &[&event.id, &event.data.product_id, &event.data.version],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+struct Fixture {
+    db: TestDatabase,
+    /// Held so the namespace lives (and is deleted) with the fixture.
+    _namespace: TestNamespace,
+    pool: Pool,
+    pulsar: Pulsar<TokioExecutor>,
+    admin: PulsarAdmin,
+    topic: String,
+}
+
+async fn fixture() -> Fixture {
+    let db = TestDatabase::create("events_test").await.expect("db");
+    let own = db.connect_as_role(&db.name).await.expect("connect");
+    own.batch_execute(
+        "CREATE TABLE inbox (subscription text NOT NULL, event_id uuid NOT NULL, \
+           processed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (subscription, event_id));
+         CREATE TABLE effects (event_id uuid NOT NULL, product_id uuid NOT NULL, version bigint NOT NULL);",
+    )
+    .await
+    .expect("schema");
+    let pool = comptoir_store::connect(&DatabaseSettings {
+        host: db.host.clone(),
+        port: db.port,
+        name: db.name.clone(),
+        user: db.name.clone(),
+        password_file: Some(db.password_file()),
+        tls: TlsMode::Disable,
+        pool_size: 2,
+        connect_timeout_ms: 1_000,
+        ..DatabaseSettings::default()
+    })
+    .expect("pool");
+    let namespace = TestNamespace::create().await.expect("namespace");
+    let topic = namespace.topic("product-events");
+    let pulsar = Pulsar::builder(pulsar_url().as_str(), TokioExecutor)
+        .build()
+        .await
+        .expect("connect");
+    let admin = PulsarAdmin::new(comptoir_testkit::pulsar_admin_url(), None);
+    Fixture {
+        db,
+        _namespace: namespace,
+        pool,
+        pulsar,
+        admin,
+        topic,
+    }
+}
+
+fn event(product: Uuid, version: i64, name: &str) -> CloudEvent<ProductChanged> {
+    let data = ProductChanged {
+        product_id: product,
+        version,
+        name: name.to_owned(),
+        ..ProductChanged::sample()
+    };
+    CloudEvent::new("/comptoir/test", product.to_string(), data)
+}
+
+impl Fixture {
+    fn start(&self, config: ConsumerConfig) -> CancellationToken {
+        let stop = CancellationToken::new();
+        let consumer = EventConsumer::new(
+            self.pool.clone(),
+            self.pulsar.clone(),
+            config,
+            RecordEffects,
+        );
+        tokio::spawn(consumer.run(stop.clone()));
+        stop
+    }
+
+    async fn publish(&self, events: &[&CloudEvent<ProductChanged>]) {
+        let mut producer = self
+            .pulsar
+            .producer()
+            .with_topic(&self.topic)
+            .build()
+            .await
+            .expect("producer");
+        for event in events {
+            let message = Message {
+                payload: serde_json::to_vec(event).expect("json"),
+                partition_key: Some(event.subject.clone()),
+                ..Default::default()
+            };
+            producer
+                .send_non_blocking(message)
+                .await
+                .expect("send")
+                .await
+                .expect("ack");
+        }
+        producer.close().await.expect("close");
+    }
+
+    /// Waits until the subscription has nothing left to acknowledge.
+    async fn drained(&self, subscription: &str) {
+        wait_for(
+            "the subscription to drain",
+            Duration::from_secs(60),
+            || async {
+                let stats = self.admin.topic_stats(&self.topic).await.ok()?;
+                let sub = &stats["subscriptions"][subscription];
+                (sub["msgBacklog"] == 0 && sub["unackedMessages"] == 0).then_some(())
+            },
+        )
+        .await
+        .expect("drained");
+    }
+
+    async fn effects_of(&self, event_id: Uuid) -> i64 {
+        let admin = self.db.admin().await.expect("admin");
+        admin
+            .query_one(
+                "SELECT count(*) FROM effects WHERE event_id = $1",
+                &[&event_id],
+            )
+            .await
+            .expect("count")
+            .get(0)
+    }
+
+    async fn dlq_consumer(&self, config: &ConsumerConfig) -> Consumer<Vec<u8>, TokioExecutor> {
+        self.pulsar
+            .consumer()
+            .with_topic(&config.dead_letter_topic)
+            .with_subscription("dlq-inspector")
+            .with_subscription_type(SubType::Exclusive)
+            .with_options(
+                ConsumerOptions::default().with_initial_position(InitialPosition::Earliest),
+            )
+            .build()
+            .await
+            .expect("subscribe to the dead-letter topic")
+    }
+}
+
+fn config(f: &Fixture, subscription: &str) -> ConsumerConfig {
+    ConsumerConfig {
+        max_redeliveries: 2,
+        retry_base: Duration::from_millis(50),
+        retry_max: Duration::from_millis(400),
+        ..ConsumerConfig::new(&f.topic, subscription)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_event_is_applied_once() {
+    let f = fixture().await;
+    let cfg = config(&f, "effects");
+    let stop = f.start(cfg.clone());
+    let product = Uuid::now_v7();
+    let a = event(product, 1, "Assam");
+    let b = event(product, 2, "Assam, 250 g");
+    // The same event twice, as a relay crash between publish and cleanup produces.
+    f.publish(&[&a, &a, &b]).await;
+    f.drained(&cfg.subscription).await;
+    assert_eq!(f.effects_of(a.id).await, 1);
+    assert_eq!(f.effects_of(b.id).await, 1);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_is_dead_lettered_and_its_key_carries_on() {
+    let f = fixture().await;
+    let cfg = config(&f, "effects");
+    let mut dlq = f.dlq_consumer(&cfg).await;
+    let stop = f.start(cfg.clone());
+    let product = Uuid::now_v7();
+    let poison = event(product, 1, "poison");
+    let next = event(product, 2, "Assam");
+    f.publish(&[&poison, &next]).await;
+
+    let message = tokio::time::timeout(Duration::from_secs(60), dlq.try_next())
+        .await
+        .expect("the poison event reaches the dead-letter topic")
+        .expect("stream ok")
+        .expect("stream open");
+    let dead: CloudEvent<ProductChanged> =
+        serde_json::from_slice(&message.payload.data).expect("event");
+    assert_eq!(dead.id, poison.id);
+    assert_eq!(
+        message.metadata().partition_key.as_deref(),
+        Some(product.to_string().as_str())
+    );
+    dlq.ack(&message).await.expect("ack");
+
+    f.drained(&cfg.subscription).await;
+    assert_eq!(
+        f.effects_of(next.id).await,
+        1,
+        "the key's next event was applied"
+    );
+    assert_eq!(f.effects_of(poison.id).await, 0);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_stalls_the_consumer_without_losing_events() {
+    let f = fixture().await;
+    let cfg = config(&f, "effects");
+    let mut dlq = f.dlq_consumer(&cfg).await;
+    let stop = f.start(cfg.clone());
+    let first = event(Uuid::now_v7(), 1, "before the outage");
+    f.publish(&[&first]).await;
+    f.drained(&cfg.subscription).await;
+
+    // Outage: the service's database refuses connections and its sessions are cut.
+    let admin = comptoir_testkit::admin_client("postgres")
+        .await
+        .expect("admin");
+    let block = format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", f.db.name);
+    admin.batch_execute(&block).await.expect("block");
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&f.db.name],
+        )
+        .await
+        .expect("terminate sessions");
+
+    let during: Vec<_> = (0..5)
+        .map(|i| event(Uuid::now_v7(), 1, &format!("during {i}")))
+        .collect();
+    f.publish(&during.iter().collect::<Vec<_>>()).await;
+    // Long enough for several retry rounds: with a 50 ms base and 2 redeliveries, an outage
+    // counted against the events would have dead-lettered them well within this.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let stats_during = loop {
+        let stats = f.admin.topic_stats(&f.topic).await.expect("stats");
+        if tokio::time::Instant::now() >= deadline {
+            break stats;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        stats_during["subscriptions"]["effects"]["msgBacklog"]
+            .as_i64()
+            .unwrap_or(0)
+            >= 5,
+        "nothing may be acknowledged while the database is down: {stats_during}"
+    );
+
+    let unblock = format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", f.db.name);
+    admin.batch_execute(&unblock).await.expect("unblock");
+    f.drained(&cfg.subscription).await;
+    for e in std::iter::once(&first).chain(&during) {
+        assert_eq!(
+            f.effects_of(e.id).await,
+            1,
+            "{} applied exactly once",
+            e.data.name
+        );
+    }
+    let nothing = tokio::time::timeout(Duration::from_secs(2), dlq.try_next()).await;
+    assert!(
+        nothing.is_err(),
+        "nothing may be dead-lettered because of an outage"
+    );
+    stop.cancel();
+}
