@@ -8,10 +8,15 @@
 //! comptoir-xtask provision-topology <admin-http-url> [FILE]
 //!     the whole Pulsar topology (libs/events/topology/comptoir.toml unless FILE): tenant,
 //!     namespaces, retention, TTL, backlog quotas, deduplication, grants, partitioned topics
+//! comptoir-xtask bench-producer --topic T [--url U] [--messages N] [--size BYTES]
+//!     [--in-flight N] [--batch N]
+//!     our producer's msgs/s and publish latency (see dev/bench-pulsar.sh)
 //! ```
 //! The admin URL of PostgreSQL may also come from `COMPTOIR_PG_ADMIN_URL` (pass `-`), so it
 //! does not show in the process list.
 #![forbid(unsafe_code)]
+
+mod bench;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -24,7 +29,8 @@ use url::Url;
 
 const USAGE: &str = "usage:\n  comptoir-xtask provision-db <admin-url|-> <name> <password-file>\n  \
                      comptoir-xtask provision-pulsar <admin-http-url> <tenant/namespace>...\n  \
-                     comptoir-xtask provision-topology <admin-http-url> [FILE]";
+                     comptoir-xtask provision-topology <admin-http-url> [FILE]\n  \
+                     comptoir-xtask bench-producer --topic T [--url U] [--messages N] [--size B]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -62,6 +68,7 @@ async fn dispatch(args: &[String]) -> anyhow::Result<()> {
         }
         ["provision-topology", url] => provision_topology(url, None).await,
         ["provision-topology", url, file] => provision_topology(url, Some(Path::new(file))).await,
+        ["bench-producer", rest @ ..] => bench::ProducerBench::parse(rest)?.run().await,
         _ => bail!("{USAGE}"),
     }
 }
