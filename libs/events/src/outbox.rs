@@ -1,7 +1,7 @@
 //! The transactional outbox.
 //!
 //! A service writes each event into its own `outbox` table in the same transaction as the
-//! change it describes ([`enqueue`]), so a change is never committed without its event nor an
+//! change it describes ([`enqueue`], which also sends `NOTIFY outbox`), so a change is never committed without its event nor an
 //! event published for a change that rolled back. The [`Relay`], a task inside the service,
 //! publishes the rows in id order (so per-key order holds) and deletes them once the broker
 //! has acknowledged them. A crash between acknowledgement and delete republishes the rows:
@@ -65,6 +65,9 @@ where
             &[&topic, &event.subject, &event.id, &event.kind, &payload],
         )
         .await?;
+    // Delivered at commit (and once per transaction however many events it holds): wakes
+    // every relay listening on this database, in this process or another.
+    tx.execute("NOTIFY outbox", &[]).await?;
     Ok(row.get(0))
 }
 
@@ -76,6 +79,7 @@ pub struct Relay {
     wake: Arc<Notify>,
     poll_interval: Duration,
     batch_size: i64,
+    listen: Option<comptoir_store::DatabaseSettings>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -111,7 +115,22 @@ impl Relay {
             wake: Arc::new(Notify::new()),
             poll_interval: Duration::from_secs(1),
             batch_size: 500,
+            listen: None,
         }
+    }
+
+    /// How often the relay looks for rows when nothing woke it (default 1 s).
+    pub fn poll_every(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Also wake on `NOTIFY outbox` from the database (what [`enqueue`] sends at commit), over a
+    /// dedicated connection made with `settings`; the periodic poll stays as the fallback while
+    /// that connection is down.
+    pub fn listen_on(mut self, settings: comptoir_store::DatabaseSettings) -> Self {
+        self.listen = Some(settings);
+        self
     }
 
     /// Notifying this wakes the relay at once; writers call it after committing. Rows written
@@ -122,6 +141,9 @@ impl Relay {
 
     /// Runs until `shutdown` is cancelled, then publishes what is left once and returns.
     pub async fn run(self, shutdown: CancellationToken) {
+        let listener = self.listen.clone().map(|settings| {
+            tokio::spawn(listen(settings, Arc::clone(&self.wake), shutdown.clone()))
+        });
         let mut producers: HashMap<String, Producer<TokioExecutor>> = HashMap::new();
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -154,6 +176,9 @@ impl Relay {
         }
         for (_, mut producer) in producers {
             let _ = producer.close().await;
+        }
+        if let Some(listener) = listener {
+            let _ = listener.await;
         }
         tracing::info!("Outbox relay stopped");
     }
@@ -250,6 +275,43 @@ impl Relay {
         producers
             .get_mut(topic)
             .ok_or_else(|| unreachable!("producer inserted above"))
+    }
+}
+
+/// Keeps a `LISTEN outbox` connection open, waking the relay on each notification, and
+/// reconnects with backoff when it drops.
+async fn listen(
+    settings: comptoir_store::DatabaseSettings,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        match comptoir_store::listen(&settings, "outbox").await {
+            Ok((_client, mut notifications)) => {
+                backoff = Duration::from_millis(200);
+                // Rows committed while no one listened are picked up now, not at the next poll.
+                wake.notify_one();
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        received = notifications.recv() => match received {
+                            Some(_) => wake.notify_one(),
+                            None => break,
+                        },
+                    }
+                }
+                tracing::warn!("Outbox notification connection lost; polling until it is back");
+            }
+            Err(error) => {
+                tracing::warn!(error = %chain(&error), "Cannot listen for outbox notifications; polling");
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 

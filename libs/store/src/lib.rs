@@ -121,21 +121,7 @@ pub enum StoreError {
 
 /// Builds a connection pool. Connections are opened lazily; call [`ping`] to check one.
 pub fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(&settings.host)
-        .port(settings.port)
-        .dbname(&settings.name)
-        .user(&settings.user)
-        .application_name(&settings.user)
-        .connect_timeout(Duration::from_millis(settings.connect_timeout_ms));
-    if let Some(path) = &settings.password_file {
-        let raw = std::fs::read_to_string(path).map_err(|source| StoreError::PasswordFile {
-            path: path.clone(),
-            source,
-        })?;
-        config.password(raw.trim_end_matches(['\n', '\r']));
-    }
+    let mut config = base_config(settings)?;
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
@@ -156,6 +142,85 @@ pub fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
         .wait_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)))
         .create_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)))
         .build()?)
+}
+
+fn base_config(settings: &DatabaseSettings) -> Result<tokio_postgres::Config, StoreError> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&settings.host)
+        .port(settings.port)
+        .dbname(&settings.name)
+        .user(&settings.user)
+        .application_name(&settings.user)
+        .connect_timeout(Duration::from_millis(settings.connect_timeout_ms));
+    if let Some(path) = &settings.password_file {
+        let raw = std::fs::read_to_string(path).map_err(|source| StoreError::PasswordFile {
+            path: path.clone(),
+            source,
+        })?;
+        config.password(raw.trim_end_matches(['\n', '\r']));
+    }
+    Ok(config)
+}
+
+/// A dedicated connection that `LISTEN`s on `channel`: each notification's payload arrives on
+/// the receiver, which closes when the connection drops (the caller reconnects). Pools cannot
+/// do this: a pooled connection's notifications are discarded.
+pub async fn listen(
+    settings: &DatabaseSettings,
+    channel: &str,
+) -> Result<
+    (
+        tokio_postgres::Client,
+        tokio::sync::mpsc::UnboundedReceiver<String>,
+    ),
+    StoreError,
+> {
+    let channel = provision::identifier(channel)?.to_owned();
+    let mut config = base_config(settings)?;
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let client = match settings.tls {
+        TlsMode::Disable => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(forward_notifications(connection, sender));
+            client
+        }
+        TlsMode::VerifyFull => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let (client, connection) = config
+                .connect(tls::connector(settings.ca_file.as_deref())?)
+                .await?;
+            tokio::spawn(forward_notifications(connection, sender));
+            client
+        }
+    };
+    client.batch_execute(&format!("LISTEN {channel}")).await?;
+    Ok((client, receiver))
+}
+
+async fn forward_notifications<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    sender: tokio::sync::mpsc::UnboundedSender<String>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                if sender.send(n.payload().to_owned()).is_err() {
+                    return;
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(error)) => {
+                tracing::warn!(%error, "Notification connection failed");
+                return;
+            }
+            None => return,
+        }
+    }
 }
 
 /// One round trip to the database: the readiness check of every service.

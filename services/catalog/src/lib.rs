@@ -126,7 +126,8 @@ pub async fn run(
         .context("admin_token_file is not set")
         .and_then(|path| read_secret_file(path).context("admin token"))?;
 
-    let relay = Relay::new(pool.clone(), pulsar.clone(), "catalog-outbox");
+    let relay = Relay::new(pool.clone(), pulsar.clone(), "catalog-outbox")
+        .listen_on(settings.database.clone());
     let state = AppState {
         pool: pool.clone(),
         topic: settings.pulsar.topic(PRODUCT_TOPIC),

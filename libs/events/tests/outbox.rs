@@ -1,0 +1,91 @@
+//! The relay wakes on the database's `NOTIFY outbox`, so events written by any connection (not
+//! only this process) leave at once rather than at the next poll.
+
+use std::time::Duration;
+
+use comptoir_events::CloudEvent;
+use comptoir_events::contracts::catalog::ProductChanged;
+use comptoir_events::outbox::{Relay, enqueue};
+use comptoir_store::{DatabaseSettings, TlsMode};
+use comptoir_testkit::{TestDatabase, TestNamespace, pulsar_url};
+use futures::TryStreamExt;
+use pulsar::consumer::{ConsumerOptions, InitialPosition};
+use pulsar::{Consumer, Pulsar, SubType, TokioExecutor};
+use tokio_util::sync::CancellationToken;
+
+const OUTBOX: &str = "CREATE TABLE outbox (id bigserial PRIMARY KEY, topic text NOT NULL, \
+    message_key text NOT NULL, event_id uuid NOT NULL UNIQUE, event_type text NOT NULL, \
+    payload jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_written_by_another_connection_are_published_on_notify() {
+    let db = TestDatabase::create("events_test").await.expect("db");
+    let writer = db.connect_as_role(&db.name).await.expect("connect");
+    writer.batch_execute(OUTBOX).await.expect("schema");
+    let settings = DatabaseSettings {
+        host: db.host.clone(),
+        port: db.port,
+        name: db.name.clone(),
+        user: db.name.clone(),
+        password_file: Some(db.password_file()),
+        tls: TlsMode::VerifyFull,
+        ca_file: Some(comptoir_testkit::pg_ca_file()),
+        pool_size: 2,
+        ..DatabaseSettings::default()
+    };
+    let pool = comptoir_store::connect(&settings).expect("pool");
+    let settings_copy = settings.clone();
+    let namespace = TestNamespace::create().await.expect("namespace");
+    let topic = namespace.topic("events");
+    let pulsar = Pulsar::builder(pulsar_url().as_str(), TokioExecutor)
+        .build()
+        .await
+        .expect("connect");
+    let mut consumer: Consumer<Vec<u8>, TokioExecutor> = pulsar
+        .consumer()
+        .with_topic(&topic)
+        .with_subscription("notify-test")
+        .with_subscription_type(SubType::Exclusive)
+        .with_options(ConsumerOptions::default().with_initial_position(InitialPosition::Earliest))
+        .build()
+        .await
+        .expect("subscribe");
+
+    // Polling once an hour: only a notification can make these rows leave within the test.
+    let relay = Relay::new(pool, pulsar.clone(), "notify-test")
+        .poll_every(Duration::from_secs(3600))
+        .listen_on(settings);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(relay.run(stop.clone()));
+
+    // Another pool: its commits reach the relay only through the database.
+    let writers = comptoir_store::connect(&DatabaseSettings {
+        tls: TlsMode::Disable,
+        ca_file: None,
+        ..settings_copy
+    })
+    .expect("writer pool");
+    let mut writer = writers.get().await.expect("writer");
+    for name in ["first", "second", "third"] {
+        let data = ProductChanged {
+            name: name.to_owned(),
+            ..ProductChanged::sample()
+        };
+        let event = CloudEvent::new("/comptoir/test", data.product_id.to_string(), data);
+        let tx = writer.transaction().await.expect("begin");
+        enqueue(&tx, &topic, &event).await.expect("enqueue");
+        tx.commit().await.expect("commit");
+
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.try_next())
+            .await
+            .unwrap_or_else(|_| panic!("{name} was not published on NOTIFY"))
+            .expect("stream ok")
+            .expect("stream open");
+        let received: CloudEvent<ProductChanged> =
+            serde_json::from_slice(&message.payload.data).expect("event");
+        assert_eq!(received.id, event.id);
+        consumer.ack(&message).await.expect("ack");
+    }
+    stop.cancel();
+    task.await.expect("relay stops");
+}
