@@ -67,10 +67,13 @@ pub async fn ensure_service_database(
 /// Drops a database and its role (tests clean up after themselves with it).
 pub async fn drop_service_database(admin: &Client, name: &str) -> Result<(), StoreError> {
     let name = identifier(name)?;
+    // Two statements, two round trips: DROP DATABASE refuses to run inside the implicit
+    // transaction a multi-statement query gets.
     admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE); DROP ROLE IF EXISTS {name}"
-        ))
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await?;
+    admin
+        .batch_execute(&format!("DROP ROLE IF EXISTS {name}"))
         .await?;
     Ok(())
 }

@@ -166,3 +166,27 @@ async fn tls_connections_verify_the_server_certificate() {
         .get(0);
     assert!(!ssl);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_service_database_removes_it_and_its_role() {
+    let admin = comptoir_testkit::admin_client("postgres")
+        .await
+        .expect("admin");
+    let name = format!("store_drop_{}", comptoir_testkit::unique_suffix());
+    comptoir_store::provision::ensure_service_database(&admin, &name, "pw")
+        .await
+        .expect("create");
+    comptoir_store::provision::drop_service_database(&admin, &name)
+        .await
+        .expect("drop");
+    let left: i64 = admin
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_database WHERE datname = $1) \
+                  + (SELECT count(*) FROM pg_roles WHERE rolname = $1)",
+            &[&name],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(left, 0);
+}
