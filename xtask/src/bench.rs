@@ -112,3 +112,275 @@ impl ProducerBench {
         Ok(())
     }
 }
+
+/// `bench-pipeline`: the outbox pipeline end to end on the local platform — a change commits
+/// its event to the outbox, the relay publishes it, Key_Shared consumers apply it through their
+/// inbox — measured as events/s at full speed and insert-to-effect latency at a fixed rate.
+#[derive(Debug)]
+pub struct PipelineBench {
+    pub pg_admin_url: String,
+    pub pulsar_url: String,
+    pub pulsar_admin_url: String,
+    pub burst: u64,
+    pub rate: u64,
+    pub seconds: u64,
+    pub writers: usize,
+    pub consumers: usize,
+}
+
+/// Records the insert-to-effect latency of every applied event.
+struct Measure {
+    applied: Arc<std::sync::atomic::AtomicU64>,
+    latencies: Arc<Mutex<Histogram<u64>>>,
+}
+
+impl comptoir_events::consumer::Handler<ProductChanged> for Measure {
+    fn handle<'a>(
+        &'a self,
+        tx: &'a deadpool_postgres::Transaction<'a>,
+        event: &'a CloudEvent<ProductChanged>,
+    ) -> futures::future::BoxFuture<'a, Result<(), comptoir_events::consumer::HandlerError>> {
+        Box::pin(async move {
+            tx.execute(
+                "INSERT INTO effects (event_id, product_id) VALUES ($1, $2)",
+                &[&event.id, &event.data.product_id],
+            )
+            .await?;
+            let micros = (time::OffsetDateTime::now_utc() - event.time)
+                .whole_microseconds()
+                .max(1) as u64;
+            self.latencies.lock().await.record(micros)?;
+            self.applied
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        })
+    }
+}
+
+use comptoir_events::CloudEvent;
+use comptoir_events::contracts::catalog::ProductChanged;
+
+impl PipelineBench {
+    pub fn parse(args: &[&str]) -> anyhow::Result<Self> {
+        let mut bench = Self {
+            pg_admin_url: std::env::var("COMPTOIR_PG_ADMIN_URL").unwrap_or_default(),
+            pulsar_url: "pulsar://127.0.0.1:6650".to_owned(),
+            pulsar_admin_url: "http://127.0.0.1:8080".to_owned(),
+            burst: 20_000,
+            rate: 1_000,
+            seconds: 10,
+            writers: 8,
+            consumers: 4,
+        };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+            match *flag {
+                "--pulsar-url" => bench.pulsar_url = (*value).to_owned(),
+                "--pulsar-admin-url" => bench.pulsar_admin_url = (*value).to_owned(),
+                "--burst" => bench.burst = value.parse().context("--burst")?,
+                "--rate" => bench.rate = value.parse().context("--rate")?,
+                "--seconds" => bench.seconds = value.parse().context("--seconds")?,
+                "--writers" => bench.writers = value.parse().context("--writers")?,
+                "--consumers" => bench.consumers = value.parse().context("--consumers")?,
+                other => anyhow::bail!("unknown flag {other}"),
+            }
+        }
+        anyhow::ensure!(
+            !bench.pg_admin_url.is_empty(),
+            "COMPTOIR_PG_ADMIN_URL must be set (dev/postgres.sh admin-url)"
+        );
+        anyhow::ensure!(
+            bench.writers > 0 && bench.consumers > 0 && bench.rate > 0,
+            "counts must be positive"
+        );
+        Ok(bench)
+    }
+
+    pub async fn run(&self) -> anyhow::Result<()> {
+        use std::str::FromStr;
+        use std::sync::atomic::Ordering;
+
+        // A database of its own, recreated each run, with the tables a service would have.
+        let name = "bench_pipeline";
+        let admin_config = comptoir_store::tokio_postgres::Config::from_str(&self.pg_admin_url)?;
+        let (admin, connection) = admin_config
+            .connect(comptoir_store::tokio_postgres::NoTls)
+            .await?;
+        tokio::spawn(connection);
+        comptoir_store::provision::drop_service_database(&admin, name).await?;
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        comptoir_store::provision::ensure_service_database(&admin, name, &password).await?;
+        let dir = tempfile::tempdir()?;
+        let password_file = dir.path().join("pw");
+        std::fs::write(&password_file, &password)?;
+        let host = match admin_config.get_hosts().first() {
+            Some(comptoir_store::tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".to_owned(),
+        };
+        let settings = comptoir_store::DatabaseSettings {
+            host,
+            port: admin_config.get_ports().first().copied().unwrap_or(5432),
+            name: name.to_owned(),
+            user: name.to_owned(),
+            password_file: Some(password_file),
+            pool_size: self.writers + self.consumers + 2,
+            ..comptoir_store::DatabaseSettings::default()
+        };
+        let pool = comptoir_store::connect(&settings)?;
+        pool.get()
+            .await?
+            .batch_execute(
+                "CREATE TABLE outbox (id bigserial PRIMARY KEY, topic text NOT NULL, \
+                   message_key text NOT NULL, event_id uuid NOT NULL UNIQUE, event_type text NOT NULL, \
+                   payload jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+                 CREATE TABLE inbox (subscription text NOT NULL, event_id uuid NOT NULL, \
+                   processed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (subscription, event_id));
+                 CREATE TABLE effects (event_id uuid PRIMARY KEY, product_id uuid NOT NULL);",
+            )
+            .await?;
+
+        let admin_api = comptoir_events::admin::PulsarAdmin::new(
+            url::Url::parse(&self.pulsar_admin_url)?,
+            None,
+        );
+        admin_api
+            .ensure_namespace("comptoir-bench/pipeline")
+            .await?;
+        let topic = format!(
+            "persistent://comptoir-bench/pipeline/run-{}",
+            uuid::Uuid::now_v7().simple()
+        );
+        let pulsar = Pulsar::builder(&self.pulsar_url, TokioExecutor)
+            .build()
+            .await?;
+
+        let stop = tokio_util::sync::CancellationToken::new();
+        let applied = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let latencies = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+        let config = comptoir_events::consumer::ConsumerConfig::new(&topic, "bench");
+        for _ in 0..self.consumers {
+            let consumer = comptoir_events::consumer::EventConsumer::new(
+                pool.clone(),
+                pulsar.clone(),
+                config.clone(),
+                Measure {
+                    applied: Arc::clone(&applied),
+                    latencies: Arc::clone(&latencies),
+                },
+            );
+            tokio::spawn(consumer.run(stop.clone()));
+        }
+        // Every consumer is subscribed before the first event is written.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let stats = admin_api.topic_stats(&topic).await.unwrap_or_default();
+            let connected = stats["subscriptions"]["bench"]["consumers"]
+                .as_array()
+                .map_or(0, Vec::len);
+            if connected >= self.consumers {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "consumers did not subscribe: {stats}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let relay =
+            comptoir_events::outbox::Relay::new(pool.clone(), pulsar.clone(), "bench-relay")
+                .listen_on(settings.clone());
+        let relay_task = tokio::spawn(relay.run(stop.clone()));
+
+        // Phase 1: as fast as the writers can commit.
+        let started = Instant::now();
+        let per_writer = self.burst / self.writers as u64;
+        let mut writers = Vec::new();
+        for _ in 0..self.writers {
+            let pool = pool.clone();
+            let topic = topic.clone();
+            writers.push(tokio::spawn(async move {
+                for _ in 0..per_writer {
+                    write_one(&pool, &topic).await?;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for writer in writers {
+            writer.await??;
+        }
+        let total = per_writer * self.writers as u64;
+        wait_applied(&applied, total, Duration::from_secs(600)).await?;
+        let burst_rate = total as f64 / started.elapsed().as_secs_f64();
+        latencies.lock().await.reset();
+
+        // Phase 2: a steady rate, paced by a timer.
+        let mut ticker = tokio::time::interval(Duration::from_secs(1) / self.rate as u32);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let steady = self.rate * self.seconds;
+        let before = applied.load(Ordering::Relaxed);
+        let mut inflight = FuturesUnordered::new();
+        for _ in 0..steady {
+            ticker.tick().await;
+            let pool = pool.clone();
+            let topic = topic.clone();
+            inflight.push(tokio::spawn(async move { write_one(&pool, &topic).await }));
+            while let Some(done) = futures::FutureExt::now_or_never(inflight.next()).flatten() {
+                done??;
+            }
+        }
+        while let Some(done) = inflight.next().await {
+            done??;
+        }
+        wait_applied(&applied, before + steady, Duration::from_secs(600)).await?;
+        let h = latencies.lock().await;
+        println!("| phase | events | result |");
+        println!("|---|---:|---|");
+        println!(
+            "| burst ({} writers, {} consumers) | {total} | {burst_rate:.0} events/s |",
+            self.writers, self.consumers
+        );
+        println!(
+            "| steady {} events/s for {} s | {steady} | insert-to-effect p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms |",
+            self.rate,
+            self.seconds,
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            h.max() as f64 / 1000.0
+        );
+        stop.cancel();
+        let _ = relay_task.await;
+        Ok(())
+    }
+}
+
+/// One business transaction: the change (here only its event) committed with its outbox row.
+async fn write_one(pool: &deadpool_postgres::Pool, topic: &str) -> anyhow::Result<()> {
+    let data = ProductChanged {
+        product_id: uuid::Uuid::now_v7(),
+        ..ProductChanged::sample()
+    };
+    let event = CloudEvent::new("/comptoir/bench", data.product_id.to_string(), data);
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    comptoir_events::outbox::enqueue(&tx, topic, &event).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn wait_applied(
+    applied: &std::sync::atomic::AtomicU64,
+    target: u64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while applied.load(std::sync::atomic::Ordering::Relaxed) < target {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {target} events applied",
+            applied.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}

@@ -11,6 +11,9 @@
 //! comptoir-xtask bench-producer --topic T [--url U] [--messages N] [--size BYTES]
 //!     [--in-flight N] [--batch N]
 //!     our producer's msgs/s and publish latency (see dev/bench-pulsar.sh)
+//! comptoir-xtask bench-pipeline [--burst N] [--rate R] [--seconds S] [--writers W] [--consumers C]
+//!     outbox → relay → Pulsar → inbox consumers: events/s and insert-to-effect latency
+//!     (needs COMPTOIR_PG_ADMIN_URL; see docs/performance.md)
 //! ```
 //! The admin URL of PostgreSQL may also come from `COMPTOIR_PG_ADMIN_URL` (pass `-`), so it
 //! does not show in the process list.
@@ -30,9 +33,18 @@ use url::Url;
 const USAGE: &str = "usage:\n  comptoir-xtask provision-db <admin-url|-> <name> <password-file>\n  \
                      comptoir-xtask provision-pulsar <admin-http-url> <tenant/namespace>...\n  \
                      comptoir-xtask provision-topology <admin-http-url> [FILE]\n  \
-                     comptoir-xtask bench-producer --topic T [--url U] [--messages N] [--size B]";
+                     comptoir-xtask bench-producer --topic T [--url U] [--messages N] [--size B]\n  \
+                     comptoir-xtask bench-pipeline [--burst N] [--rate R] [--seconds S]";
 
 fn main() -> ExitCode {
+    // Warnings and errors of the libraries (relay, consumers) to stderr; RUST_LOG to see more.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -69,6 +81,7 @@ async fn dispatch(args: &[String]) -> anyhow::Result<()> {
         ["provision-topology", url] => provision_topology(url, None).await,
         ["provision-topology", url, file] => provision_topology(url, Some(Path::new(file))).await,
         ["bench-producer", rest @ ..] => bench::ProducerBench::parse(rest)?.run().await,
+        ["bench-pipeline", rest @ ..] => bench::PipelineBench::parse(rest)?.run().await,
         _ => bail!("{USAGE}"),
     }
 }

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{GenericClient, Pool};
-use pulsar::producer::Message;
+use pulsar::producer::{Message, ProducerOptions};
 use pulsar::{Producer, Pulsar, TokioExecutor};
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -216,8 +216,15 @@ impl Relay {
             // Pipeline the sends, then wait for every receipt: one round trip per batch rather
             // than per message, with order kept because one producer per topic sends in order.
             let mut receipts = Vec::with_capacity(rows.len());
+            let mut failure = None;
             for row in &rows {
-                let producer = self.producer(producers, &row.topic).await?;
+                let producer = match self.producer(producers, &row.topic).await {
+                    Ok(producer) => producer,
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
+                };
                 let message = Message {
                     payload: row.payload.clone(),
                     partition_key: Some(row.key.clone()),
@@ -227,29 +234,46 @@ impl Relay {
                     ]),
                     ..Default::default()
                 };
-                let receipt = producer
-                    .send_non_blocking(message)
-                    .await
-                    .map_err(|source| OutboxError::Publish {
-                        topic: row.topic.clone(),
-                        source: Box::new(source),
-                    })?;
-                receipts.push((row.topic.clone(), receipt));
+                match producer.send_non_blocking(message).await {
+                    Ok(receipt) => receipts.push((row.id, row.topic.clone(), receipt)),
+                    Err(source) => {
+                        failure = Some(OutboxError::Publish {
+                            topic: row.topic.clone(),
+                            source: Box::new(source),
+                        });
+                        break;
+                    }
+                }
             }
-            for (topic, receipt) in receipts {
-                receipt.await.map_err(|source| OutboxError::Publish {
-                    topic,
-                    source: Box::new(source),
-                })?;
+            // Only the acknowledged prefix leaves the outbox: a row after a failed one must not
+            // be deleted before it, or its key's order would break on the retry.
+            let mut ids = Vec::with_capacity(receipts.len());
+            let mut unbroken = true;
+            for (id, topic, receipt) in receipts {
+                match receipt.await {
+                    Ok(_) if unbroken => ids.push(id),
+                    Ok(_) => {}
+                    Err(source) => {
+                        unbroken = false;
+                        failure.get_or_insert(OutboxError::Publish {
+                            topic,
+                            source: Box::new(source),
+                        });
+                    }
+                }
             }
-            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-            client
-                .execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
-                .await?;
+            if !ids.is_empty() {
+                client
+                    .execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
+                    .await?;
+            }
             metrics::counter!("outbox_published_total").increment(ids.len() as u64);
             metrics::histogram!("outbox_publish_batch_duration_seconds")
                 .record(started.elapsed().as_secs_f64());
             tracing::debug!(count = ids.len(), "Published outbox rows");
+            if let Some(error) = failure {
+                return Err(error);
+            }
         }
     }
 
@@ -264,6 +288,16 @@ impl Relay {
                 .producer()
                 .with_topic(topic)
                 .with_name(&self.producer_name)
+                .with_options(ProducerOptions {
+                    // Batching turns a drained batch of rows into a few broker frames.
+                    batch_size: Some(500),
+                    batch_byte_size: Some(512 * 1024),
+                    batch_timeout: Some(Duration::from_millis(2)),
+                    // Wait for room rather than fail with SlowDown when the client's send
+                    // queue is full: back-pressure, not an error to retry.
+                    block_queue_if_full: true,
+                    ..Default::default()
+                })
                 .build()
                 .await
                 .map_err(|source| OutboxError::Publish {
