@@ -89,3 +89,94 @@ async fn rows_written_by_another_connection_are_published_on_notify() {
     stop.cancel();
     task.await.expect("relay stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_backlog_is_published_once_each_in_order() {
+    // Thousands of rows at once fill the client's send queue; the relay must wait for room,
+    // not fail and republish what already went out.
+    let db = TestDatabase::create("events_test").await.expect("db");
+    db.connect_as_role(&db.name)
+        .await
+        .expect("connect")
+        .batch_execute(OUTBOX)
+        .await
+        .expect("schema");
+    let settings = DatabaseSettings {
+        host: db.host.clone(),
+        port: db.port,
+        name: db.name.clone(),
+        user: db.name.clone(),
+        password_file: Some(db.password_file()),
+        pool_size: 2,
+        ..DatabaseSettings::default()
+    };
+    let pool = comptoir_store::connect(&settings).expect("pool");
+    let namespace = TestNamespace::create().await.expect("namespace");
+    let topic = namespace.topic("backlog");
+    let pulsar = Pulsar::builder(pulsar_url().as_str(), TokioExecutor)
+        .build()
+        .await
+        .expect("connect");
+    let mut consumer: Consumer<Vec<u8>, TokioExecutor> = pulsar
+        .consumer()
+        .with_topic(&topic)
+        .with_subscription("backlog-test")
+        .with_subscription_type(SubType::Exclusive)
+        .with_options(ConsumerOptions::default().with_initial_position(InitialPosition::Earliest))
+        .build()
+        .await
+        .expect("subscribe");
+
+    const ROWS: usize = 3_000;
+    let product = uuid::Uuid::now_v7();
+    {
+        let mut client = pool.get().await.expect("client");
+        let tx = client.transaction().await.expect("begin");
+        for version in 1..=ROWS as i64 {
+            let data = ProductChanged {
+                product_id: product,
+                version,
+                ..ProductChanged::sample()
+            };
+            let event = CloudEvent::new("/comptoir/test", product.to_string(), data);
+            enqueue(&tx, &topic, &event).await.expect("enqueue");
+        }
+        tx.commit().await.expect("commit");
+    }
+    let stop = CancellationToken::new();
+    let task =
+        tokio::spawn(Relay::new(pool.clone(), pulsar.clone(), "backlog-test").run(stop.clone()));
+
+    for expected in 1..=ROWS as i64 {
+        let message = tokio::time::timeout(Duration::from_secs(60), consumer.try_next())
+            .await
+            .expect("the backlog keeps flowing")
+            .expect("stream ok")
+            .expect("stream open");
+        let event: CloudEvent<ProductChanged> =
+            serde_json::from_slice(&message.payload.data).expect("event");
+        assert_eq!(
+            event.data.version, expected,
+            "one key's events arrive in order, once"
+        );
+        consumer.ack(&message).await.expect("ack");
+    }
+    stop.cancel();
+    task.await.expect("relay stops");
+    let admin =
+        comptoir_events::admin::PulsarAdmin::new(comptoir_testkit::pulsar_admin_url(), None);
+    let stats = admin.topic_stats(&topic).await.expect("stats");
+    assert_eq!(
+        stats["msgInCounter"], ROWS as u64,
+        "nothing was published twice: {stats}"
+    );
+    let left: i64 = pool
+        .get()
+        .await
+        .expect("client")
+        .query_one("SELECT count(*) FROM outbox", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(left, 0);
+}
