@@ -63,15 +63,10 @@ async fn fixture() -> Fixture {
     .await
     .expect("schema");
     let pool = comptoir_store::connect(&DatabaseSettings {
-        host: db.host.clone(),
-        port: db.port,
-        name: db.name.clone(),
-        user: db.name.clone(),
-        password_file: Some(db.password_file()),
         tls: TlsMode::Disable,
         pool_size: 2,
         connect_timeout_ms: 1_000,
-        ..DatabaseSettings::default()
+        ..db.settings()
     })
     .expect("pool");
     let namespace = TestNamespace::create().await.expect("namespace");

@@ -9,8 +9,7 @@ use comptoir_events::outbox::{Relay, enqueue};
 use comptoir_store::{DatabaseSettings, TlsMode};
 use comptoir_testkit::{TestDatabase, TestNamespace, pulsar_url};
 use futures::TryStreamExt;
-use pulsar::consumer::{ConsumerOptions, InitialPosition};
-use pulsar::{Consumer, Pulsar, SubType, TokioExecutor};
+use pulsar::{Pulsar, TokioExecutor};
 use tokio_util::sync::CancellationToken;
 
 const OUTBOX: &str = "CREATE TABLE outbox (id bigserial PRIMARY KEY, topic text NOT NULL, \
@@ -23,15 +22,10 @@ async fn rows_written_by_another_connection_are_published_on_notify() {
     let writer = db.connect_as_role(&db.name).await.expect("connect");
     writer.batch_execute(OUTBOX).await.expect("schema");
     let settings = DatabaseSettings {
-        host: db.host.clone(),
-        port: db.port,
-        name: db.name.clone(),
-        user: db.name.clone(),
-        password_file: Some(db.password_file()),
         tls: TlsMode::VerifyFull,
         ca_file: Some(comptoir_testkit::pg_ca_file()),
         pool_size: 2,
-        ..DatabaseSettings::default()
+        ..db.settings()
     };
     let pool = comptoir_store::connect(&settings).expect("pool");
     let settings_copy = settings.clone();
@@ -41,15 +35,7 @@ async fn rows_written_by_another_connection_are_published_on_notify() {
         .build()
         .await
         .expect("connect");
-    let mut consumer: Consumer<Vec<u8>, TokioExecutor> = pulsar
-        .consumer()
-        .with_topic(&topic)
-        .with_subscription("notify-test")
-        .with_subscription_type(SubType::Exclusive)
-        .with_options(ConsumerOptions::default().with_initial_position(InitialPosition::Earliest))
-        .build()
-        .await
-        .expect("subscribe");
+    let mut consumer = comptoir_testkit::subscribe(&pulsar, &topic, "notify-test").await;
 
     // Polling once an hour: only a notification can make these rows leave within the test.
     let relay = Relay::new(pool, pulsar.clone(), "notify-test")
@@ -102,13 +88,8 @@ async fn a_large_backlog_is_published_once_each_in_order() {
         .await
         .expect("schema");
     let settings = DatabaseSettings {
-        host: db.host.clone(),
-        port: db.port,
-        name: db.name.clone(),
-        user: db.name.clone(),
-        password_file: Some(db.password_file()),
         pool_size: 2,
-        ..DatabaseSettings::default()
+        ..db.settings()
     };
     let pool = comptoir_store::connect(&settings).expect("pool");
     let namespace = TestNamespace::create().await.expect("namespace");
@@ -117,15 +98,7 @@ async fn a_large_backlog_is_published_once_each_in_order() {
         .build()
         .await
         .expect("connect");
-    let mut consumer: Consumer<Vec<u8>, TokioExecutor> = pulsar
-        .consumer()
-        .with_topic(&topic)
-        .with_subscription("backlog-test")
-        .with_subscription_type(SubType::Exclusive)
-        .with_options(ConsumerOptions::default().with_initial_position(InitialPosition::Earliest))
-        .build()
-        .await
-        .expect("subscribe");
+    let mut consumer = comptoir_testkit::subscribe(&pulsar, &topic, "backlog-test").await;
 
     const ROWS: usize = 3_000;
     let product = uuid::Uuid::now_v7();

@@ -63,14 +63,9 @@ mod embedded {
 async fn the_pool_runs_migrations_once_and_answers_pings() {
     let db = TestDatabase::create("store_test").await.expect("db");
     let settings = DatabaseSettings {
-        host: db.host.clone(),
-        port: db.port,
-        name: db.name.clone(),
-        user: db.name.clone(),
-        password_file: Some(db.password_file()),
         tls: TlsMode::Disable,
         pool_size: 2,
-        ..DatabaseSettings::default()
+        ..db.settings()
     };
     let pool = comptoir_store::connect(&settings).expect("pool");
     comptoir_store::ping(&pool).await.expect("ping");
@@ -112,15 +107,10 @@ fn settings_for(
     ca_file: Option<std::path::PathBuf>,
 ) -> DatabaseSettings {
     DatabaseSettings {
-        host: db.host.clone(),
-        port: db.port,
-        name: db.name.clone(),
-        user: db.name.clone(),
-        password_file: Some(db.password_file()),
         tls,
         ca_file,
         pool_size: 1,
-        connect_timeout_ms: 5_000,
+        ..db.settings()
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`TestDatabase`]: a fresh database with its own role, as a service gets in production;
 //! - [`TestNamespace`]: a fresh Pulsar namespace;
 //! - [`wait_for`]: polls a condition until a deadline, instead of sleeping a fixed time;
+//! - [`subscribe`]: reads what a service published;
 //! - [`standalone`]: starts and stops a private Pulsar standalone (for restart tests).
 //!
 //! Where the platform is, comes from `COMPTOIR_TEST_PG_ADMIN_URL`, `COMPTOIR_TEST_PULSAR_URL`
@@ -38,38 +39,53 @@ pub fn repo_root() -> PathBuf {
     dir
 }
 
-/// Administrator URL of the test PostgreSQL cluster.
-pub fn pg_admin_url() -> String {
-    if let Ok(url) = std::env::var("COMPTOIR_TEST_PG_ADMIN_URL") {
-        return url;
-    }
-    let output = std::process::Command::new(repo_root().join("dev/postgres.sh"))
-        .arg("admin-url")
+/// Runs `dev/<script> <verb>` and returns its trimmed standard output.
+fn dev_script(script: &str, verb: &str) -> String {
+    let output = std::process::Command::new(repo_root().join("dev").join(script))
+        .arg(verb)
         .output()
-        .expect("cannot run dev/postgres.sh admin-url");
+        .unwrap_or_else(|e| panic!("cannot run dev/{script} {verb}: {e}"));
     assert!(
         output.status.success(),
-        "dev/postgres.sh admin-url failed (is the local platform up? run dev/test): {}",
+        "dev/{script} {verb} failed (is the local platform up? run dev/test): {}",
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
+/// Administrator URL of the test PostgreSQL cluster.
+pub fn pg_admin_url() -> String {
+    std::env::var("COMPTOIR_TEST_PG_ADMIN_URL")
+        .unwrap_or_else(|_| dev_script("postgres.sh", "admin-url"))
+}
+
 /// CA certificate of the test cluster's TLS server certificate.
 pub fn pg_ca_file() -> PathBuf {
-    if let Ok(path) = std::env::var("COMPTOIR_TEST_PG_CA_FILE") {
-        return PathBuf::from(path);
-    }
-    let output = std::process::Command::new(repo_root().join("dev/postgres.sh"))
-        .arg("ca-file")
-        .output()
-        .expect("cannot run dev/postgres.sh ca-file");
-    assert!(
-        output.status.success(),
-        "dev/postgres.sh ca-file failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+    PathBuf::from(
+        std::env::var("COMPTOIR_TEST_PG_CA_FILE")
+            .unwrap_or_else(|_| dev_script("postgres.sh", "ca-file")),
+    )
+}
+
+/// An exclusive subscription reading `topic` from its earliest retained message: what a test
+/// uses to see what a service published.
+pub async fn subscribe(
+    pulsar: &pulsar::Pulsar<pulsar::TokioExecutor>,
+    topic: &str,
+    subscription: &str,
+) -> pulsar::Consumer<Vec<u8>, pulsar::TokioExecutor> {
+    pulsar
+        .consumer()
+        .with_topic(topic)
+        .with_subscription(subscription)
+        .with_subscription_type(pulsar::SubType::Exclusive)
+        .with_options(
+            pulsar::consumer::ConsumerOptions::default()
+                .with_initial_position(pulsar::consumer::InitialPosition::Earliest),
+        )
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("cannot subscribe to {topic}: {e}"))
 }
 
 /// Binary-protocol URL of the test broker.
@@ -134,6 +150,22 @@ impl TestDatabase {
             password,
             dir,
         })
+    }
+
+    /// Settings a service would use to reach this database: its own role, plain TCP on
+    /// loopback, a small pool. Tests override fields (`tls`, `pool_size`) as they need.
+    pub fn settings(&self) -> comptoir_store::DatabaseSettings {
+        comptoir_store::DatabaseSettings {
+            host: self.host.clone(),
+            port: self.port,
+            name: self.name.clone(),
+            user: self.name.clone(),
+            password_file: Some(self.password_file()),
+            tls: comptoir_store::TlsMode::Disable,
+            ca_file: None,
+            pool_size: 2,
+            connect_timeout_ms: 5_000,
+        }
     }
 
     /// File holding the role's password, as services read it.

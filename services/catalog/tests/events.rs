@@ -9,8 +9,7 @@ use comptoir_events::admin::PulsarAdmin;
 use comptoir_events::contracts::catalog::{ProductChange, ProductChanged};
 use comptoir_testkit::{pulsar_url, wait_for};
 use futures::TryStreamExt;
-use pulsar::consumer::{ConsumerOptions, InitialPosition};
-use pulsar::{Consumer, Pulsar, SubType, TokioExecutor};
+use pulsar::{Consumer, Pulsar, TokioExecutor};
 use reqwest::Method;
 use serde_json::json;
 use support::{product_body, spawn_app};
@@ -46,15 +45,7 @@ async fn product_changes_are_published_in_order_keyed_by_product_id() {
         .await
         .expect("connect");
     let topic = app.namespace.topic(comptoir_catalog::PRODUCT_TOPIC);
-    let mut consumer: Consumer<Vec<u8>, TokioExecutor> = pulsar
-        .consumer()
-        .with_topic(&topic)
-        .with_subscription("catalog-events-test")
-        .with_subscription_type(SubType::Exclusive)
-        .with_options(ConsumerOptions::default().with_initial_position(InitialPosition::Earliest))
-        .build()
-        .await
-        .expect("subscribe");
+    let mut consumer = comptoir_testkit::subscribe(&pulsar, &topic, "catalog-events-test").await;
 
     let created = app
         .create_product(&product_body("COF-100", "Kenya Nyeri"))
@@ -167,15 +158,7 @@ async fn a_restarted_catalog_still_publishes_with_broker_deduplication_on() {
         .await
         .expect("connect");
     let topic = app.namespace.topic(comptoir_catalog::PRODUCT_TOPIC);
-    let mut consumer: Consumer<Vec<u8>, TokioExecutor> = pulsar
-        .consumer()
-        .with_topic(&topic)
-        .with_subscription("restart-dedup-test")
-        .with_subscription_type(SubType::Exclusive)
-        .with_options(ConsumerOptions::default().with_initial_position(InitialPosition::Earliest))
-        .build()
-        .await
-        .expect("subscribe");
+    let mut consumer = comptoir_testkit::subscribe(&pulsar, &topic, "restart-dedup-test").await;
 
     let first = app.create_product(&product_body("TEA-100", "Assam")).await;
     assert_eq!(next_event(&mut consumer).await.2.data.product_id, first.id);

@@ -61,12 +61,10 @@ async fn spawn_with(
     std::fs::write(&token_file, &admin_token).expect("write token");
 
     let mut settings = Settings::default();
-    settings.database.host = db.host.clone();
-    settings.database.port = db.port;
-    settings.database.name = db.name.clone();
-    settings.database.user = db.name.clone();
-    settings.database.password_file = Some(db.password_file());
-    settings.database.pool_size = 4;
+    settings.database = comptoir_store::DatabaseSettings {
+        pool_size: 4,
+        ..db.settings()
+    };
     settings.pulsar.url = pulsar_url();
     settings.pulsar.namespace = namespace.name.clone();
     settings.admin_token_file = Some(token_file);
