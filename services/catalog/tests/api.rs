@@ -74,29 +74,18 @@ async fn updates_need_the_current_version() {
     change["price_cents"] = json!(1590);
 
     let missing = app
-        .admin(Method::PUT, &path)
-        .json(&change)
-        .send()
-        .await
-        .expect("request");
+        .change_product(Method::PUT, &path, None, Some(&change))
+        .await;
     assert_problem(missing, StatusCode::PRECONDITION_REQUIRED).await;
 
     let garbage = app
-        .admin(Method::PUT, &path)
-        .header("if-match", "not-an-etag")
-        .json(&change)
-        .send()
-        .await
-        .expect("request");
+        .change_product(Method::PUT, &path, Some("not-an-etag"), Some(&change))
+        .await;
     assert_problem(garbage, StatusCode::BAD_REQUEST).await;
 
     let ok = app
-        .admin(Method::PUT, &path)
-        .header("if-match", "\"1\"")
-        .json(&change)
-        .send()
-        .await
-        .expect("request");
+        .change_product(Method::PUT, &path, Some("\"1\""), Some(&change))
+        .await;
     assert_eq!(ok.status(), StatusCode::OK);
     assert_eq!(ok.headers()["etag"], "\"2\"");
     let updated: Product = ok.json().await.expect("json");
@@ -123,19 +112,13 @@ async fn updates_need_the_current_version() {
     );
 
     let stale_delete = app
-        .admin(Method::DELETE, &path)
-        .header("if-match", "\"1\"")
-        .send()
-        .await
-        .expect("request");
+        .change_product(Method::DELETE, &path, Some("\"1\""), None)
+        .await;
     assert_problem(stale_delete, StatusCode::CONFLICT).await;
 
     let delete = app
-        .admin(Method::DELETE, &path)
-        .header("if-match", "\"2\"")
-        .send()
-        .await
-        .expect("request");
+        .change_product(Method::DELETE, &path, Some("\"2\""), None)
+        .await;
     assert_eq!(delete.status(), StatusCode::NO_CONTENT);
     assert_problem(
         app.get(&format!("/v1/products/{}", product.id)).await,
@@ -143,12 +126,8 @@ async fn updates_need_the_current_version() {
     )
     .await;
     let gone = app
-        .admin(Method::PUT, &path)
-        .header("if-match", "\"2\"")
-        .json(&change)
-        .send()
-        .await
-        .expect("request");
+        .change_product(Method::PUT, &path, Some("\"2\""), Some(&change))
+        .await;
     assert_problem(gone, StatusCode::NOT_FOUND).await;
 }
 

@@ -146,6 +146,24 @@ impl TestApp {
         response.json().await.expect("json")
     }
 
+    /// An admin PUT or DELETE of a product, with `If-Match` when given.
+    pub async fn change_product(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        if_match: Option<&str>,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut request = self.admin(method, path);
+        if let Some(tag) = if_match {
+            request = request.header("if-match", tag);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("request")
+    }
+
     pub async fn outbox_rows(&self) -> i64 {
         let admin = self.db.admin().await.expect("admin");
         admin
