@@ -233,7 +233,8 @@ impl PipelineBench {
             .batch_execute(
                 "CREATE TABLE outbox (id bigserial PRIMARY KEY, topic text NOT NULL, \
                    message_key text NOT NULL, event_id uuid NOT NULL UNIQUE, event_type text NOT NULL, \
-                   payload jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+                   payload jsonb NOT NULL, properties jsonb NOT NULL DEFAULT '{}', \
+                   created_at timestamptz NOT NULL DEFAULT now());
                  CREATE TABLE inbox (subscription text NOT NULL, event_id uuid NOT NULL, \
                    processed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (subscription, event_id));
                  CREATE TABLE effects (event_id uuid PRIMARY KEY, product_id uuid NOT NULL);",

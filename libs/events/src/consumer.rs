@@ -222,9 +222,22 @@ where
                 return false;
             }
         };
+        let properties: HashMap<String, String> = message
+            .metadata()
+            .properties
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.clone()))
+            .collect();
+        let span = tracing::info_span!(
+            "consume_event",
+            event_id = %event.id,
+            event_type = %event.kind,
+            subscription = %self.config.subscription,
+        );
+        crate::trace::continue_trace(&span, &properties);
         let mut infra_backoff = self.config.retry_base;
         loop {
-            match self.apply(&event).await {
+            match tracing::Instrument::instrument(self.apply(&event), span.clone()).await {
                 Ok(outcome) => {
                     if let Err(error) = consumer.ack(&message).await {
                         // The effect is committed; a redelivery will be recognised as a duplicate.

@@ -6,6 +6,7 @@
 //! - [`admin`]: idempotent provisioning of tenants and namespaces over the admin REST API.
 //! - [`consumer`]: idempotent Key_Shared consumers with inbox, backoff and dead letters.
 //! - [`outbox`]: the transactional outbox: write the event with the change, relay it after.
+//! - [`trace`]: W3C trace context in message properties, both ways.
 //! - [`topology`]: tenant, namespaces, policies and permissions as code, applied idempotently.
 //!
 //! The full event backbone (broker deduplication, inbox, dead letters, per-role permissions)
@@ -19,5 +20,6 @@ pub mod envelope;
 pub mod outbox;
 pub mod pulsar;
 pub mod topology;
+pub mod trace;
 
 pub use envelope::CloudEvent;

@@ -16,6 +16,7 @@
 //!     event_id    uuid        NOT NULL UNIQUE,
 //!     event_type  text        NOT NULL,
 //!     payload     jsonb       NOT NULL,
+//!     properties  jsonb       NOT NULL DEFAULT '{}',  -- message properties (traceparent)
 //!     created_at  timestamptz NOT NULL DEFAULT now()
 //! );
 //! ```
@@ -58,11 +59,21 @@ where
     T: Serialize + EventType,
 {
     let payload = serde_json::to_value(event)?;
+    // The trace the change belongs to travels with its event (W3C traceparent in the message
+    // properties), so the consumer's work joins the same trace.
+    let properties = serde_json::to_value(crate::trace::current_context_headers())?;
     let row = tx
         .query_one(
-            "INSERT INTO outbox (topic, message_key, event_id, event_type, payload) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            &[&topic, &event.subject, &event.id, &event.kind, &payload],
+            "INSERT INTO outbox (topic, message_key, event_id, event_type, payload, properties) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            &[
+                &topic,
+                &event.subject,
+                &event.id,
+                &event.kind,
+                &payload,
+                &properties,
+            ],
         )
         .await?;
     // Delivered at commit (and once per transaction however many events it holds): wakes
@@ -96,6 +107,7 @@ struct Row {
     key: String,
     event_type: String,
     payload: Vec<u8>,
+    properties: HashMap<String, String>,
 }
 
 impl Relay {
@@ -192,7 +204,7 @@ impl Relay {
             let client = self.pool.get().await?;
             let rows = client
                 .query(
-                    "SELECT id, topic, message_key, event_type, payload::text \
+                    "SELECT id, topic, message_key, event_type, payload::text, properties \
                      FROM outbox ORDER BY id LIMIT $1",
                     &[&self.batch_size],
                 )
@@ -210,6 +222,8 @@ impl Relay {
                     key: r.get(2),
                     event_type: r.get(3),
                     payload: r.get::<_, String>(4).into_bytes(),
+                    properties: serde_json::from_value(r.get::<_, serde_json::Value>(5))
+                        .unwrap_or_default(),
                 })
                 .collect();
             let started = Instant::now();
@@ -228,10 +242,15 @@ impl Relay {
                 let message = Message {
                     payload: row.payload.clone(),
                     partition_key: Some(row.key.clone()),
-                    properties: HashMap::from([
-                        ("ce_type".to_owned(), row.event_type.clone()),
-                        ("outbox_id".to_owned(), row.id.to_string()),
-                    ]),
+                    properties: row
+                        .properties
+                        .clone()
+                        .into_iter()
+                        .chain([
+                            ("ce_type".to_owned(), row.event_type.clone()),
+                            ("outbox_id".to_owned(), row.id.to_string()),
+                        ])
+                        .collect(),
                     ..Default::default()
                 };
                 match producer.send_non_blocking(message).await {

@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 const OUTBOX: &str = "CREATE TABLE outbox (id bigserial PRIMARY KEY, topic text NOT NULL, \
     message_key text NOT NULL, event_id uuid NOT NULL UNIQUE, event_type text NOT NULL, \
-    payload jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())";
+    payload jsonb NOT NULL, properties jsonb NOT NULL DEFAULT '{}', \
+    created_at timestamptz NOT NULL DEFAULT now())";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_written_by_another_connection_are_published_on_notify() {
