@@ -15,7 +15,7 @@ pub trait EventType {
 }
 
 /// A CloudEvents 1.0 event with a typed `data` payload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CloudEvent<T> {
     pub specversion: String,
     /// Unique per event; consumers deduplicate on it.
@@ -25,6 +25,7 @@ pub struct CloudEvent<T> {
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
     pub time: OffsetDateTime,
     /// The aggregate the event is about; also the message key.
     pub subject: String,

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use crate::envelope::EventType;
 
 /// What happened to the product.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProductChange {
     Created,
@@ -16,7 +16,7 @@ pub enum ProductChange {
 
 /// The state of a product after a change. Carries the full state (not a diff) so a consumer
 /// that missed an event still converges on the next one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProductChanged {
     pub product_id: Uuid,
     pub change: ProductChange,

@@ -3,3 +3,14 @@
 //! type with the next `.vN` suffix.
 
 pub mod catalog;
+
+/// The JSON Schema of every event type, as `(CloudEvents type, schema)`. Each is also
+/// committed under `docs/events/<type>.json`; a test fails when the two drift apart.
+pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
+    use crate::envelope::{CloudEvent, EventType};
+    vec![(
+        catalog::ProductChanged::TYPE,
+        serde_json::to_value(schemars::schema_for!(CloudEvent<catalog::ProductChanged>))
+            .unwrap_or_default(),
+    )]
+}
