@@ -282,6 +282,7 @@ impl Relay {
                 }
             }
             if !ids.is_empty() {
+                failpoint_after_publish().await;
                 client
                     .execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
                     .await?;
@@ -328,6 +329,17 @@ impl Relay {
         producers
             .get_mut(topic)
             .ok_or_else(|| unreachable!("producer inserted above"))
+    }
+}
+
+/// Crash tests stop a relay between the broker's acknowledgement and the outbox delete, the
+/// window where a crash republishes: with `COMPTOIR_FAILPOINT=outbox-after-publish` set, the
+/// relay logs that it reached the point and never goes past it, until the test kills the
+/// process. Unset (always, outside those tests), this is one environment lookup per batch.
+async fn failpoint_after_publish() {
+    if std::env::var("COMPTOIR_FAILPOINT").is_ok_and(|v| v == "outbox-after-publish") {
+        tracing::warn!("Failpoint outbox-after-publish reached; waiting to be killed");
+        std::future::pending::<()>().await;
     }
 }
 

@@ -4,13 +4,14 @@
 //! The OTLP receiver here is a stand-in for an OpenTelemetry collector (an outside party): it
 //! only records what it is sent.
 
-use std::process::{Command, Stdio};
+mod support;
+
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::routing::post;
-use comptoir_testkit::{TestDatabase, TestNamespace, pulsar_url, wait_for};
+use comptoir_testkit::{TestDatabase, TestNamespace};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_logs_json_exports_traces_and_stops_on_sigterm() {
@@ -34,42 +35,14 @@ async fn the_binary_logs_json_exports_traces_and_stops_on_sigterm() {
 
     let db = TestDatabase::create("catalog_test").await.expect("db");
     let namespace = TestNamespace::create().await.expect("namespace");
-    let token_file = db.scratch_dir().join("admin-token");
-    std::fs::write(&token_file, "token").expect("write token");
-    let port = comptoir_testkit::free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_comptoir-catalog"))
-        .env(
-            "COMPTOIR_CATALOG__HTTP__LISTEN",
-            format!("127.0.0.1:{port}"),
-        )
-        .env("COMPTOIR_CATALOG__DATABASE__HOST", &db.host)
-        .env("COMPTOIR_CATALOG__DATABASE__PORT", db.port.to_string())
-        .env("COMPTOIR_CATALOG__DATABASE__NAME", &db.name)
-        .env("COMPTOIR_CATALOG__DATABASE__USER", &db.name)
-        .env(
-            "COMPTOIR_CATALOG__DATABASE__PASSWORD_FILE",
-            db.password_file(),
-        )
-        .env("COMPTOIR_CATALOG__PULSAR__URL", pulsar_url().as_str())
-        .env("COMPTOIR_CATALOG__PULSAR__NAMESPACE", &namespace.name)
-        .env("COMPTOIR_CATALOG__ADMIN_TOKEN_FILE", &token_file)
-        .env(
-            "COMPTOIR_CATALOG__TELEMETRY__OTLP_ENDPOINT",
-            format!("http://{collector_addr}/v1/traces"),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the catalog");
-
+    let endpoint = format!("http://{collector_addr}/v1/traces");
+    let (child, base) = support::spawn_binary(
+        &db,
+        &namespace,
+        &[("COMPTOIR_CATALOG__TELEMETRY__OTLP_ENDPOINT", endpoint)],
+    )
+    .await;
     let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    wait_for("the binary to be ready", Duration::from_secs(60), || {
-        let request = http.get(format!("{base}/readyz")).send();
-        async move { request.await.ok().filter(|r| r.status() == 200).map(drop) }
-    })
-    .await
-    .expect("ready");
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let response = http
@@ -86,13 +59,10 @@ async fn the_binary_logs_json_exports_traces_and_stops_on_sigterm() {
         .status()
         .expect("kill");
     assert!(status.success());
-    let output = tokio::task::spawn_blocking(move || {
-        let _ = child.try_wait();
-        child.wait_with_output()
-    })
-    .await
-    .expect("join")
-    .expect("output");
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("output");
     assert!(
         output.status.success(),
         "exit after SIGTERM: {:?}",

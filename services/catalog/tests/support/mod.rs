@@ -223,3 +223,46 @@ pub async fn assert_problem(response: Response, status: StatusCode) -> Value {
     assert!(body["title"].is_string());
     body
 }
+
+/// The real `comptoir-catalog` binary as a child process on `db` and `namespace`, listening on
+/// a free port; `extra` adds environment variables. Returns the child and its base URL, once
+/// it answers `/readyz`.
+pub async fn spawn_binary(
+    db: &TestDatabase,
+    namespace: &TestNamespace,
+    extra: &[(&str, String)],
+) -> (std::process::Child, String) {
+    let token_file = db.scratch_dir().join("binary-admin-token");
+    std::fs::write(&token_file, "token").expect("write token");
+    let port = comptoir_testkit::free_port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_comptoir-catalog"))
+        .env(
+            "COMPTOIR_CATALOG__HTTP__LISTEN",
+            format!("127.0.0.1:{port}"),
+        )
+        .env("COMPTOIR_CATALOG__DATABASE__HOST", &db.host)
+        .env("COMPTOIR_CATALOG__DATABASE__PORT", db.port.to_string())
+        .env("COMPTOIR_CATALOG__DATABASE__NAME", &db.name)
+        .env("COMPTOIR_CATALOG__DATABASE__USER", &db.name)
+        .env(
+            "COMPTOIR_CATALOG__DATABASE__PASSWORD_FILE",
+            db.password_file(),
+        )
+        .env("COMPTOIR_CATALOG__PULSAR__URL", pulsar_url().as_str())
+        .env("COMPTOIR_CATALOG__PULSAR__NAMESPACE", &namespace.name)
+        .env("COMPTOIR_CATALOG__ADMIN_TOKEN_FILE", &token_file)
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start comptoir-catalog");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    wait_for("the binary to be ready", Duration::from_secs(60), || {
+        let request = http.get(format!("{base}/readyz")).send();
+        async move { request.await.ok().filter(|r| r.status() == 200).map(drop) }
+    })
+    .await
+    .expect("ready");
+    (child, base)
+}
