@@ -230,15 +230,11 @@ impl PipelineBench {
         let pool = comptoir_store::connect(&settings)?;
         pool.get()
             .await?
-            .batch_execute(
-                "CREATE TABLE outbox (id bigserial PRIMARY KEY, topic text NOT NULL, \
-                   message_key text NOT NULL, event_id uuid NOT NULL UNIQUE, event_type text NOT NULL, \
-                   payload jsonb NOT NULL, properties jsonb NOT NULL DEFAULT '{}', \
-                   created_at timestamptz NOT NULL DEFAULT now());
-                 CREATE TABLE inbox (subscription text NOT NULL, event_id uuid NOT NULL, \
-                   processed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (subscription, event_id));
-                 CREATE TABLE effects (event_id uuid PRIMARY KEY, product_id uuid NOT NULL);",
-            )
+            .batch_execute(&format!(
+                "{}\n{}\nCREATE TABLE effects (event_id uuid PRIMARY KEY, product_id uuid NOT NULL);",
+                comptoir_events::outbox::OUTBOX_TABLE_SQL,
+                comptoir_events::consumer::INBOX_TABLE_SQL
+            ))
             .await?;
 
         let admin_api = comptoir_events::admin::PulsarAdmin::new(

@@ -38,6 +38,14 @@ use tokio_util::time::DelayQueue;
 use crate::envelope::CloudEvent;
 use crate::outbox::chain;
 
+/// The `inbox` table as consumers expect it, for migrations and tests to share.
+pub const INBOX_TABLE_SQL: &str = "CREATE TABLE inbox (
+    subscription text        NOT NULL,
+    event_id     uuid        NOT NULL,
+    processed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (subscription, event_id)
+);";
+
 /// The error type handlers return: anything, with its cause chain.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 

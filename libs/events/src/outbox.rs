@@ -34,6 +34,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::envelope::{CloudEvent, EventType};
 
+/// The `outbox` table as the relay expects it, for migrations and tests to share.
+pub const OUTBOX_TABLE_SQL: &str = "CREATE TABLE outbox (
+    id          bigserial   PRIMARY KEY,
+    topic       text        NOT NULL,
+    message_key text        NOT NULL,
+    event_id    uuid        NOT NULL UNIQUE,
+    event_type  text        NOT NULL,
+    payload     jsonb       NOT NULL,
+    properties  jsonb       NOT NULL DEFAULT '{}',
+    created_at  timestamptz NOT NULL DEFAULT now()
+);";
+
 /// Why an event could not be written or relayed.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {

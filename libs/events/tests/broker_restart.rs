@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use comptoir_events::CloudEvent;
 use comptoir_events::admin::PulsarAdmin;
+use comptoir_events::consumer::INBOX_TABLE_SQL;
 use comptoir_events::consumer::{ConsumerConfig, EventConsumer, Handler, HandlerError};
 use comptoir_events::contracts::catalog::ProductChanged;
-use comptoir_events::outbox::{Relay, enqueue};
+use comptoir_events::outbox::{OUTBOX_TABLE_SQL, Relay, enqueue};
 use comptoir_testkit::standalone::Standalone;
 use comptoir_testkit::{TestDatabase, wait_for};
 use deadpool_postgres::Transaction;
@@ -20,13 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 const EVENTS: usize = 10_000;
 
-const SCHEMA: &str = "CREATE TABLE outbox (id bigserial PRIMARY KEY, topic text NOT NULL, \
-    message_key text NOT NULL, event_id uuid NOT NULL UNIQUE, event_type text NOT NULL, \
-    payload jsonb NOT NULL, properties jsonb NOT NULL DEFAULT '{}', \
-    created_at timestamptz NOT NULL DEFAULT now());
-    CREATE TABLE inbox (subscription text NOT NULL, event_id uuid NOT NULL, \
-    processed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (subscription, event_id));
-    CREATE TABLE effects (event_id uuid NOT NULL, product_id uuid NOT NULL, version bigint NOT NULL);";
+const EFFECTS: &str = "CREATE TABLE effects (event_id uuid NOT NULL, product_id uuid NOT NULL, version bigint NOT NULL);";
 
 struct Record;
 
@@ -70,7 +65,7 @@ async fn every_effect_is_present_once_across_a_broker_restart() {
     db.connect_as_role(&db.name)
         .await
         .expect("connect")
-        .batch_execute(SCHEMA)
+        .batch_execute(&format!("{OUTBOX_TABLE_SQL}\n{INBOX_TABLE_SQL}\n{EFFECTS}"))
         .await
         .expect("schema");
     let settings = comptoir_store::DatabaseSettings {

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use comptoir_events::CloudEvent;
 use comptoir_events::admin::PulsarAdmin;
-use comptoir_events::consumer::{ConsumerConfig, EventConsumer, Handler, HandlerError};
+use comptoir_events::consumer::{
+    ConsumerConfig, EventConsumer, Handler, HandlerError, INBOX_TABLE_SQL,
+};
 use comptoir_events::contracts::catalog::ProductChanged;
 use comptoir_store::{DatabaseSettings, TlsMode};
 use comptoir_testkit::{TestDatabase, TestNamespace, pulsar_url, wait_for};
@@ -56,9 +58,9 @@ async fn fixture() -> Fixture {
     let db = TestDatabase::create("events_test").await.expect("db");
     let own = db.connect_as_role(&db.name).await.expect("connect");
     own.batch_execute(
-        "CREATE TABLE inbox (subscription text NOT NULL, event_id uuid NOT NULL, \
-           processed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (subscription, event_id));
-         CREATE TABLE effects (event_id uuid NOT NULL, product_id uuid NOT NULL, version bigint NOT NULL);",
+        &format!(
+            "{INBOX_TABLE_SQL}\n CREATE TABLE effects (event_id uuid NOT NULL, product_id uuid NOT NULL, version bigint NOT NULL);"
+        ),
     )
     .await
     .expect("schema");

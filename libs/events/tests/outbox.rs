@@ -5,23 +5,21 @@ use std::time::Duration;
 
 use comptoir_events::CloudEvent;
 use comptoir_events::contracts::catalog::ProductChanged;
-use comptoir_events::outbox::{Relay, enqueue};
+use comptoir_events::outbox::{OUTBOX_TABLE_SQL, Relay, enqueue};
 use comptoir_store::{DatabaseSettings, TlsMode};
 use comptoir_testkit::{TestDatabase, TestNamespace, pulsar_url};
 use futures::TryStreamExt;
 use pulsar::{Pulsar, TokioExecutor};
 use tokio_util::sync::CancellationToken;
 
-const OUTBOX: &str = "CREATE TABLE outbox (id bigserial PRIMARY KEY, topic text NOT NULL, \
-    message_key text NOT NULL, event_id uuid NOT NULL UNIQUE, event_type text NOT NULL, \
-    payload jsonb NOT NULL, properties jsonb NOT NULL DEFAULT '{}', \
-    created_at timestamptz NOT NULL DEFAULT now())";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_written_by_another_connection_are_published_on_notify() {
     let db = TestDatabase::create("events_test").await.expect("db");
     let writer = db.connect_as_role(&db.name).await.expect("connect");
-    writer.batch_execute(OUTBOX).await.expect("schema");
+    writer
+        .batch_execute(OUTBOX_TABLE_SQL)
+        .await
+        .expect("schema");
     let settings = DatabaseSettings {
         tls: TlsMode::VerifyFull,
         ca_file: Some(comptoir_testkit::pg_ca_file()),
@@ -85,7 +83,7 @@ async fn a_large_backlog_is_published_once_each_in_order() {
     db.connect_as_role(&db.name)
         .await
         .expect("connect")
-        .batch_execute(OUTBOX)
+        .batch_execute(OUTBOX_TABLE_SQL)
         .await
         .expect("schema");
     let settings = DatabaseSettings {

@@ -5,9 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use comptoir_events::CloudEvent;
+use comptoir_events::consumer::INBOX_TABLE_SQL;
 use comptoir_events::consumer::{ConsumerConfig, EventConsumer, Handler, HandlerError};
 use comptoir_events::contracts::catalog::ProductChanged;
-use comptoir_events::outbox::{Relay, enqueue};
+use comptoir_events::outbox::{OUTBOX_TABLE_SQL, Relay, enqueue};
 use comptoir_testkit::{TestDatabase, TestNamespace, pulsar_url, wait_for};
 use deadpool_postgres::Transaction;
 use futures::future::BoxFuture;
@@ -17,13 +18,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
-
-const SCHEMA: &str = "CREATE TABLE outbox (id bigserial PRIMARY KEY, topic text NOT NULL, \
-    message_key text NOT NULL, event_id uuid NOT NULL UNIQUE, event_type text NOT NULL, \
-    payload jsonb NOT NULL, properties jsonb NOT NULL DEFAULT '{}', \
-    created_at timestamptz NOT NULL DEFAULT now());
-    CREATE TABLE inbox (subscription text NOT NULL, event_id uuid NOT NULL, \
-    processed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (subscription, event_id));";
 
 /// Remembers the trace id the consumer's work ran in.
 struct SeeTrace(Arc<Mutex<Option<TraceId>>>);
@@ -61,7 +55,7 @@ async fn the_trace_of_a_change_continues_in_its_consumer() {
     db.connect_as_role(&db.name)
         .await
         .expect("connect")
-        .batch_execute(SCHEMA)
+        .batch_execute(&format!("{OUTBOX_TABLE_SQL}\n{INBOX_TABLE_SQL}"))
         .await
         .expect("schema");
     let pool = comptoir_store::connect(&db.settings()).expect("pool");

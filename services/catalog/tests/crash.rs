@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use comptoir_events::CloudEvent;
 use comptoir_events::admin::PulsarAdmin;
-use comptoir_events::consumer::{ConsumerConfig, EventConsumer, Handler, HandlerError};
+use comptoir_events::consumer::{
+    ConsumerConfig, EventConsumer, Handler, HandlerError, INBOX_TABLE_SQL,
+};
 use comptoir_events::contracts::catalog::ProductChanged;
 use comptoir_testkit::{TestDatabase, TestNamespace, pulsar_url, wait_for};
 use deadpool_postgres::Transaction;
@@ -58,11 +60,9 @@ async fn a_crash_between_publish_and_cleanup_is_applied_once() {
         .connect_as_role(&consumer_db.name)
         .await
         .expect("connect")
-        .batch_execute(
-            "CREATE TABLE inbox (subscription text NOT NULL, event_id uuid NOT NULL, \
-               processed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (subscription, event_id));
-             CREATE TABLE applied (product_id uuid NOT NULL, version bigint NOT NULL);",
-        )
+        .batch_execute(&format!(
+            "{INBOX_TABLE_SQL}\n CREATE TABLE applied (product_id uuid NOT NULL, version bigint NOT NULL);"
+        ))
         .await
         .expect("schema");
     let pulsar = Pulsar::builder(pulsar_url().as_str(), TokioExecutor)
