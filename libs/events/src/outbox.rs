@@ -221,8 +221,17 @@ impl Relay {
                     &[&self.batch_size],
                 )
                 .await?;
-            let backlog = rows.len();
-            metrics::gauge!("outbox_batch_rows").set(backlog as f64);
+            // Rows waiting to be published: exact without a second query while the backlog
+            // fits in one batch, counted only when it does not.
+            let backlog = if (rows.len() as i64) < self.batch_size {
+                rows.len() as i64
+            } else {
+                client
+                    .query_one("SELECT count(*) FROM outbox", &[])
+                    .await?
+                    .get::<_, i64>(0)
+            };
+            metrics::gauge!("outbox_backlog").set(backlog as f64);
             if rows.is_empty() {
                 return Ok(());
             }
@@ -300,6 +309,7 @@ impl Relay {
                     .await?;
             }
             metrics::counter!("outbox_published_total").increment(ids.len() as u64);
+            metrics::gauge!("outbox_backlog").set((backlog - ids.len() as i64) as f64);
             metrics::histogram!("outbox_publish_batch_duration_seconds")
                 .record(started.elapsed().as_secs_f64());
             tracing::debug!(count = ids.len(), "Published outbox rows");

@@ -126,6 +126,13 @@ async fn events_wait_in_the_outbox_until_the_broker_side_is_available() {
     app.create_product(&product_body("COF-200", "Brazil Cerrado"))
         .await;
     assert_eq!(app.outbox_rows().await, 1, "the event waits in the outbox");
+    wait_for(
+        "the backlog gauge to show it",
+        Duration::from_secs(10),
+        || async { metric(&app, "outbox_backlog").await.filter(|v| *v == 1.0) },
+    )
+    .await
+    .expect("outbox_backlog 1");
 
     let admin = PulsarAdmin::new(comptoir_testkit::pulsar_admin_url(), None);
     admin
@@ -138,6 +145,13 @@ async fn events_wait_in_the_outbox_until_the_broker_side_is_available() {
     .await
     .expect("the waiting event was published");
     assert_eq!(app.get("/readyz").await.status(), reqwest::StatusCode::OK);
+    wait_for(
+        "the backlog gauge to drop to 0",
+        Duration::from_secs(10),
+        || async { metric(&app, "outbox_backlog").await.filter(|v| *v == 0.0) },
+    )
+    .await
+    .expect("outbox_backlog 0");
     drop(app);
     admin.delete_namespace(&namespace).await.expect("clean up");
 }
@@ -169,4 +183,16 @@ async fn a_restarted_catalog_still_publishes_with_broker_deduplication_on() {
         .create_product(&product_body("TEA-101", "Darjeeling"))
         .await;
     assert_eq!(next_event(&mut consumer).await.2.data.product_id, second.id);
+}
+
+/// The value of an unlabelled metric on the app's `/metrics`.
+async fn metric(app: &support::TestApp, name: &str) -> Option<f64> {
+    let text = app.get("/metrics").await.text().await.ok()?;
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
