@@ -309,13 +309,12 @@ mod tests {
         );
         for family in FAMILIES {
             assert!(
-                NewCategory {
-                    slug: family.slug.to_owned(),
-                    name: family.name.to_owned()
-                }
-                .slug
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c == '-')
+                family
+                    .slug
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '-'),
+                "{}",
+                family.slug
             );
             assert!(family.variants.len() <= 26);
         }

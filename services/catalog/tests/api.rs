@@ -11,7 +11,7 @@ use support::{assert_problem, product_body, spawn_app, spawn_app_with};
 async fn health_endpoints_answer_and_metrics_count_requests_per_route() {
     let app = spawn_app().await;
     assert_eq!(app.get("/livez").await.status(), StatusCode::OK);
-    let ready: Value = app.get("/readyz").await.json().await.expect("json");
+    let ready: Value = app.get_json("/readyz").await;
     assert_eq!(ready["status"], "ready");
     let id = uuid::Uuid::new_v4();
     assert_eq!(
@@ -60,7 +60,7 @@ async fn a_created_product_can_be_read_back_with_its_etag() {
     let read: Product = response.json().await.expect("json");
     assert_eq!(read, created);
 
-    let categories: Vec<Value> = app.get("/v1/categories").await.json().await.expect("json");
+    let categories: Vec<Value> = app.get_json("/v1/categories").await;
     assert_eq!(categories.len(), 1);
     assert_eq!(categories[0]["slug"], "coffee");
 }
@@ -340,11 +340,8 @@ async fn shoppers_search_by_text_and_category_and_page_through_results() {
     let mut offset = Some(0);
     while let Some(o) = offset {
         let page: Value = app
-            .get(&format!("/v1/products?category=tea&limit=10&offset={o}"))
-            .await
-            .json()
-            .await
-            .expect("json");
+            .get_json(&format!("/v1/products?category=tea&limit=10&offset={o}"))
+            .await;
         assert_eq!(page["total"], 25);
         for item in page["items"].as_array().expect("items") {
             seen.push(item["name"].as_str().expect("name").to_owned());
@@ -357,27 +354,12 @@ async fn shoppers_search_by_text_and_category_and_page_through_results() {
     assert_eq!(seen, sorted);
 
     // Full-text and partial-word search; inactive products stay hidden from shoppers.
-    let kenya: Value = app
-        .get("/v1/products?q=kenya")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let kenya: Value = app.get_json("/v1/products?q=kenya").await;
     assert_eq!(kenya["total"], 1);
     assert_eq!(kenya["items"][0]["name"], "Kenya Nyeri beans");
-    let partial: Value = app
-        .get("/v1/products?q=colomb")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let partial: Value = app.get_json("/v1/products?q=colomb").await;
     assert_eq!(partial["items"][0]["sku"], "COF-001");
-    let beans_in_tea: Value = app
-        .get("/v1/products?q=beans&category=tea")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let beans_in_tea: Value = app.get_json("/v1/products?q=beans&category=tea").await;
     assert_eq!(beans_in_tea["total"], 0);
     assert_problem(
         app.get(&format!("/v1/products/{}", hidden.id)).await,
@@ -385,22 +367,10 @@ async fn shoppers_search_by_text_and_category_and_page_through_results() {
     )
     .await;
 
-    let admin: Value = app
-        .admin(Method::GET, "/v1/admin/products?q=kenya")
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let admin: Value = app.admin_json("/v1/admin/products?q=kenya").await;
     assert_eq!(admin["total"], 2);
 
-    let past_end: Value = app
-        .get("/v1/products?category=tea&offset=500")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let past_end: Value = app.get_json("/v1/products?category=tea&offset=500").await;
     assert_eq!(past_end["total"], 25);
     assert!(past_end["next_offset"].is_null());
 }
@@ -408,7 +378,7 @@ async fn shoppers_search_by_text_and_category_and_page_through_results() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_is_3_1_and_covers_the_routes() {
     let app = spawn_app().await;
-    let doc: Value = app.get("/openapi.json").await.json().await.expect("json");
+    let doc: Value = app.get_json("/openapi.json").await;
     assert!(doc["openapi"].as_str().expect("version").starts_with("3.1"));
     for path in [
         "/v1/products",
@@ -428,28 +398,23 @@ async fn openapi_document_is_3_1_and_covers_the_routes() {
 async fn demo_data_loads_a_few_hundred_products_once() {
     let app = spawn_app_with(|s| s.demo_data = true).await;
     let expected = comptoir_catalog::demo::product_count() as i64;
-    let all: Value = app
-        .admin(Method::GET, "/v1/admin/products?limit=1")
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let all: Value = app.admin_json("/v1/admin/products?limit=1").await;
     assert_eq!(all["total"], expected);
-    let shop: Value = app
-        .get("/v1/products?limit=1")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let shop: Value = app.get_json("/v1/products?limit=1").await;
     let visible = shop["total"].as_i64().expect("total");
     assert!(
         visible < expected && visible > expected * 9 / 10,
         "{visible} of {expected}"
     );
-    let categories: Vec<Value> = app.get("/v1/categories").await.json().await.expect("json");
+    let categories: Vec<Value> = app.get_json("/v1/categories").await;
     assert!(categories.len() >= 10);
+
+    // A restart with demo data still on finds the catalogue and adds nothing.
+    let app = app.restart_with(|s| s.demo_data = true).await;
+    let again: Value = app.admin_json("/v1/admin/products?limit=1").await;
+    assert_eq!(again["total"], expected);
+    let categories_again: Vec<Value> = app.get_json("/v1/categories").await;
+    assert_eq!(categories_again.len(), categories.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

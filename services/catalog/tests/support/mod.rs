@@ -110,6 +110,22 @@ impl TestApp {
         self.http.get(self.url(path)).send().await.expect("request")
     }
 
+    /// GET as a shopper, body as JSON.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        self.get(path).await.json().await.expect("json body")
+    }
+
+    /// GET as an administrator, body as JSON.
+    pub async fn admin_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        self.admin(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json body")
+    }
+
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, self.url(path))
@@ -174,12 +190,23 @@ impl TestApp {
     }
 
     /// Stops the app (draining it) and starts a new one on the same database and namespace.
-    pub async fn restart(mut self) -> TestApp {
+    pub async fn restart(self) -> TestApp {
+        self.restart_with(|_| {}).await
+    }
+
+    /// [`Self::restart`] with settings changed for the new process.
+    pub async fn restart_with(mut self, customise: impl FnOnce(&mut Settings)) -> TestApp {
         self.shutdown.cancel();
         if let Some(handle) = self.handle.take() {
             handle.await.expect("join").expect("clean stop");
         }
-        spawn_app_on(Arc::clone(&self.db), Arc::clone(&self.namespace)).await
+        spawn_with(
+            Arc::clone(&self.db),
+            Arc::clone(&self.namespace),
+            customise,
+            "/readyz",
+        )
+        .await
     }
 
     /// Cancels the app and waits for it to finish draining.
