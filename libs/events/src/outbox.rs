@@ -103,6 +103,11 @@ pub struct Relay {
     poll_interval: Duration,
     batch_size: i64,
     listen: Option<comptoir_store::DatabaseSettings>,
+    /// Crash tests stop a relay between the broker's acknowledgement and the outbox delete,
+    /// the window where a crash republishes: with `COMPTOIR_FAILPOINT=outbox-after-publish`
+    /// in the environment at construction, the relay never goes past that point until the
+    /// test kills the process.
+    pause_after_publish: bool,
 }
 
 impl std::fmt::Debug for Relay {
@@ -140,6 +145,8 @@ impl Relay {
             poll_interval: Duration::from_secs(1),
             batch_size: 500,
             listen: None,
+            pause_after_publish: std::env::var("COMPTOIR_FAILPOINT")
+                .is_ok_and(|v| v == "outbox-after-publish"),
         }
     }
 
@@ -303,7 +310,10 @@ impl Relay {
                 }
             }
             if !ids.is_empty() {
-                failpoint_after_publish().await;
+                if self.pause_after_publish {
+                    tracing::warn!("Failpoint outbox-after-publish reached; waiting to be killed");
+                    std::future::pending::<()>().await;
+                }
                 client
                     .execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
                     .await?;
@@ -324,6 +334,8 @@ impl Relay {
         producers: &'a mut HashMap<String, Producer<TokioExecutor>>,
         topic: &str,
     ) -> Result<&'a mut Producer<TokioExecutor>, OutboxError> {
+        // Looked up by &str first so the per-message path allocates nothing; the entry API would
+        // need an owned key for every row.
         if !producers.contains_key(topic) {
             let producer = self
                 .pulsar
@@ -348,20 +360,9 @@ impl Relay {
                 })?;
             producers.insert(topic.to_owned(), producer);
         }
-        producers
+        Ok(producers
             .get_mut(topic)
-            .ok_or_else(|| unreachable!("producer inserted above"))
-    }
-}
-
-/// Crash tests stop a relay between the broker's acknowledgement and the outbox delete, the
-/// window where a crash republishes: with `COMPTOIR_FAILPOINT=outbox-after-publish` set, the
-/// relay logs that it reached the point and never goes past it, until the test kills the
-/// process. Unset (always, outside those tests), this is one environment lookup per batch.
-async fn failpoint_after_publish() {
-    if std::env::var("COMPTOIR_FAILPOINT").is_ok_and(|v| v == "outbox-after-publish") {
-        tracing::warn!("Failpoint outbox-after-publish reached; waiting to be killed");
-        std::future::pending::<()>().await;
+            .expect("the producer for this topic was inserted above"))
     }
 }
 
