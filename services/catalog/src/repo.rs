@@ -265,48 +265,35 @@ pub async fn list_products(
     } else {
         "name, id"
     };
+    // One filter for the page and for the count past its end: $1 text, $2 LIKE pattern,
+    // $3 category slug, $4 include inactive.
+    const MATCHING: &str = "FROM products WHERE (active OR $4) \
+         AND ($1::text IS NULL OR search @@ websearch_to_tsquery('simple', $1) \
+              OR name ILIKE $2 OR sku ILIKE $2) \
+         AND ($3::text IS NULL OR category_id = (SELECT id FROM categories WHERE slug = $3))";
+    let filters: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
+        &filter.text,
+        &like,
+        &filter.category,
+        &filter.include_inactive,
+    ];
     let rows = client
         .query(
             &format!(
-                "SELECT {PRODUCT_COLUMNS}, count(*) OVER () AS total FROM products \
-                 WHERE (active OR $5) \
-                 AND ($1::text IS NULL OR search @@ websearch_to_tsquery('simple', $1) \
-                      OR name ILIKE $2 OR sku ILIKE $2) \
-                 AND ($3::text IS NULL OR category_id = \
-                      (SELECT id FROM categories WHERE slug = $3)) \
-                 ORDER BY {order} LIMIT $4 OFFSET $6"
+                "SELECT {PRODUCT_COLUMNS}, count(*) OVER () AS total {MATCHING} \
+                 ORDER BY {order} LIMIT $5 OFFSET $6"
             ),
-            &[
-                &filter.text,
-                &like,
-                &filter.category,
-                &filter.limit,
-                &filter.include_inactive,
-                &filter.offset,
-            ],
+            &[&filters[..], &[&filter.limit, &filter.offset]].concat(),
         )
         .await?;
-    let total = rows.first().map_or(0, |r| r.get::<_, i64>("total"));
     // Past the last page the window is empty; count separately so `total` stays true.
-    let total = if rows.is_empty() && filter.offset > 0 {
-        let row = client
-            .query_one(
-                "SELECT count(*) FROM products WHERE (active OR $4) \
-                 AND ($1::text IS NULL OR search @@ websearch_to_tsquery('simple', $1) \
-                      OR name ILIKE $2 OR sku ILIKE $2) \
-                 AND ($3::text IS NULL OR category_id = \
-                      (SELECT id FROM categories WHERE slug = $3))",
-                &[
-                    &filter.text,
-                    &like,
-                    &filter.category,
-                    &filter.include_inactive,
-                ],
-            )
-            .await?;
-        row.get(0)
-    } else {
-        total
+    let total = match rows.first() {
+        Some(row) => row.get::<_, i64>("total"),
+        None if filter.offset > 0 => client
+            .query_one(&format!("SELECT count(*) {MATCHING}"), &filters)
+            .await?
+            .get(0),
+        None => 0,
     };
     Ok((rows.iter().map(product).collect(), total))
 }
