@@ -51,7 +51,17 @@ impl PulsarAdmin {
         )
     }
 
-    async fn call(
+    /// A request to `/admin/v2/{path}` carrying the token, for calls that need the raw
+    /// response (headers, bytes).
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, self.url(path));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -59,10 +69,7 @@ impl PulsarAdmin {
         ok_if: &[StatusCode],
     ) -> Result<String, AdminError> {
         let url = self.url(path);
-        let mut request = self.http.request(method.clone(), &url);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
+        let mut request = self.request(method.clone(), path);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -234,7 +241,7 @@ impl PulsarAdmin {
     }
 }
 
-fn static_method(method: &reqwest::Method) -> &'static str {
+pub(crate) fn static_method(method: &reqwest::Method) -> &'static str {
     match *method {
         reqwest::Method::GET => "GET",
         reqwest::Method::PUT => "PUT",
