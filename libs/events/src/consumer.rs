@@ -7,6 +7,11 @@
 //! - **Ack after commit**; a failing handler gets a **negative ack after a backoff** that grows
 //!   with its attempts; after `max_redeliveries` the client moves the message to the
 //!   **dead-letter topic** and its key's successors carry on.
+//! - **Metrics** per topic and subscription: `events_consumed_total`,
+//!   `events_duplicates_total`, `events_failed_total`, `events_dead_lettered_total`,
+//!   `events_consumer_stalls_total` and the histogram `events_consume_lag_seconds` (broker
+//!   publish time to committed effect). The backlog in messages is the broker's own
+//!   `pulsar_subscription_back_log`.
 //! - **Infrastructure failures are not the message's fault**: while PostgreSQL is unreachable,
 //!   the consumer holds the message, acknowledges nothing and retries; nothing goes to the
 //!   dead-letter topic because the database was down.
@@ -64,7 +69,7 @@ pub struct ConsumerConfig {
     pub topic: String,
     /// The subscription, named after the consuming service and purpose (`orders-catalog-sync`).
     pub subscription: String,
-    /// Attempts before the client moves a message to the dead-letter topic.
+    /// Failed deliveries after which the client moves a message to the dead-letter topic.
     pub max_redeliveries: usize,
     /// Defaults to `<topic>-<subscription>-DLQ`, the name Pulsar's own clients use.
     pub dead_letter_topic: String,
@@ -129,6 +134,12 @@ fn labels(config: &ConsumerConfig) -> [(&'static str, String); 2] {
         ("topic", config.topic.clone()),
         ("subscription", config.subscription.clone()),
     ]
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn id_key(id: &MessageIdData) -> (u64, u64, i32, i32) {
@@ -258,6 +269,12 @@ where
                         "events_duplicates_total"
                     };
                     metrics::counter!(counter, &labels).increment(1);
+                    // Lag: from the broker accepting the message to its effect being committed
+                    // here. It grows when the consumer falls behind (or events are held).
+                    let published_ms = message.metadata().publish_time;
+                    let lag_ms = now_ms().saturating_sub(published_ms);
+                    metrics::histogram!("events_consume_lag_seconds", &labels)
+                        .record(lag_ms as f64 / 1000.0);
                     return false;
                 }
                 Err(ApplyError::Handler(error)) => {
@@ -291,8 +308,9 @@ where
             *entry
         };
         metrics::counter!("events_failed_total", labels).increment(1);
-        if count as usize > self.config.max_redeliveries {
-            // This delivery was the last: the client moves the next one to the dead-letter topic.
+        if count as usize >= self.config.max_redeliveries {
+            // This delivery was the last: the client moves the next one (its redelivery count
+            // now equals `max_redeliveries`) to the dead-letter topic without handing it to us.
             metrics::counter!("events_dead_lettered_total", labels).increment(1);
             attempts.remove(&id_key(&id));
         }

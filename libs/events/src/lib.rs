@@ -5,6 +5,7 @@
 //! - [`pulsar`]: client settings and connection (token auth, TLS), topic names.
 //! - [`admin`]: idempotent provisioning of tenants and namespaces over the admin REST API.
 //! - [`consumer`]: idempotent Key_Shared consumers with inbox, backoff and dead letters.
+//! - [`dlq`]: list, inspect, replay or discard dead letters (the `comptoir-xtask dlq` CLI).
 //! - [`outbox`]: the transactional outbox: write the event with the change, relay it after.
 //! - [`trace`]: W3C trace context in message properties, both ways.
 //! - [`topology`]: tenant, namespaces, policies and permissions as code, applied idempotently.
@@ -16,6 +17,7 @@
 pub mod admin;
 pub mod consumer;
 pub mod contracts;
+pub mod dlq;
 pub mod envelope;
 pub mod outbox;
 pub mod pulsar;

@@ -1,7 +1,11 @@
 //! Idempotent consumers against the real broker and database: duplicates applied once, a
 //! poison message dead-lettered without stopping its key, and a database outage that stalls the
-//! consumer without losing or dead-lettering anything.
+//! consumer without losing or dead-lettering anything; dead letters listed, inspected,
+//! replayed and discarded through [`comptoir_events::dlq`] (what `comptoir-xtask dlq` runs).
 
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use comptoir_events::CloudEvent;
@@ -10,6 +14,7 @@ use comptoir_events::consumer::{
     ConsumerConfig, EventConsumer, Handler, HandlerError, INBOX_TABLE_SQL,
 };
 use comptoir_events::contracts::catalog::ProductChanged;
+use comptoir_events::dlq::{self, Action, DlqError, Selection};
 use comptoir_store::{DatabaseSettings, TlsMode};
 use comptoir_testkit::{TestDatabase, TestNamespace, pulsar_url, wait_for};
 use deadpool_postgres::{Pool, Transaction};
@@ -21,8 +26,11 @@ use pulsar::{Consumer, Pulsar, SubType, TokioExecutor};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// Records each product change as an effect row; refuses products named "poison".
-struct RecordEffects;
+/// Records each product change as an effect row; refuses products named "poison" until the
+/// flag says the cause was fixed.
+struct RecordEffects {
+    poison_cured: Arc<AtomicBool>,
+}
 
 impl Handler<ProductChanged> for RecordEffects {
     fn handle<'a>(
@@ -31,7 +39,7 @@ impl Handler<ProductChanged> for RecordEffects {
         event: &'a CloudEvent<ProductChanged>,
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
-            if event.data.name == "poison" {
+            if event.data.name == "poison" && !self.poison_cured.load(Ordering::SeqCst) {
                 return Err("this product cannot be applied".into());
             }
             tx.execute(
@@ -52,6 +60,8 @@ struct Fixture {
     pulsar: Pulsar<TokioExecutor>,
     admin: PulsarAdmin,
     topic: String,
+    namespace: String,
+    poison_cured: Arc<AtomicBool>,
 }
 
 async fn fixture() -> Fixture {
@@ -73,6 +83,7 @@ async fn fixture() -> Fixture {
     .expect("pool");
     let namespace = TestNamespace::create().await.expect("namespace");
     let topic = namespace.topic("product-events");
+    let namespace_name = namespace.name.clone();
     let pulsar = Pulsar::builder(pulsar_url().as_str(), TokioExecutor)
         .build()
         .await
@@ -85,6 +96,8 @@ async fn fixture() -> Fixture {
         pulsar,
         admin,
         topic,
+        namespace: namespace_name,
+        poison_cured: Arc::new(AtomicBool::new(false)),
     }
 }
 
@@ -105,7 +118,9 @@ impl Fixture {
             self.pool.clone(),
             self.pulsar.clone(),
             config,
-            RecordEffects,
+            RecordEffects {
+                poison_cured: self.poison_cured.clone(),
+            },
         );
         tokio::spawn(consumer.run(stop.clone()));
         stop
@@ -299,5 +314,140 @@ async fn a_database_outage_stalls_the_consumer_without_losing_events() {
         nothing.is_err(),
         "nothing may be dead-lettered because of an outage"
     );
+    stop.cancel();
+}
+
+/// The value of a Prometheus sample of this process, for the fixture's topic.
+fn metric(name: &str, topic: &str) -> f64 {
+    let text = comptoir_platform::metrics::handle().render();
+    let needle = format!("topic=\"{topic}\"");
+    text.lines()
+        .filter(|line| line.starts_with(name) && line.contains(&needle))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_inspected_replayed_and_discarded() {
+    let f = fixture().await;
+    comptoir_platform::metrics::handle();
+    // As in production, the namespace retains messages: dead letters written before anyone
+    // looked at the topic are still there for the cursor to start from.
+    f.admin
+        .set_policy(
+            &f.namespace,
+            "retention",
+            serde_json::json!({ "retentionTimeInMinutes": 60, "retentionSizeInMB": 64 }),
+        )
+        .await
+        .expect("retention");
+    let cfg = config(&f, "effects");
+    let stop = f.start(cfg.clone());
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let poison_a = event(a, 1, "poison");
+    let poison_b = event(b, 1, "poison");
+    let fine = event(a, 2, "Assam");
+    f.publish(&[&poison_a, &poison_b, &fine]).await;
+    f.drained(&cfg.subscription).await;
+
+    let listed = wait_for(
+        "two pending dead letters",
+        Duration::from_secs(60),
+        || async {
+            let topics = dlq::list(&f.admin, &f.namespace).await.ok()?;
+            (topics.len() == 1 && topics[0].pending == 2).then_some(topics)
+        },
+    )
+    .await
+    .expect("listed");
+    assert_eq!(listed[0].topic, cfg.dead_letter_topic);
+
+    let letters = dlq::inspect(&f.admin, &cfg.dead_letter_topic, 10)
+        .await
+        .expect("inspect");
+    let ids: HashSet<String> = letters.iter().filter_map(|l| l.event_id.clone()).collect();
+    assert_eq!(
+        ids,
+        HashSet::from([poison_a.id.to_string(), poison_b.id.to_string()])
+    );
+    let first = letters
+        .iter()
+        .find(|l| l.event_id == Some(poison_a.id.to_string()))
+        .expect("poison a");
+    assert_eq!(first.real_topic.as_deref(), Some(f.topic.as_str()));
+    assert_eq!(first.key.as_deref(), Some(a.to_string().as_str()));
+    assert_eq!(
+        first.event_type.as_deref(),
+        Some("comptoir.catalog.product-changed.v1")
+    );
+    let second = letters
+        .iter()
+        .find(|l| l.event_id == Some(poison_b.id.to_string()))
+        .expect("poison b");
+    // Inspecting moved nothing.
+    assert_eq!(
+        dlq::list(&f.admin, &f.namespace).await.expect("list")[0].pending,
+        2
+    );
+
+    // The cause is fixed; replay one event by id, discard the other by message id.
+    f.poison_cured.store(true, Ordering::SeqCst);
+    let replayed = dlq::resolve(
+        &f.admin,
+        &f.pulsar,
+        &cfg.dead_letter_topic,
+        Action::Replay,
+        &Selection::Ids(HashSet::from([poison_a.id.to_string()])),
+    )
+    .await
+    .expect("replay");
+    assert_eq!(replayed.done, vec![poison_a.id.to_string()]);
+    assert_eq!(replayed.kept, 1);
+    wait_for(
+        "the replayed event's effect",
+        Duration::from_secs(60),
+        || async { (f.effects_of(poison_a.id).await == 1).then_some(()) },
+    )
+    .await
+    .expect("replayed event applied");
+    assert_eq!(
+        dlq::list(&f.admin, &f.namespace).await.expect("list")[0].pending,
+        1
+    );
+
+    let discarded = dlq::resolve(
+        &f.admin,
+        &f.pulsar,
+        &cfg.dead_letter_topic,
+        Action::Discard,
+        &Selection::Ids(HashSet::from([second.message_id.clone()])),
+    )
+    .await
+    .expect("discard");
+    assert_eq!(discarded.done, vec![poison_b.id.to_string()]);
+    assert_eq!(
+        dlq::list(&f.admin, &f.namespace).await.expect("list")[0].pending,
+        0
+    );
+    f.drained(&cfg.subscription).await;
+    assert_eq!(
+        f.effects_of(poison_b.id).await,
+        0,
+        "discarded, never applied"
+    );
+    assert_eq!(f.effects_of(poison_a.id).await, 1, "replayed once");
+    assert_eq!(f.effects_of(fine.id).await, 1);
+
+    assert!(matches!(
+        dlq::inspect(&f.admin, &f.topic, 1).await,
+        Err(DlqError::NotDeadLetterTopic { .. })
+    ));
+
+    // Consumed: the fine event and the replayed one; two failed for good; lag recorded.
+    assert_eq!(metric("events_consumed_total", &f.topic), 2.0);
+    assert_eq!(metric("events_dead_lettered_total", &f.topic), 2.0);
+    // Each poison event failed once per delivery: `max_redeliveries` times.
+    assert_eq!(metric("events_failed_total", &f.topic), 4.0);
+    assert_eq!(metric("events_consume_lag_seconds_count", &f.topic), 2.0);
     stop.cancel();
 }

@@ -18,6 +18,13 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Event lag buckets, in seconds: from a healthy few milliseconds to a consumer that fell
+/// minutes behind.
+const LAG_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 900.0,
+];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// The process' Prometheus handle, installing the recorder on first use. Several apps in one
@@ -29,6 +36,9 @@ pub fn handle() -> &'static PrometheusHandle {
                 Matcher::Suffix("_duration_seconds".to_owned()),
                 LATENCY_BUCKETS,
             )
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Suffix("_lag_seconds".to_owned()), LAG_BUCKETS)
+            })
             .unwrap_or_else(|_| PrometheusBuilder::new());
         match builder.install_recorder() {
             Ok(handle) => handle,
