@@ -26,13 +26,13 @@
 //! );
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::time::Duration;
 
 use deadpool_postgres::{Pool, Transaction};
 use futures::future::BoxFuture;
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use pulsar::consumer::{ConsumerOptions, DeadLetterPolicy, InitialPosition, Message};
 use pulsar::proto::MessageIdData;
 use pulsar::{Consumer, Pulsar, SubType, TokioExecutor};
@@ -76,6 +76,10 @@ pub struct ConsumerConfig {
     /// First retry delay after a handler failure; doubles per attempt up to `retry_max`.
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// Most messages applied in one transaction. Whatever has already arrived is taken
+    /// together (never waited for), so a busy consumer commits once per batch and an idle one
+    /// still applies each event as soon as it arrives.
+    pub max_batch: usize,
 }
 
 impl ConsumerConfig {
@@ -87,6 +91,7 @@ impl ConsumerConfig {
             dead_letter_topic: format!("{topic}-{subscription}-DLQ"),
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
+            max_batch: 100,
         }
     }
 
@@ -203,7 +208,8 @@ where
                 }
                 next = consumer.try_next() => match next {
                     Ok(Some(message)) => {
-                        let stop = self.process(&mut consumer, message, &mut retries, &mut attempts, &shutdown).await;
+                        let batch = self.gather(&mut consumer, message);
+                        let stop = self.process(&mut consumer, batch, &mut retries, &mut attempts, &shutdown).await;
                         if stop { break; }
                     }
                     Ok(None) => break,
@@ -222,25 +228,118 @@ where
         Ok(())
     }
 
-    /// Handles one message; returns true when shutdown interrupted it (left unacknowledged).
+    /// Takes `first` and whatever else has already arrived, up to `max_batch` messages,
+    /// without waiting for more.
+    fn gather(
+        &self,
+        consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
+        first: Message<Vec<u8>>,
+    ) -> Vec<Message<Vec<u8>>> {
+        let mut batch = vec![first];
+        while batch.len() < self.config.max_batch {
+            // Polled once: a message already in the client's queue is taken, none is awaited.
+            match consumer.try_next().now_or_never() {
+                Some(Ok(Some(message))) => batch.push(message),
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "Receiving failed; the client reconnects");
+                    break;
+                }
+                Some(Ok(None)) | None => break,
+            }
+        }
+        batch
+    }
+
+    /// Applies a batch of messages in one transaction and acknowledges them after the commit.
+    /// If a handler refuses one event, the batch is rolled back and its messages are taken one
+    /// at a time, so only the refused event is retried. Returns true when shutdown interrupted
+    /// the work (what was not committed stays unacknowledged).
     async fn process(
         &self,
         consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
-        message: Message<Vec<u8>>,
+        messages: Vec<Message<Vec<u8>>>,
         retries: &mut DelayQueue<MessageIdData>,
         attempts: &mut HashMap<(u64, u64, i32, i32), u32>,
         shutdown: &CancellationToken,
     ) -> bool {
         let labels = labels(&self.config);
-        let id = message.message_id().clone();
-        let event: CloudEvent<T> = match serde_json::from_slice(&message.payload.data) {
-            Ok(event) => event,
-            Err(error) => {
-                tracing::warn!(%error, "Undecodable event; it will reach the dead-letter topic");
-                self.fail(retries, attempts, id, &labels);
-                return false;
+        let mut batch = Vec::with_capacity(messages.len());
+        for message in messages {
+            match serde_json::from_slice::<CloudEvent<T>>(&message.payload.data) {
+                Ok(event) => {
+                    let span = self.span(&message, &event);
+                    batch.push((message, event, span));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "Undecodable event; it will reach the dead-letter topic");
+                    self.fail(retries, attempts, message.message_id().clone(), &labels);
+                }
             }
-        };
+        }
+        if batch.is_empty() {
+            return false;
+        }
+        self.process_decoded(consumer, batch, retries, attempts, shutdown)
+            .await
+    }
+
+    /// [`Self::process`] for decoded messages: apply, acknowledge, retry or hold.
+    async fn process_decoded(
+        &self,
+        consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
+        batch: Vec<(Message<Vec<u8>>, CloudEvent<T>, tracing::Span)>,
+        retries: &mut DelayQueue<MessageIdData>,
+        attempts: &mut HashMap<(u64, u64, i32, i32), u32>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let labels = labels(&self.config);
+        let mut infra_backoff = self.config.retry_base;
+        loop {
+            match self.apply(&batch).await {
+                Ok(outcomes) => {
+                    for ((message, event, _), outcome) in batch.iter().zip(outcomes) {
+                        self.acknowledge(consumer, message, event, outcome, &labels)
+                            .await;
+                        attempts.remove(&id_key(message.message_id()));
+                    }
+                    metrics::histogram!("events_consume_batch_size", &labels)
+                        .record(batch.len() as f64);
+                    return false;
+                }
+                Err(ApplyError::Handler(error)) if batch.len() == 1 => {
+                    let (message, event, _) = &batch[0];
+                    tracing::warn!(event_id = %event.id, event_type = %event.kind, error = %chain(error.as_ref()), "Handler failed");
+                    self.fail(retries, attempts, message.message_id().clone(), &labels);
+                    return false;
+                }
+                Err(ApplyError::Handler(_)) => {
+                    // One event of the batch was refused: find it by applying them one by one,
+                    // so the others are not retried or dead-lettered with it.
+                    for single in batch {
+                        let single = vec![single];
+                        let work =
+                            self.process_decoded(consumer, single, retries, attempts, shutdown);
+                        if Box::pin(work).await {
+                            return true;
+                        }
+                    }
+                    return false;
+                }
+                Err(ApplyError::Infrastructure(reason)) => {
+                    metrics::counter!("events_consumer_stalls_total", &labels).increment(1);
+                    tracing::warn!(events = batch.len(), %reason, retry_in_ms = infra_backoff.as_millis() as u64, "Database unavailable; holding the events");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return true,
+                        () = tokio::time::sleep(infra_backoff) => {}
+                    }
+                    infra_backoff = (infra_backoff * 2).min(self.config.retry_max);
+                }
+            }
+        }
+    }
+
+    /// The span an event is handled in, continuing the trace its message carries.
+    fn span(&self, message: &Message<Vec<u8>>, event: &CloudEvent<T>) -> tracing::Span {
         let properties: HashMap<String, String> = message
             .metadata()
             .properties
@@ -254,45 +353,31 @@ where
             subscription = %self.config.subscription,
         );
         crate::trace::continue_trace(&span, &properties);
-        let mut infra_backoff = self.config.retry_base;
-        loop {
-            match tracing::Instrument::instrument(self.apply(&event), span.clone()).await {
-                Ok(outcome) => {
-                    if let Err(error) = consumer.ack(&message).await {
-                        // The effect is committed; a redelivery will be recognised as a duplicate.
-                        tracing::warn!(%error, event_id = %event.id, "Acknowledgement failed");
-                    }
-                    attempts.remove(&id_key(&id));
-                    let counter = if outcome == Outcome::Applied {
-                        "events_consumed_total"
-                    } else {
-                        "events_duplicates_total"
-                    };
-                    metrics::counter!(counter, &labels).increment(1);
-                    // Lag: from the broker accepting the message to its effect being committed
-                    // here. It grows when the consumer falls behind (or events are held).
-                    let published_ms = message.metadata().publish_time;
-                    let lag_ms = now_ms().saturating_sub(published_ms);
-                    metrics::histogram!("events_consume_lag_seconds", &labels)
-                        .record(lag_ms as f64 / 1000.0);
-                    return false;
-                }
-                Err(ApplyError::Handler(error)) => {
-                    tracing::warn!(event_id = %event.id, event_type = %event.kind, error = %chain(error.as_ref()), "Handler failed");
-                    self.fail(retries, attempts, id, &labels);
-                    return false;
-                }
-                Err(ApplyError::Infrastructure(reason)) => {
-                    metrics::counter!("events_consumer_stalls_total", &labels).increment(1);
-                    tracing::warn!(event_id = %event.id, %reason, retry_in_ms = infra_backoff.as_millis() as u64, "Database unavailable; holding the event");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return true,
-                        () = tokio::time::sleep(infra_backoff) => {}
-                    }
-                    infra_backoff = (infra_backoff * 2).min(self.config.retry_max);
-                }
-            }
+        span
+    }
+
+    async fn acknowledge(
+        &self,
+        consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
+        message: &Message<Vec<u8>>,
+        event: &CloudEvent<T>,
+        outcome: Outcome,
+        labels: &[(&'static str, String); 2],
+    ) {
+        if let Err(error) = consumer.ack(message).await {
+            // The effect is committed; a redelivery will be recognised as a duplicate.
+            tracing::warn!(%error, event_id = %event.id, "Acknowledgement failed");
         }
+        let counter = if outcome == Outcome::Applied {
+            "events_consumed_total"
+        } else {
+            "events_duplicates_total"
+        };
+        metrics::counter!(counter, labels).increment(1);
+        // Lag: from the broker accepting the message to its effect being committed here. It
+        // grows when the consumer falls behind (or events are held).
+        let lag_ms = now_ms().saturating_sub(message.metadata().publish_time);
+        metrics::histogram!("events_consume_lag_seconds", labels).record(lag_ms as f64 / 1000.0);
     }
 
     fn fail(
@@ -318,32 +403,50 @@ where
         retries.insert(id, delay);
     }
 
-    async fn apply(&self, event: &CloudEvent<T>) -> Result<Outcome, ApplyError> {
+    /// Records the events in the inbox and applies the new ones, in order, in one transaction.
+    async fn apply(
+        &self,
+        batch: &[(Message<Vec<u8>>, CloudEvent<T>, tracing::Span)],
+    ) -> Result<Vec<Outcome>, ApplyError> {
         let infra = |e: &dyn std::error::Error| ApplyError::Infrastructure(chain(e));
         let mut client = self.pool.get().await.map_err(|e| infra(&e))?;
         let tx = client.transaction().await.map_err(|e| infra(&e))?;
-        let recorded = tx
-            .execute(
-                "INSERT INTO inbox (subscription, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&self.config.subscription, &event.id],
+        let ids: Vec<uuid::Uuid> = batch.iter().map(|(_, event, _)| event.id).collect();
+        // One statement records the whole batch; it returns the ids not seen before (a
+        // republished event appears once, even twice in the same batch).
+        let mut new: HashSet<uuid::Uuid> = tx
+            .query(
+                "INSERT INTO inbox (subscription, event_id) SELECT $1, unnest($2::uuid[]) \
+                 ON CONFLICT DO NOTHING RETURNING event_id",
+                &[&self.config.subscription, &ids],
             )
             .await
-            .map_err(|e| infra(&e))?;
-        if recorded == 0 {
-            tx.commit().await.map_err(|e| infra(&e))?;
-            return Ok(Outcome::Duplicate);
-        }
-        if let Err(error) = self.handler.handle(&tx, event).await {
-            drop(tx);
-            // A handler that failed because the connection died is not refusing the event.
-            return Err(if client.is_closed() {
-                ApplyError::Infrastructure(chain(error.as_ref()))
-            } else {
-                ApplyError::Handler(error)
-            });
+            .map_err(|e| infra(&e))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (_, event, span) in batch {
+            if !new.remove(&event.id) {
+                outcomes.push(Outcome::Duplicate);
+                continue;
+            }
+            let handled =
+                tracing::Instrument::instrument(self.handler.handle(&tx, event), span.clone())
+                    .await;
+            if let Err(error) = handled {
+                drop(tx);
+                // A handler that failed because the connection died is not refusing the event.
+                return Err(if client.is_closed() {
+                    ApplyError::Infrastructure(chain(error.as_ref()))
+                } else {
+                    ApplyError::Handler(error)
+                });
+            }
+            outcomes.push(Outcome::Applied);
         }
         tx.commit().await.map_err(|e| infra(&e))?;
-        Ok(Outcome::Applied)
+        Ok(outcomes)
     }
 }
 
