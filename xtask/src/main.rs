@@ -16,9 +16,12 @@
 //!     (needs COMPTOIR_PG_ADMIN_URL; see docs/performance.md)
 //! ```
 //! The admin URL of PostgreSQL may also come from `COMPTOIR_PG_ADMIN_URL` (pass `-`), so it
-//! does not show in the process list.
+//! does not show in the process list. A secured broker's admin token and CA are given with
+//! `--pulsar-admin-token-file FILE` and `--pulsar-ca-file FILE` to any command, or with
+//! `COMPTOIR_PULSAR_ADMIN_TOKEN_FILE` and `COMPTOIR_PULSAR_CA_FILE` (see `admin.rs`).
 #![forbid(unsafe_code)]
 
+mod admin;
 mod bench;
 
 use std::path::Path;
@@ -26,15 +29,14 @@ use std::process::ExitCode;
 use std::str::FromStr;
 
 use anyhow::{Context, bail};
-use comptoir_events::admin::PulsarAdmin;
 use comptoir_platform::secret::read_secret_file;
-use url::Url;
 
 const USAGE: &str = "usage:\n  comptoir-xtask provision-db <admin-url|-> <name> <password-file>\n  \
                      comptoir-xtask provision-pulsar <admin-http-url> <tenant/namespace>...\n  \
                      comptoir-xtask provision-topology <admin-http-url> [FILE]\n  \
                      comptoir-xtask bench-producer --topic T [--url U] [--messages N] [--size B]\n  \
-                     comptoir-xtask bench-pipeline [--burst N] [--rate R] [--seconds S]";
+                     comptoir-xtask bench-pipeline [--burst N] [--rate R] [--seconds S]\n\
+                     Pulsar admin access: [--pulsar-admin-token-file F] [--pulsar-ca-file F]";
 
 fn main() -> ExitCode {
     // Warnings and errors of the libraries (relay, consumers) to stderr; RUST_LOG to see more.
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(args: &[String]) -> anyhow::Result<()> {
+    let (pulsar_admin, args) = admin::AdminAccess::extract(args)?;
     match args
         .iter()
         .map(String::as_str)
@@ -76,10 +79,12 @@ async fn dispatch(args: &[String]) -> anyhow::Result<()> {
             provision_db(url, name, Path::new(password_file)).await
         }
         ["provision-pulsar", url, namespaces @ ..] if !namespaces.is_empty() => {
-            provision_pulsar(url, namespaces).await
+            provision_pulsar(&pulsar_admin, url, namespaces).await
         }
-        ["provision-topology", url] => provision_topology(url, None).await,
-        ["provision-topology", url, file] => provision_topology(url, Some(Path::new(file))).await,
+        ["provision-topology", url] => provision_topology(&pulsar_admin, url, None).await,
+        ["provision-topology", url, file] => {
+            provision_topology(&pulsar_admin, url, Some(Path::new(file))).await
+        }
         ["bench-producer", rest @ ..] => bench::ProducerBench::parse(rest)?.run().await,
         ["bench-pipeline", rest @ ..] => bench::PipelineBench::parse(rest)?.run().await,
         _ => bail!("{USAGE}"),
@@ -107,8 +112,12 @@ async fn provision_db(url: &str, name: &str, password_file: &Path) -> anyhow::Re
     Ok(())
 }
 
-async fn provision_pulsar(url: &str, namespaces: &[&str]) -> anyhow::Result<()> {
-    let admin = PulsarAdmin::new(Url::parse(url).context("bad admin URL")?, None);
+async fn provision_pulsar(
+    access: &admin::AdminAccess,
+    url: &str,
+    namespaces: &[&str],
+) -> anyhow::Result<()> {
+    let admin = access.client(url)?;
     for namespace in namespaces {
         if namespace.split('/').count() != 2 {
             bail!("{namespace:?} is not tenant/namespace");
@@ -119,14 +128,18 @@ async fn provision_pulsar(url: &str, namespaces: &[&str]) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn provision_topology(url: &str, file: Option<&Path>) -> anyhow::Result<()> {
+async fn provision_topology(
+    access: &admin::AdminAccess,
+    url: &str,
+    file: Option<&Path>,
+) -> anyhow::Result<()> {
     let text = match file {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?,
         None => comptoir_events::topology::COMPTOIR.to_owned(),
     };
     let topology = comptoir_events::topology::Topology::parse(&text, None)?;
-    let admin = PulsarAdmin::new(Url::parse(url).context("bad admin URL")?, None);
+    let admin = access.client(url)?;
     comptoir_events::topology::apply(&admin, &topology).await?;
     eprintln!(
         "comptoir-xtask: topology applied: tenant {}, {} namespaces",
