@@ -6,7 +6,8 @@
 //! - [`TestNamespace`]: a fresh Pulsar namespace;
 //! - [`wait_for`]: polls a condition until a deadline, instead of sleeping a fixed time;
 //! - [`subscribe`]: reads what a service published;
-//! - [`standalone`]: starts and stops a private Pulsar standalone (for restart tests).
+//! - [`standalone`]: starts and stops a private Pulsar standalone (for restart tests), open or
+//!   secured (TLS, a token per role, authorization).
 //!
 //! Where the platform is, comes from `COMPTOIR_TEST_PG_ADMIN_URL`, `COMPTOIR_TEST_PULSAR_URL`
 //! and `COMPTOIR_TEST_PULSAR_ADMIN_URL`; without them, the local platform's defaults.
