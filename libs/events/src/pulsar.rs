@@ -88,6 +88,13 @@ fn read(path: &PathBuf) -> Result<Vec<u8>, ConnectError> {
 }
 
 /// Connects to the broker with the configured authentication and TLS.
+///
+/// The token is sent as the `token` authentication method; with a CA file, the broker's
+/// certificate must chain to it or to a web PKI root, and must name the URL's host (an IP
+/// SAN for `pulsar+ssl://127.0.0.1`). `libs/events/tests/secure_broker.rs` proves both.
+/// When the broker refuses the token or the TLS handshake fails, pulsar-rs only logs the
+/// reason ("connection error, not retryable: ...", through `log`) and returns a generic
+/// "fatal error when connecting" (streamnative/pulsar-rs#292): look for that line.
 pub async fn connect(settings: &PulsarSettings) -> Result<Pulsar<TokioExecutor>, ConnectError> {
     let mut builder = Pulsar::builder(settings.url.as_str(), TokioExecutor);
     if let Some(path) = &settings.token_file {
