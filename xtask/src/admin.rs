@@ -70,6 +70,16 @@ impl AdminAccess {
         Ok((access, rest))
     }
 
+    /// The token file given, for a broker client acting with the same role.
+    pub fn token_file(&self) -> Option<&std::path::Path> {
+        self.token_file.as_deref()
+    }
+
+    /// The CA file given, for a broker client trusting the same CA.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.ca_file.as_deref()
+    }
+
     /// A client of the admin API at `url` with these credentials.
     pub fn client(&self, url: &str) -> anyhow::Result<PulsarAdmin> {
         let settings = AdminSettings {

@@ -14,6 +14,8 @@
 //! comptoir-xtask bench-pipeline [--burst N] [--rate R] [--seconds S] [--writers W] [--consumers C]
 //!     outbox → relay → Pulsar → inbox consumers: events/s and insert-to-effect latency
 //!     (needs COMPTOIR_PG_ADMIN_URL; see docs/performance.md)
+//! comptoir-xtask dlq list|inspect|replay|discard ...
+//!     dead letters: pending counts, contents, replay to the original topic (see dlq.rs)
 //! ```
 //! The admin URL of PostgreSQL may also come from `COMPTOIR_PG_ADMIN_URL` (pass `-`), so it
 //! does not show in the process list. A secured broker's admin token and CA are given with
@@ -23,6 +25,7 @@
 
 mod admin;
 mod bench;
+mod dlq;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -35,7 +38,10 @@ const USAGE: &str = "usage:\n  comptoir-xtask provision-db <admin-url|-> <name> 
                      comptoir-xtask provision-pulsar <admin-http-url> <tenant/namespace>...\n  \
                      comptoir-xtask provision-topology <admin-http-url> [FILE]\n  \
                      comptoir-xtask bench-producer --topic T [--url U] [--messages N] [--size B]\n  \
-                     comptoir-xtask bench-pipeline [--burst N] [--rate R] [--seconds S]\n\
+                     comptoir-xtask bench-pipeline [--burst N] [--rate R] [--seconds S]\n  \
+                     comptoir-xtask dlq list <admin-url> <tenant/namespace>...\n  \
+                     comptoir-xtask dlq inspect <admin-url> <dlq-topic> [--limit N]\n  \
+                     comptoir-xtask dlq replay|discard <admin-url> <pulsar-url> <dlq-topic> (--all | --id ID...)\n\
                      Pulsar admin access: [--pulsar-admin-token-file F] [--pulsar-ca-file F]";
 
 fn main() -> ExitCode {
@@ -48,7 +54,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .try_init();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
@@ -87,6 +93,7 @@ async fn dispatch(args: &[String]) -> anyhow::Result<()> {
         }
         ["bench-producer", rest @ ..] => bench::ProducerBench::parse(rest)?.run().await,
         ["bench-pipeline", rest @ ..] => bench::PipelineBench::parse(rest)?.run().await,
+        ["dlq", rest @ ..] => dlq::run(&pulsar_admin, rest).await,
         _ => bail!("{USAGE}"),
     }
 }

@@ -102,6 +102,13 @@ impl ConsumerConfig {
     }
 }
 
+/// A message, its decoded event and the span it is handled in.
+struct Received<T> {
+    message: Message<Vec<u8>>,
+    event: CloudEvent<T>,
+    span: tracing::Span,
+}
+
 /// What applying one event came to.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
@@ -268,7 +275,11 @@ where
             match serde_json::from_slice::<CloudEvent<T>>(&message.payload.data) {
                 Ok(event) => {
                     let span = self.span(&message, &event);
-                    batch.push((message, event, span));
+                    batch.push(Received {
+                        message,
+                        event,
+                        span,
+                    });
                 }
                 Err(error) => {
                     tracing::warn!(%error, "Undecodable event; it will reach the dead-letter topic");
@@ -287,7 +298,7 @@ where
     async fn process_decoded(
         &self,
         consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
-        batch: Vec<(Message<Vec<u8>>, CloudEvent<T>, tracing::Span)>,
+        batch: Vec<Received<T>>,
         retries: &mut DelayQueue<MessageIdData>,
         attempts: &mut HashMap<(u64, u64, i32, i32), u32>,
         shutdown: &CancellationToken,
@@ -297,7 +308,7 @@ where
         loop {
             match self.apply(&batch).await {
                 Ok(outcomes) => {
-                    for ((message, event, _), outcome) in batch.iter().zip(outcomes) {
+                    for (Received { message, event, .. }, outcome) in batch.iter().zip(outcomes) {
                         self.acknowledge(consumer, message, event, outcome, &labels)
                             .await;
                         attempts.remove(&id_key(message.message_id()));
@@ -307,7 +318,7 @@ where
                     return false;
                 }
                 Err(ApplyError::Handler(error)) if batch.len() == 1 => {
-                    let (message, event, _) = &batch[0];
+                    let Received { message, event, .. } = &batch[0];
                     tracing::warn!(event_id = %event.id, event_type = %event.kind, error = %chain(error.as_ref()), "Handler failed");
                     self.fail(retries, attempts, message.message_id().clone(), &labels);
                     return false;
@@ -404,14 +415,11 @@ where
     }
 
     /// Records the events in the inbox and applies the new ones, in order, in one transaction.
-    async fn apply(
-        &self,
-        batch: &[(Message<Vec<u8>>, CloudEvent<T>, tracing::Span)],
-    ) -> Result<Vec<Outcome>, ApplyError> {
+    async fn apply(&self, batch: &[Received<T>]) -> Result<Vec<Outcome>, ApplyError> {
         let infra = |e: &dyn std::error::Error| ApplyError::Infrastructure(chain(e));
         let mut client = self.pool.get().await.map_err(|e| infra(&e))?;
         let tx = client.transaction().await.map_err(|e| infra(&e))?;
-        let ids: Vec<uuid::Uuid> = batch.iter().map(|(_, event, _)| event.id).collect();
+        let ids: Vec<uuid::Uuid> = batch.iter().map(|r| r.event.id).collect();
         // One statement records the whole batch; it returns the ids not seen before (a
         // republished event appears once, even twice in the same batch).
         let mut new: HashSet<uuid::Uuid> = tx
@@ -426,7 +434,7 @@ where
             .map(|row| row.get(0))
             .collect();
         let mut outcomes = Vec::with_capacity(batch.len());
-        for (_, event, span) in batch {
+        for Received { event, span, .. } in batch {
             if !new.remove(&event.id) {
                 outcomes.push(Outcome::Duplicate);
                 continue;
