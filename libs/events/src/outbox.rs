@@ -76,8 +76,13 @@ where
     let properties = serde_json::to_value(crate::trace::current_context_headers())?;
     let row = tx
         .query_one(
-            "INSERT INTO outbox (topic, message_key, event_id, event_type, payload, properties) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            // The NOTIFY rides in the same statement (one round trip per event, not two). It
+            // is delivered at commit, and once per transaction however many events it holds:
+            // it wakes every relay listening on this database, in this process or another.
+            "WITH row AS (INSERT INTO outbox \
+                 (topic, message_key, event_id, event_type, payload, properties) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id) \
+             SELECT id, pg_notify('outbox', '') FROM row",
             &[
                 &topic,
                 &event.subject,
@@ -88,9 +93,6 @@ where
             ],
         )
         .await?;
-    // Delivered at commit (and once per transaction however many events it holds): wakes
-    // every relay listening on this database, in this process or another.
-    tx.execute("NOTIFY outbox", &[]).await?;
     Ok(row.get(0))
 }
 
