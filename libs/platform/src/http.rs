@@ -102,9 +102,14 @@ pub async fn serve(
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "Listening");
     let token = shutdown.clone();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { token.cancelled().await })
-        .into_future();
+    // The peer address is offered to handlers (`ConnectInfo<SocketAddr>`): per-client rate
+    // limits need it.
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { token.cancelled().await })
+    .into_future();
     let deadline = async {
         shutdown.cancelled().await;
         tokio::time::sleep(grace).await;

@@ -1,0 +1,407 @@
+//! The identity service: customers, credentials, consents, subject keys and the PII access
+//! log. It is the only holder of personal data in Comptoir (ARCHITECTURE.md §3, §5) and the
+//! issuer of the access tokens every other service verifies (`comptoir-auth`).
+//!
+//! Layout: [`domain`] turns request bodies into validated values held in `Pii`, [`vault`]
+//! seals and opens personal data (per-customer data keys, wrapped by the KEK keyring),
+//! [`password`] hashes with argon2id, [`limits`] rate-limits credential routes, [`repo`] owns
+//! the SQL, [`api`] maps the public routes and [`internal`] the service-to-service route
+//! (`/internal`, which the gateway never routes), [`rewrap`] moves data keys to the active
+//! KEK after a rotation.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod domain;
+pub mod internal;
+pub mod limits;
+pub mod password;
+pub mod repo;
+pub mod rewrap;
+pub mod vault;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::FromRef;
+use comptoir_auth::{Authenticator, Jwks, Signer, Verifier};
+use comptoir_platform::config::{HttpSettings, TelemetrySettings, Validate};
+use comptoir_platform::health::ReadinessCheck;
+use comptoir_platform::secret::{Secret, read_secret_file};
+use comptoir_platform::telemetry::error_chain;
+use comptoir_privacy::{BlindIndexKey, Kek, Keyring};
+use comptoir_store::DatabaseSettings;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::limits::{LoginLimiter, LoginSettings};
+use crate::password::{Argon2Settings, Hasher};
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// A key-encryption key: its id (stored beside every key it wraps) and the file holding it
+/// (32 bytes, base64).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KekFile {
+    pub id: String,
+    pub file: PathBuf,
+}
+
+/// Where identity's keys are. Every one is a file: secrets never sit in config values.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeySettings {
+    /// The KEK new data keys are wrapped under.
+    pub active_kek: Option<KekFile>,
+    /// Older KEKs, kept only to unwrap data keys until the rewrap job has moved them all.
+    pub retired_keks: Vec<KekFile>,
+    /// HMAC key of the email blind index (32 bytes, base64). Changing it needs a reindex.
+    pub blind_index_key_file: Option<PathBuf>,
+    /// Data keys moved to the active KEK per rewrap transaction.
+    pub rewrap_batch: i64,
+}
+
+/// Access and refresh tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenSettings {
+    /// Ed25519 private key, PKCS#8 PEM (`openssl genpkey -algorithm ed25519`).
+    pub signing_key_file: Option<PathBuf>,
+    /// The key id published in the JWKS and put in every token header.
+    pub signing_kid: String,
+    pub issuer: String,
+    pub audience: String,
+    /// Lifetime of an access token.
+    pub access_ttl_secs: u64,
+    /// Lifetime of a refresh token (each use issues a new one).
+    pub refresh_ttl_secs: u64,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            signing_key_file: None,
+            signing_kid: "identity-1".to_owned(),
+            issuer: comptoir_auth::DEFAULT_ISSUER.to_owned(),
+            audience: comptoir_auth::DEFAULT_AUDIENCE.to_owned(),
+            access_ttl_secs: 300,
+            refresh_ttl_secs: 30 * 24 * 3600,
+        }
+    }
+}
+
+/// A service allowed to resolve PII through `/internal`, and the purposes it may declare.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InternalClientSettings {
+    /// File holding the bearer token the client presents.
+    pub token_file: PathBuf,
+    /// Purposes the client may declare, e.g. `order-confirmation`.
+    pub purposes: Vec<String>,
+}
+
+/// Identity settings. See `comptoir_platform::config` for how they are layered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub telemetry: TelemetrySettings,
+    pub database: DatabaseSettings,
+    pub keys: KeySettings,
+    pub tokens: TokenSettings,
+    pub argon2: Argon2Settings,
+    pub login: LoginSettings,
+    /// Clients of the internal PII route, by service name.
+    pub internal_clients: BTreeMap<String, InternalClientSettings>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            http: HttpSettings::default(),
+            telemetry: TelemetrySettings::default(),
+            database: DatabaseSettings {
+                name: "identity".to_owned(),
+                user: "identity".to_owned(),
+                ..DatabaseSettings::default()
+            },
+            keys: KeySettings {
+                rewrap_batch: 500,
+                ..KeySettings::default()
+            },
+            tokens: TokenSettings::default(),
+            argon2: Argon2Settings::default(),
+            login: LoginSettings::default(),
+            internal_clients: BTreeMap::new(),
+        }
+    }
+}
+
+impl Validate for Settings {
+    fn validate(&self) -> Vec<String> {
+        let mut problems = self.http.validate();
+        problems.extend(self.telemetry.validate());
+        problems.extend(self.database.problems("database"));
+        problems.extend(self.argon2.problems("argon2"));
+        problems.extend(self.login.problems("login"));
+        if self.tokens.access_ttl_secs == 0 || self.tokens.access_ttl_secs > 3600 {
+            problems.push("tokens.access_ttl_secs must be between 1 and 3600".to_owned());
+        }
+        if self.tokens.refresh_ttl_secs < self.tokens.access_ttl_secs {
+            problems.push("tokens.refresh_ttl_secs must be at least access_ttl_secs".to_owned());
+        }
+        if self.tokens.issuer.is_empty() || self.tokens.audience.is_empty() {
+            problems.push("tokens.issuer and tokens.audience must be set".to_owned());
+        }
+        if self.keys.rewrap_batch < 1 {
+            problems.push("keys.rewrap_batch must be at least 1".to_owned());
+        }
+        // Reading every key now is the point: a missing or malformed key stops the process
+        // before it binds a port, with a message naming the file (never its content).
+        if let Err(key_problems) = Keys::load(self) {
+            problems.extend(key_problems);
+        }
+        problems
+    }
+}
+
+/// A configured internal client, its token read.
+#[derive(Debug)]
+pub struct InternalClient {
+    pub name: String,
+    pub token: Secret<String>,
+    pub purposes: Vec<String>,
+}
+
+/// Every key identity uses, read from its file.
+#[derive(Debug)]
+pub struct Keys {
+    pub keyring: Keyring,
+    pub blind_index: BlindIndexKey,
+    pub signer: Signer,
+    pub clients: Vec<InternalClient>,
+}
+
+impl Keys {
+    /// Reads every key file named by `settings`, or lists every problem.
+    pub fn load(settings: &Settings) -> Result<Self, Vec<String>> {
+        let mut problems = Vec::new();
+        let keys = &settings.keys;
+        let keyring = match &keys.active_kek {
+            None => {
+                problems.push("keys.active_kek must be set (id and file)".to_owned());
+                None
+            }
+            Some(active) => match Kek::from_file(&active.id, &active.file) {
+                Ok(kek) => {
+                    let mut keyring = Some(Keyring::new(kek));
+                    for retired in &keys.retired_keks {
+                        match Kek::from_file(&retired.id, &retired.file) {
+                            Ok(kek) => {
+                                keyring = match keyring.map(|k| k.with_retired(kek)).transpose() {
+                                    Ok(k) => k,
+                                    Err(error) => {
+                                        problems.push(format!("keys.retired_keks: {error}"));
+                                        None
+                                    }
+                                };
+                            }
+                            Err(error) => {
+                                problems
+                                    .push(format!("keys.retired_keks: {}", error_chain(&error)));
+                            }
+                        }
+                    }
+                    keyring
+                }
+                Err(error) => {
+                    problems.push(format!("keys.active_kek: {}", error_chain(&error)));
+                    None
+                }
+            },
+        };
+        let blind_index = match &keys.blind_index_key_file {
+            None => {
+                problems.push("keys.blind_index_key_file must be set".to_owned());
+                None
+            }
+            Some(path) => BlindIndexKey::from_file(path)
+                .map_err(|error| {
+                    problems.push(format!(
+                        "keys.blind_index_key_file: {}",
+                        error_chain(&error)
+                    ));
+                })
+                .ok(),
+        };
+        let signer = match &settings.tokens.signing_key_file {
+            None => {
+                problems.push("tokens.signing_key_file must be set".to_owned());
+                None
+            }
+            Some(path) => Signer::from_pem_file(path, &settings.tokens.signing_kid)
+                .map_err(|error| {
+                    problems.push(format!("tokens.signing_key_file: {}", error_chain(&error)));
+                })
+                .ok(),
+        };
+        let mut clients = Vec::new();
+        for (name, client) in &settings.internal_clients {
+            if client.purposes.is_empty() {
+                problems.push(format!(
+                    "internal_clients.{name}.purposes must name at least one purpose"
+                ));
+            }
+            match read_secret_file(&client.token_file) {
+                Ok(token) if token.expose().len() < 16 => problems.push(format!(
+                    "internal_clients.{name}.token_file: the token must be at least 16 characters"
+                )),
+                Ok(token) => clients.push(InternalClient {
+                    name: name.clone(),
+                    token,
+                    purposes: client.purposes.clone(),
+                }),
+                Err(error) => problems.push(format!(
+                    "internal_clients.{name}.token_file: {}",
+                    error_chain(&error)
+                )),
+            }
+        }
+        match (keyring, blind_index, signer) {
+            (Some(keyring), Some(blind_index), Some(signer)) if problems.is_empty() => Ok(Self {
+                keyring,
+                blind_index,
+                signer,
+                clients,
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+/// Shared state of the handlers.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub pool: deadpool_postgres::Pool,
+    pub keys: Arc<Keys>,
+    pub jwks: Arc<Jwks>,
+    pub auth: Authenticator,
+    pub hasher: Hasher,
+    pub tokens: Arc<TokenSettings>,
+    pub login: Arc<LoginSettings>,
+    pub limiter: Arc<LoginLimiter>,
+}
+
+impl FromRef<AppState> for Authenticator {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
+}
+
+/// Runs identity on `listener` until `shutdown` is cancelled: migrates the database, starts
+/// the KEK rewrap job, serves HTTP, then drains requests before returning.
+pub async fn run(
+    listener: TcpListener,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let keys = Keys::load(&settings).map_err(|problems| {
+        anyhow::anyhow!("invalid identity keys:\n  - {}", problems.join("\n  - "))
+    })?;
+    let pool = comptoir_store::connect(&settings.database).context("database settings")?;
+    comptoir_store::migrate(&pool, embedded::migrations::runner())
+        .await
+        .context("failed to migrate the identity database")?;
+    let hasher = Hasher::new(settings.argon2).context("argon2 parameters")?;
+
+    let jwks = Jwks::new(vec![keys.signer.jwk()]);
+    let verifier = Verifier::new(&jwks, &settings.tokens.issuer, &settings.tokens.audience);
+    let keys = Arc::new(keys);
+    let limiter = Arc::new(LoginLimiter::new(&settings.login));
+    let state = AppState {
+        pool: pool.clone(),
+        keys: Arc::clone(&keys),
+        jwks: Arc::new(jwks),
+        auth: Authenticator::Local(Arc::new(verifier)),
+        hasher,
+        tokens: Arc::new(settings.tokens.clone()),
+        login: Arc::new(settings.login.clone()),
+        limiter: Arc::clone(&limiter),
+    };
+
+    let background = CancellationToken::new();
+    let rewrap_task = tokio::spawn(rewrap::run(
+        pool.clone(),
+        Arc::clone(&keys),
+        settings.keys.rewrap_batch,
+        background.clone(),
+    ));
+    let limiter_task = tokio::spawn(limits::run_housekeeping(limiter, background.clone()));
+
+    let checks = vec![ReadinessCheck::new("postgres", move || {
+        let pool = pool.clone();
+        async move { comptoir_store::ping(&pool).await.map_err(|e| e.to_string()) }
+    })];
+    let router = api::router(state.clone()).merge(internal::router(state));
+    let app = comptoir_platform::http::app("identity", router, &settings.http, checks);
+    let served = comptoir_platform::http::serve(
+        listener,
+        app,
+        shutdown,
+        Duration::from_millis(settings.http.shutdown_grace_ms),
+    )
+    .await;
+    background.cancel();
+    for task in [rewrap_task, limiter_task] {
+        if let Err(error) = task.await {
+            tracing::error!(%error, "Identity background task failed");
+        }
+    }
+    served.context("HTTP server failed")
+}
+
+/// The client address of a request: the peer, or — when the peer is a trusted proxy (the
+/// gateway) — the last address it appended to `X-Forwarded-For`.
+pub fn client_ip(peer: IpAddr, headers: &http::HeaderMap, trusted_proxies: &[IpAddr]) -> IpAddr {
+    if !trusted_proxies.contains(&peer) {
+        return peer;
+    }
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_outbox_table_is_the_shared_definition() {
+        let migration = include_str!("../migrations/V1__identity.sql");
+        assert!(migration.contains(comptoir_events::outbox::OUTBOX_TABLE_SQL));
+    }
+
+    #[test]
+    fn forwarded_addresses_are_believed_from_trusted_proxies_only() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            "198.51.100.7, 203.0.113.9".parse().expect("header"),
+        );
+        let gateway: std::net::IpAddr = "10.0.0.2".parse().expect("ip");
+        let stranger: std::net::IpAddr = "192.0.2.1".parse().expect("ip");
+        assert_eq!(super::client_ip(stranger, &headers, &[gateway]), stranger);
+        assert_eq!(
+            super::client_ip(gateway, &headers, &[gateway]),
+            "203.0.113.9".parse::<std::net::IpAddr>().expect("ip")
+        );
+    }
+}
