@@ -6,6 +6,7 @@
 //! - [`admin`]: idempotent provisioning of tenants and namespaces over the admin REST API.
 //! - [`consumer`]: idempotent Key_Shared consumers with inbox, backoff and dead letters.
 //! - [`dlq`]: list, inspect, replay or discard dead letters (the `comptoir-xtask dlq` CLI).
+//! - [`gdpr`]: a service's part in GDPR exports and erasures (consumers that reply via the outbox).
 //! - [`outbox`]: the transactional outbox: write the event with the change, relay it after.
 //! - [`trace`]: W3C trace context in message properties, both ways.
 //! - [`topology`]: tenant, namespaces, policies and permissions as code, applied idempotently.
@@ -19,6 +20,7 @@ pub mod consumer;
 pub mod contracts;
 pub mod dlq;
 pub mod envelope;
+pub mod gdpr;
 pub mod outbox;
 pub mod pulsar;
 pub mod topology;

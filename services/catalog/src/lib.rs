@@ -12,6 +12,7 @@
 pub mod api;
 pub mod demo;
 pub mod domain;
+pub mod gdpr;
 pub mod repo;
 
 use std::path::PathBuf;
@@ -50,6 +51,8 @@ pub struct Settings {
     pub admin_token_file: Option<PathBuf>,
     /// Load the demo catalogue at startup when the catalogue is empty.
     pub demo_data: bool,
+    /// Identity's namespace, where GDPR export and erasure requests are published.
+    pub gdpr_requests_namespace: String,
 }
 
 impl Default for Settings {
@@ -68,6 +71,7 @@ impl Default for Settings {
             },
             admin_token_file: None,
             demo_data: false,
+            gdpr_requests_namespace: "comptoir/identity".to_owned(),
         }
     }
 }
@@ -78,6 +82,18 @@ impl Validate for Settings {
         problems.extend(self.telemetry.validate());
         problems.extend(self.database.problems("database"));
         problems.extend(self.pulsar.problems("pulsar"));
+        if self
+            .gdpr_requests_namespace
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .count()
+            != 2
+        {
+            problems.push(format!(
+                "gdpr_requests_namespace must look like tenant/namespace, got {:?}",
+                self.gdpr_requests_namespace
+            ));
+        }
         match &self.admin_token_file {
             None => problems
                 .push("admin_token_file must be set: the admin routes need a token".to_owned()),
@@ -145,6 +161,22 @@ pub async fn run(
     // so every committed change is published before the process exits.
     let relay_stop = CancellationToken::new();
     let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+    // GDPR requests from identity: answered through the outbox, so before the relay stops.
+    let gdpr_topics = comptoir_events::gdpr::GdprTopics {
+        requests_namespace: settings.gdpr_requests_namespace.clone(),
+        replies_namespace: settings.pulsar.namespace.clone(),
+    };
+    let (export, erasure) = comptoir_events::gdpr::consumers(
+        pool.clone(),
+        pulsar.clone(),
+        Arc::new(gdpr::CatalogParticipant),
+        &gdpr_topics,
+    );
+    let consumers_stop = CancellationToken::new();
+    let consumer_tasks = [
+        tokio::spawn(export.run(consumers_stop.clone())),
+        tokio::spawn(erasure.run(consumers_stop.clone())),
+    ];
 
     let checks = readiness_checks(pool, pulsar, state.topic.clone());
     let app = comptoir_platform::http::app("catalog", api::router(state), &settings.http, checks);
@@ -155,6 +187,14 @@ pub async fn run(
         Duration::from_millis(settings.http.shutdown_grace_ms),
     )
     .await;
+    consumers_stop.cancel();
+    for task in consumer_tasks {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "GDPR consumer could not subscribe"),
+            Err(error) => tracing::error!(%error, "GDPR consumer task failed"),
+        }
+    }
     relay_stop.cancel();
     if let Err(error) = relay_task.await {
         tracing::error!(%error, "Outbox relay task failed");

@@ -196,3 +196,141 @@ async fn metric(app: &support::TestApp, name: &str) -> Option<f64> {
             .ok()
     })
 }
+
+/// The next message's key and payload, acknowledged.
+async fn receive(consumer: &mut Consumer<Vec<u8>, TokioExecutor>) -> (Option<String>, Vec<u8>) {
+    let message = tokio::time::timeout(Duration::from_secs(30), consumer.try_next())
+        .await
+        .expect("a message within 30 s")
+        .expect("stream ok")
+        .expect("stream open");
+    consumer.ack(&message).await.expect("ack");
+    (
+        message.metadata().partition_key.clone(),
+        message.payload.data,
+    )
+}
+
+/// Waits until `subscription` exists on `topic` with nothing left to acknowledge.
+async fn drained(admin: &PulsarAdmin, topic: &str, subscription: &str) {
+    wait_for(
+        "the subscription to exist and drain",
+        Duration::from_secs(60),
+        || async {
+            let stats = admin.topic_stats(topic).await.ok()?;
+            let sub = &stats["subscriptions"][subscription];
+            (sub.is_object() && sub["msgBacklog"] == 0 && sub["unackedMessages"] == 0).then_some(())
+        },
+    )
+    .await
+    .expect("drained");
+}
+
+async fn publish<T: serde::Serialize>(pulsar: &Pulsar<TokioExecutor>, topic: &str, event: &T) {
+    let mut producer = pulsar
+        .producer()
+        .with_topic(topic)
+        .build()
+        .await
+        .expect("producer");
+    producer
+        .send_non_blocking(serde_json::to_vec(event).expect("json"))
+        .await
+        .expect("send")
+        .await
+        .expect("ack");
+    producer.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gdpr_requests_sent_while_down_are_answered_once_after_restart() {
+    use comptoir_events::contracts::gdpr::{
+        ERASURE_CONFIRMATIONS_TOPIC, EXPORT_SLICES_TOPIC, ErasureConfirmed, ExportSlice,
+    };
+    use comptoir_events::contracts::identity::{
+        CUSTOMER_ERASED_TOPIC, CustomerErased, EXPORT_REQUESTS_TOPIC, ExportRequested,
+    };
+
+    let app = spawn_app().await;
+    let admin = PulsarAdmin::new(comptoir_testkit::pulsar_admin_url(), None);
+    let requests = app.namespace.topic(EXPORT_REQUESTS_TOPIC);
+    let erasures = app.namespace.topic(CUSTOMER_ERASED_TOPIC);
+    // The catalog's durable subscriptions exist from its first start on.
+    drained(&admin, &requests, "catalog-gdpr-export").await;
+    drained(&admin, &erasures, "catalog-gdpr-erasure").await;
+    let pulsar = Pulsar::builder(pulsar_url().as_str(), TokioExecutor)
+        .build()
+        .await
+        .expect("connect");
+    let mut slices = comptoir_testkit::subscribe(
+        &pulsar,
+        &app.namespace.topic(EXPORT_SLICES_TOPIC),
+        "identity",
+    )
+    .await;
+    let mut confirmations = comptoir_testkit::subscribe(
+        &pulsar,
+        &app.namespace.topic(ERASURE_CONFIRMATIONS_TOPIC),
+        "identity",
+    )
+    .await;
+
+    // The catalog is down while identity asks.
+    let (db, namespace) = (app.db.clone(), app.namespace.clone());
+    app.stop().await.expect("clean stop");
+    let customer = uuid::Uuid::now_v7();
+    let export = CloudEvent::new(
+        "/comptoir/identity",
+        customer.to_string(),
+        ExportRequested {
+            request_id: uuid::Uuid::now_v7(),
+            customer_id: customer,
+        },
+    );
+    let erase = CloudEvent::new(
+        "/comptoir/identity",
+        customer.to_string(),
+        CustomerErased {
+            request_id: uuid::Uuid::now_v7(),
+            customer_id: customer,
+        },
+    );
+    publish(&pulsar, &requests, &export).await;
+    publish(&pulsar, &erasures, &erase).await;
+
+    let app = support::spawn_app_on(db, namespace).await;
+    let (key, payload) = receive(&mut slices).await;
+    let slice: CloudEvent<ExportSlice> = serde_json::from_slice(&payload).expect("a slice");
+    assert_eq!(key, Some(customer.to_string()));
+    assert_eq!(slice.data.request_id, export.data.request_id);
+    assert_eq!(slice.data.service, "catalog");
+    assert_eq!(slice.data.data["records"], json!([]));
+    assert!(
+        slice.data.data["statement"]
+            .as_str()
+            .is_some_and(|s| s.contains("no personal data"))
+    );
+    let (_, payload) = receive(&mut confirmations).await;
+    let confirmed: CloudEvent<ErasureConfirmed> =
+        serde_json::from_slice(&payload).expect("a confirmation");
+    assert_eq!(confirmed.data.request_id, erase.data.request_id);
+    assert_eq!(confirmed.data.customer_id, customer);
+    assert_eq!(confirmed.data.summary["removed"], 0);
+
+    // The same request delivered again is answered once only.
+    publish(&pulsar, &requests, &export).await;
+    drained(&admin, &requests, "catalog-gdpr-export").await;
+    wait_for("the outbox to empty", Duration::from_secs(30), || async {
+        (app.outbox_rows().await == 0).then_some(())
+    })
+    .await
+    .expect("outbox empty");
+    let stats = admin
+        .topic_stats(&app.namespace.topic(EXPORT_SLICES_TOPIC))
+        .await
+        .expect("stats");
+    assert_eq!(
+        stats["msgInCounter"], 1,
+        "one slice for one request: {stats}"
+    );
+}

@@ -3,14 +3,22 @@
 //! type with the next `.vN` suffix.
 
 pub mod catalog;
+pub mod gdpr;
+pub mod identity;
 
 /// The JSON Schema of every event type, as `(CloudEvents type, schema)`. Each is also
 /// committed under `docs/events/<type>.json`; a test fails when the two drift apart.
 pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
     use crate::envelope::{CloudEvent, EventType};
-    vec![(
-        catalog::ProductChanged::TYPE,
-        serde_json::to_value(schemars::schema_for!(CloudEvent<catalog::ProductChanged>))
-            .unwrap_or_default(),
-    )]
+    fn schema<T: EventType + schemars::JsonSchema>() -> (&'static str, serde_json::Value) {
+        let schema = schemars::schema_for!(CloudEvent<T>);
+        (T::TYPE, serde_json::to_value(schema).unwrap_or_default())
+    }
+    vec![
+        schema::<catalog::ProductChanged>(),
+        schema::<identity::ExportRequested>(),
+        schema::<identity::CustomerErased>(),
+        schema::<gdpr::ExportSlice>(),
+        schema::<gdpr::ErasureConfirmed>(),
+    ]
 }

@@ -67,6 +67,8 @@ async fn spawn_with(
     };
     settings.pulsar.url = pulsar_url();
     settings.pulsar.namespace = namespace.name.clone();
+    // GDPR requests come from the same test namespace (identity's, in production).
+    settings.gdpr_requests_namespace = namespace.name.clone();
     settings.admin_token_file = Some(token_file);
     settings.http.shutdown_grace_ms = 5_000;
     customise(&mut settings);
