@@ -12,4 +12,9 @@
     binary = "comptoir-catalog";
     port = 8080;
   };
+  identity = {
+    crate = "comptoir-identity";
+    binary = "comptoir-identity";
+    port = 8080;
+  };
 }

@@ -111,13 +111,13 @@ pub async fn record_login_failure(
              VALUES ($1, 1, now())
              ON CONFLICT (email_index) DO UPDATE SET
                  failures = CASE
-                     WHEN f.last_failure_at < now() - make_interval(secs => $3)
+                     WHEN f.last_failure_at < now() - make_interval(secs => $2)
                        OR f.locked_until IS NOT NULL THEN 1
                      ELSE f.failures + 1 END,
                  locked_until = NULL,
                  last_failure_at = now()
              RETURNING failures",
-            &[&email_index.as_slice(), &threshold, &lockout],
+            &[&email_index.as_slice(), &lockout],
         )
         .await?;
     let failures: i32 = row.get(0);
