@@ -121,6 +121,7 @@ pub struct PipelineBench {
     pub pg_admin_url: String,
     pub pulsar_url: String,
     pub pulsar_admin_url: String,
+    pub backlog: u64,
     pub burst: u64,
     pub rate: u64,
     pub seconds: u64,
@@ -166,6 +167,7 @@ impl PipelineBench {
             pg_admin_url: std::env::var("COMPTOIR_PG_ADMIN_URL").unwrap_or_default(),
             pulsar_url: "pulsar://127.0.0.1:6650".to_owned(),
             pulsar_admin_url: "http://127.0.0.1:8080".to_owned(),
+            backlog: 20_000,
             burst: 20_000,
             rate: 1_000,
             seconds: 10,
@@ -178,6 +180,7 @@ impl PipelineBench {
             match *flag {
                 "--pulsar-url" => bench.pulsar_url = (*value).to_owned(),
                 "--pulsar-admin-url" => bench.pulsar_admin_url = (*value).to_owned(),
+                "--backlog" => bench.backlog = value.parse().context("--backlog")?,
                 "--burst" => bench.burst = value.parse().context("--burst")?,
                 "--rate" => bench.rate = value.parse().context("--rate")?,
                 "--seconds" => bench.seconds = value.parse().context("--seconds")?,
@@ -284,10 +287,28 @@ impl PipelineBench {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // Phase 0: the pipeline's own capacity. A backlog is written to the outbox before the
+        // relay starts (many events per transaction, so writing is not what is measured),
+        // then relay, broker and consumers drain it.
+        let mut written = 0;
+        while written < self.backlog {
+            let chunk = (self.backlog - written).min(1_000);
+            let mut client = pool.get().await?;
+            let tx = client.transaction().await?;
+            for _ in 0..chunk {
+                enqueue_one(&tx, &topic).await?;
+            }
+            tx.commit().await?;
+            written += chunk;
+        }
+        let started = Instant::now();
         let relay =
             comptoir_events::outbox::Relay::new(pool.clone(), pulsar.clone(), "bench-relay")
                 .listen_on(settings.clone());
         let relay_task = tokio::spawn(relay.run(stop.clone()));
+        wait_applied(&applied, self.backlog, Duration::from_secs(600)).await?;
+        let drain_rate = self.backlog as f64 / started.elapsed().as_secs_f64();
+        let base = applied.load(Ordering::Relaxed);
 
         // Phase 1: as fast as the writers can commit.
         let started = Instant::now();
@@ -307,7 +328,7 @@ impl PipelineBench {
             writer.await??;
         }
         let total = per_writer * self.writers as u64;
-        wait_applied(&applied, total, Duration::from_secs(600)).await?;
+        wait_applied(&applied, base + total, Duration::from_secs(600)).await?;
         let burst_rate = total as f64 / started.elapsed().as_secs_f64();
         latencies.lock().await.reset();
 
@@ -334,6 +355,10 @@ impl PipelineBench {
         println!("| phase | events | result |");
         println!("|---|---:|---|");
         println!(
+            "| drain a {}-event outbox backlog (relay → broker → {} consumers) | {} | {drain_rate:.0} events/s |",
+            self.backlog, self.consumers, self.backlog
+        );
+        println!(
             "| burst ({} writers, {} consumers) | {total} | {burst_rate:.0} events/s |",
             self.writers, self.consumers
         );
@@ -353,15 +378,21 @@ impl PipelineBench {
 
 /// One business transaction: the change (here only its event) committed with its outbox row.
 async fn write_one(pool: &deadpool_postgres::Pool, topic: &str) -> anyhow::Result<()> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    enqueue_one(&tx, topic).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// One event into the outbox through `tx`.
+async fn enqueue_one(tx: &deadpool_postgres::Transaction<'_>, topic: &str) -> anyhow::Result<()> {
     let data = ProductChanged {
         product_id: uuid::Uuid::now_v7(),
         ..ProductChanged::sample()
     };
     let event = CloudEvent::new("/comptoir/bench", data.product_id.to_string(), data);
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    comptoir_events::outbox::enqueue(&tx, topic, &event).await?;
-    tx.commit().await?;
+    comptoir_events::outbox::enqueue(tx, topic, &event).await?;
     Ok(())
 }
 

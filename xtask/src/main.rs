@@ -11,7 +11,8 @@
 //! comptoir-xtask bench-producer --topic T [--url U] [--messages N] [--size BYTES]
 //!     [--in-flight N] [--batch N]
 //!     our producer's msgs/s and publish latency (see dev/bench-pulsar.sh)
-//! comptoir-xtask bench-pipeline [--burst N] [--rate R] [--seconds S] [--writers W] [--consumers C]
+//! comptoir-xtask bench-pipeline [--backlog N] [--burst N] [--rate R] [--seconds S] [--writers W]
+//!     [--consumers C]
 //!     outbox → relay → Pulsar → inbox consumers: events/s and insert-to-effect latency
 //!     (needs COMPTOIR_PG_ADMIN_URL; see docs/performance.md)
 //! comptoir-xtask dlq list|inspect|replay|discard ...
@@ -38,7 +39,7 @@ const USAGE: &str = "usage:\n  comptoir-xtask provision-db <admin-url|-> <name> 
                      comptoir-xtask provision-pulsar <admin-http-url> <tenant/namespace>...\n  \
                      comptoir-xtask provision-topology <admin-http-url> [FILE]\n  \
                      comptoir-xtask bench-producer --topic T [--url U] [--messages N] [--size B]\n  \
-                     comptoir-xtask bench-pipeline [--burst N] [--rate R] [--seconds S]\n  \
+                     comptoir-xtask bench-pipeline [--backlog N] [--burst N] [--rate R] [--seconds S]\n  \
                      comptoir-xtask dlq list <admin-url> <tenant/namespace>...\n  \
                      comptoir-xtask dlq inspect <admin-url> <dlq-topic> [--limit N]\n  \
                      comptoir-xtask dlq replay|discard <admin-url> <pulsar-url> <dlq-topic> (--all | --id ID...)\n\
