@@ -53,7 +53,13 @@ pub async fn run(access: &AdminAccess, args: &[&str]) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&letters)?);
             Ok(())
         }
-        [verb @ ("replay" | "discard"), url, pulsar_url, topic, rest @ ..] => {
+        [
+            verb @ ("replay" | "discard"),
+            url,
+            pulsar_url,
+            topic,
+            rest @ ..,
+        ] => {
             let action = if *verb == "replay" {
                 Action::Replay
             } else {
