@@ -12,6 +12,11 @@
     binary = "comptoir-catalog";
     port = 8080;
   };
+  gateway = {
+    crate = "comptoir-gateway";
+    binary = "comptoir-gateway";
+    port = 8080;
+  };
   identity = {
     crate = "comptoir-identity";
     binary = "comptoir-identity";

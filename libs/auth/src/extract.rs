@@ -86,8 +86,9 @@ where
 }
 
 /// 401 problem+json with an RFC 6750 challenge. The detail says what a client can act on
-/// (expired: refresh) and nothing about which other check failed.
-fn unauthorized(error: Option<&VerifyError>) -> Response {
+/// (expired: refresh) and nothing about which other check failed. Public so that the gateway
+/// refuses tokens at the edge with the very answer a service would give.
+pub fn unauthorized(error: Option<&VerifyError>) -> Response {
     let (detail, challenge) = match error {
         None => (
             "This route needs `Authorization: Bearer <access token>`",
