@@ -34,6 +34,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::envelope::{CloudEvent, EventType};
 
+/// The advisory lock key of the relay's leadership: any fixed bigint, the same in every
+/// replica ("outbox" in ASCII). Each service has its own database, so one key suffices.
+const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
+
 /// The `outbox` table as the relay expects it, for migrations and tests to share.
 pub const OUTBOX_TABLE_SQL: &str = "CREATE TABLE outbox (
     id          bigserial   PRIMARY KEY,
@@ -173,14 +177,37 @@ impl Relay {
     }
 
     /// Runs until `shutdown` is cancelled, then publishes what is left once and returns.
+    ///
+    /// Several replicas of a service may each run a relay on the same outbox: one of them, the
+    /// holder of a PostgreSQL advisory lock on a connection of its own, publishes; the others
+    /// stand by and take over within a poll interval once that connection is gone. (Two
+    /// relays publishing at once would still keep per-key order and the inbox would drop the
+    /// duplicates; the lock avoids the waste.)
     pub async fn run(self, shutdown: CancellationToken) {
         let listener = self.listen.clone().map(|settings| {
             tokio::spawn(listen(settings, Arc::clone(&self.wake), shutdown.clone()))
         });
         let mut producers: HashMap<String, Producer<TokioExecutor>> = HashMap::new();
         let mut backoff = Duration::from_millis(100);
+        let mut leadership: Option<deadpool_postgres::ClientWrapper> = None;
         loop {
             let stopping = shutdown.is_cancelled();
+            if !self.lead(&mut leadership).await {
+                // Not the leader: drop producers (another relay publishes) and check again at
+                // the next poll or notification.
+                for (_, mut producer) in producers.drain() {
+                    let _ = producer.close().await;
+                }
+                if stopping {
+                    break;
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(self.poll_interval) => {}
+                }
+                continue;
+            }
             match self.drain(&mut producers).await {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(error) => {
@@ -214,6 +241,45 @@ impl Relay {
             let _ = listener.await;
         }
         tracing::info!("Outbox relay stopped");
+    }
+
+    /// Whether this relay holds the outbox's advisory lock, taking it if free. The lock lives
+    /// as long as the connection in `held`, which is kept out of the pool for that.
+    async fn lead(&self, held: &mut Option<deadpool_postgres::ClientWrapper>) -> bool {
+        if held.as_ref().is_some_and(|client| !client.is_closed()) {
+            return true;
+        }
+        if held.take().is_some() {
+            tracing::warn!("Lost the outbox relay lock with its connection");
+        }
+        let taken = async {
+            let client = self.pool.get().await.map_err(|e| chain(&e))?;
+            let row = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&RELAY_LOCK])
+                .await
+                .map_err(|e| chain(&e))?;
+            Ok::<_, String>(row.get::<_, bool>(0).then_some(client))
+        }
+        .await;
+        match taken {
+            Ok(Some(client)) => {
+                tracing::info!(producer = %self.producer_name, "This relay publishes the outbox");
+                // Kept out of the pool for good: back in it, another task could release the
+                // lock or the pool could recycle the connection.
+                *held = Some(deadpool_postgres::Object::take(client));
+                metrics::gauge!("outbox_relay_leader").set(1.0);
+                true
+            }
+            Ok(None) => {
+                metrics::gauge!("outbox_relay_leader").set(0.0);
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Cannot take the outbox relay lock; will retry");
+                metrics::gauge!("outbox_relay_leader").set(0.0);
+                false
+            }
+        }
     }
 
     /// Publishes every row present, batch by batch, until the table is empty.

@@ -152,3 +152,106 @@ async fn a_large_backlog_is_published_once_each_in_order() {
         .get(0);
     assert_eq!(left, 0);
 }
+
+/// The next message and its product name.
+async fn receive(
+    consumer: &mut pulsar::Consumer<Vec<u8>, TokioExecutor>,
+) -> (pulsar::consumer::Message<Vec<u8>>, String) {
+    let message = tokio::time::timeout(Duration::from_secs(30), consumer.try_next())
+        .await
+        .expect("published within 30 s")
+        .expect("stream ok")
+        .expect("stream open");
+    let event: CloudEvent<ProductChanged> =
+        serde_json::from_slice(&message.payload.data).expect("event");
+    (message, event.data.name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_relay_of_several_publishes_and_a_standby_takes_over() {
+    let db = TestDatabase::create("events_test").await.expect("db");
+    let own = db.connect_as_role(&db.name).await.expect("connect");
+    own.batch_execute(OUTBOX_TABLE_SQL).await.expect("schema");
+    let settings = DatabaseSettings {
+        tls: TlsMode::Disable,
+        pool_size: 3,
+        ..db.settings()
+    };
+    let namespace = TestNamespace::create().await.expect("namespace");
+    let topic = namespace.topic("replicas");
+    let pulsar = Pulsar::builder(pulsar_url().as_str(), TokioExecutor)
+        .build()
+        .await
+        .expect("connect");
+    let mut consumer = comptoir_testkit::subscribe(&pulsar, &topic, "replicas-test").await;
+    let admin =
+        comptoir_events::admin::PulsarAdmin::new(comptoir_testkit::pulsar_admin_url(), None);
+
+    // Two replicas of a service: each its own pool and relay on the same outbox.
+    let start = |name: &'static str| {
+        let pool = comptoir_store::connect(&settings).expect("pool");
+        let relay = Relay::new(pool, pulsar.clone(), name)
+            .poll_every(Duration::from_millis(100))
+            .listen_on(settings.clone());
+        let stop = CancellationToken::new();
+        (stop.clone(), tokio::spawn(relay.run(stop)))
+    };
+    let (stop_a, task_a) = start("replica-a");
+    let (stop_b, task_b) = start("replica-b");
+
+    let writers = comptoir_store::connect(&settings).expect("writer pool");
+    let write = |name: &'static str| {
+        let writers = writers.clone();
+        let topic = topic.clone();
+        async move {
+            let mut client = writers.get().await.expect("writer");
+            let tx = client.transaction().await.expect("begin");
+            let data = ProductChanged {
+                name: name.to_owned(),
+                ..ProductChanged::sample()
+            };
+            let event = CloudEvent::new("/comptoir/test", data.product_id.to_string(), data);
+            enqueue(&tx, &topic, &event).await.expect("enqueue");
+            tx.commit().await.expect("commit");
+        }
+    };
+    for name in ["one", "two", "three"] {
+        write(name).await;
+    }
+    for expected in ["one", "two", "three"] {
+        let (message, name) = receive(&mut consumer).await;
+        assert_eq!(name, expected);
+        consumer.ack(&message).await.expect("ack");
+    }
+    let stats = admin.topic_stats(&topic).await.expect("stats");
+    let publishers = stats["publishers"].as_array().map_or(0, Vec::len);
+    assert_eq!(publishers, 1, "only the leader has a producer: {stats}");
+    let leader = stats["publishers"][0]["producerName"]
+        .as_str()
+        .expect("producer name")
+        .to_owned();
+
+    // The leader stops (its lock goes with its connection); the standby carries on.
+    let (stop_leader, task_leader, stop_standby, task_standby) = if leader.starts_with("replica-a")
+    {
+        (stop_a, task_a, stop_b, task_b)
+    } else {
+        (stop_b, task_b, stop_a, task_a)
+    };
+    stop_leader.cancel();
+    task_leader.await.expect("leader stops");
+    write("four").await;
+    let (message, name) = receive(&mut consumer).await;
+    assert_eq!(name, "four");
+    consumer.ack(&message).await.expect("ack");
+    let stats = admin.topic_stats(&topic).await.expect("stats");
+    let now = stats["publishers"][0]["producerName"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        !now.is_empty() && now != leader,
+        "the standby publishes now: {stats}"
+    );
+    stop_standby.cancel();
+    task_standby.await.expect("standby stops");
+}
