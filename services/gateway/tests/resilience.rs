@@ -79,6 +79,31 @@ async fn a_refused_connection_is_503_with_retry_after_and_a_slow_upstream_is_504
         "https://comptoir.dev/problems/upstream-unavailable"
     );
 
+    // Refused connections are retried for the GET (twice), never for a POST.
+    let response = gateway
+        .request(Method::POST, "/v1/down")
+        .send()
+        .await
+        .expect("request");
+    assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    let metrics = gateway.metrics().await;
+    let down = |metric: &str, outcome: &str| {
+        let mut labels = vec!["upstream=\"down\""];
+        if !outcome.is_empty() {
+            labels.push(outcome);
+        }
+        sample(&metrics, metric, &labels)
+    };
+    assert_eq!(
+        down(
+            "gateway_upstream_requests_total",
+            "outcome=\"connect_error\""
+        ),
+        Some(4.0),
+        "{metrics}"
+    );
+    assert_eq!(down("gateway_upstream_retries_total", ""), Some(2.0));
+
     let started = Instant::now();
     let response = gateway.get("/v1/slow").await;
     let body = assert_problem(response, StatusCode::GATEWAY_TIMEOUT).await;
