@@ -209,10 +209,10 @@ fn is_unavailable(status: StatusCode) -> bool {
     )
 }
 
-/// Methods whose repetition has the effect of one call (RFC 9110 §9.2.2) and that carry no
-/// state change at all. PUT and DELETE are idempotent too, but retried only if the caller
-/// says so (not yet: see ADR 0013): a PUT that reached the upstream before the connection
-/// broke may be retried into a 412 by the ETag check, confusing the client.
+/// Methods that change nothing (RFC 9110 §9.2.1), so repeating them is always harmless. PUT
+/// and DELETE are idempotent too but not retried (ADR 0013): a PUT that reached the upstream
+/// before the connection broke would be retried into a 412 by the ETag check, telling the
+/// client its change failed when it was made.
 fn is_retryable_method(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
