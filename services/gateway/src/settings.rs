@@ -213,6 +213,9 @@ impl Default for Settings {
             RouteSettings::new("/v1/customers", "identity"),
             RouteSettings::new("/v1/sessions", "identity"),
             RouteSettings::new("/v1/me", "identity"),
+            // Erasure status: the erased customer can no longer sign in, so the unguessable
+            // request id is the capability (no token needed, none accepted as proof).
+            RouteSettings::new("/v1/erasures", "identity"),
             RouteSettings::new("/.well-known/jwks.json", "identity"),
         ];
         Self {
