@@ -39,7 +39,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions", post(login))
         .route("/v1/sessions/refresh", post(refresh))
         .route("/v1/sessions/current", axum::routing::delete(logout))
-        .route("/v1/me", get(get_me).patch(patch_me))
+        .route(
+            "/v1/me",
+            get(get_me)
+                .patch(patch_me)
+                .delete(crate::gdpr::api::erase_me),
+        )
         .route("/v1/me/consents", get(get_consents))
         .route("/v1/me/consents/history", get(get_consent_history))
         .route("/v1/me/consents/{purpose}", put(put_consent))
@@ -59,6 +64,8 @@ pub enum ApiError {
     Hash(#[from] crate::password::HashError),
     #[error("cannot sign the access token")]
     Sign(#[from] comptoir_auth::KeyError),
+    #[error(transparent)]
+    Gdpr(#[from] crate::gdpr::GdprError),
 }
 
 impl From<ApiError> for Problem {
@@ -74,12 +81,12 @@ impl From<ApiError> for Problem {
     }
 }
 
-fn problem(error: impl Into<ApiError>) -> Problem {
+pub(crate) fn problem(error: impl Into<ApiError>) -> Problem {
     Problem::from(error.into())
 }
 
 /// The 401 every failed sign-in gets, whether the email exists or not.
-fn invalid_credentials() -> Problem {
+pub(crate) fn invalid_credentials() -> Problem {
     Problem::typed(
         StatusCode::UNAUTHORIZED,
         "invalid-credentials",
@@ -88,7 +95,7 @@ fn invalid_credentials() -> Problem {
 }
 
 /// 429 with `Retry-After`. The same for a locked email, a known one or not.
-fn too_many(kind: &str, title: &str, wait: Duration) -> Response {
+pub(crate) fn too_many(kind: &str, title: &str, wait: Duration) -> Response {
     let secs = wait.as_secs().max(1);
     let mut response = Problem::typed(StatusCode::TOO_MANY_REQUESTS, kind, title)
         .with_detail("Try again later")
@@ -99,7 +106,11 @@ fn too_many(kind: &str, title: &str, wait: Duration) -> Response {
     response
 }
 
-fn client_ip(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> std::net::IpAddr {
+pub(crate) fn client_ip(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> std::net::IpAddr {
     crate::client_ip(peer.ip(), headers, &state.login.trusted_proxies)
 }
 
@@ -590,12 +601,18 @@ impl Modify for BearerSecurity {
 #[openapi(
     info(title = "Comptoir identity", description = "Customers, sessions, profiles and consents."),
     paths(register, login, refresh, logout, get_me, patch_me, get_consents, put_consent,
-          get_consent_history, jwks),
+          get_consent_history, jwks, crate::gdpr::api::request_export,
+          crate::gdpr::api::export_status, crate::gdpr::api::export_archive,
+          crate::gdpr::api::erase_me, crate::gdpr::api::erasure_status),
     components(schemas(RegistrationInput, RegistrationAccepted, LoginInput, TokenResponse,
                        RefreshInput, ProfileView, ProfilePatch, Address, Consent, ConsentInput,
-                       ConsentChange, Problem, FieldError)),
+                       ConsentChange, Problem, FieldError, crate::gdpr::api::Accepted,
+                       crate::gdpr::api::ExportStatus, crate::gdpr::api::ServiceAnswer,
+                       crate::gdpr::api::ErasureInput, crate::gdpr::api::ErasureStatus,
+                       crate::gdpr::api::ServiceConfirmation)),
     modifiers(&BearerSecurity),
     tags((name = "customer", description = "Registration, sign-in and the customer's own data"),
+         (name = "privacy", description = "GDPR: export (Art. 15, 20) and erasure (Art. 17)"),
          (name = "keys", description = "Token verification keys"))
 )]
 #[derive(Debug)]
@@ -628,9 +645,14 @@ mod tests {
             "/v1/sessions",
             "/v1/me",
             "/v1/me/consents/{purpose}",
+            "/v1/me/exports",
+            "/v1/me/exports/{id}",
+            "/v1/me/exports/{id}/archive",
+            "/v1/erasures/{request_id}",
         ] {
             assert!(paths.contains_key(path), "{path}");
         }
         assert!(!paths.keys().any(|p| p.starts_with("/internal")));
+        assert!(paths["/v1/me"]["delete"].is_object(), "erasure");
     }
 }

@@ -7,11 +7,13 @@
 //! [`password`] hashes with argon2id, [`limits`] rate-limits credential routes, [`repo`] owns
 //! the SQL, [`api`] maps the public routes and [`internal`] the service-to-service route
 //! (`/internal`, which the gateway never routes), [`rewrap`] moves data keys to the active
-//! KEK after a rotation.
+//! KEK after a rotation, [`gdpr`] runs exports and erasures with the other services over
+//! Pulsar (through the outbox, replies consumed idempotently).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod domain;
+pub mod gdpr;
 pub mod internal;
 pub mod limits;
 pub mod password;
@@ -28,6 +30,8 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::extract::FromRef;
 use comptoir_auth::{Authenticator, Jwks, Signer, Verifier};
+use comptoir_events::outbox::Relay;
+use comptoir_events::pulsar::PulsarSettings;
 use comptoir_platform::config::{HttpSettings, TelemetrySettings, Validate};
 use comptoir_platform::health::ReadinessCheck;
 use comptoir_platform::secret::{Secret, read_secret_file};
@@ -38,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::gdpr::{Gdpr, GdprSettings};
 use crate::limits::{LoginLimiter, LoginSettings};
 use crate::password::{Argon2Settings, Hasher};
 
@@ -114,12 +119,17 @@ pub struct Settings {
     pub http: HttpSettings,
     pub telemetry: TelemetrySettings,
     pub database: DatabaseSettings,
+    /// The broker; `namespace` is identity's (`comptoir/identity`), where the export and
+    /// erasure requests are published.
+    pub pulsar: PulsarSettings,
     pub keys: KeySettings,
     pub tokens: TokenSettings,
     pub argon2: Argon2Settings,
     pub login: LoginSettings,
     /// Clients of the internal PII route, by service name.
     pub internal_clients: BTreeMap<String, InternalClientSettings>,
+    /// Exports and erasures: who must answer, how long archives live.
+    pub gdpr: GdprSettings,
 }
 
 impl Default for Settings {
@@ -132,6 +142,10 @@ impl Default for Settings {
                 user: "identity".to_owned(),
                 ..DatabaseSettings::default()
             },
+            pulsar: PulsarSettings {
+                namespace: "comptoir/identity".to_owned(),
+                ..PulsarSettings::default()
+            },
             keys: KeySettings {
                 rewrap_batch: 500,
                 ..KeySettings::default()
@@ -140,6 +154,7 @@ impl Default for Settings {
             argon2: Argon2Settings::default(),
             login: LoginSettings::default(),
             internal_clients: BTreeMap::new(),
+            gdpr: GdprSettings::default(),
         }
     }
 }
@@ -149,6 +164,8 @@ impl Validate for Settings {
         let mut problems = self.http.validate();
         problems.extend(self.telemetry.validate());
         problems.extend(self.database.problems("database"));
+        problems.extend(self.pulsar.problems("pulsar"));
+        problems.extend(self.gdpr.problems("gdpr"));
         problems.extend(self.argon2.problems("argon2"));
         problems.extend(self.login.problems("login"));
         if self.tokens.access_ttl_secs == 0 || self.tokens.access_ttl_secs > 3600 {
@@ -297,6 +314,7 @@ pub struct AppState {
     pub tokens: Arc<TokenSettings>,
     pub login: Arc<LoginSettings>,
     pub limiter: Arc<LoginLimiter>,
+    pub gdpr: Arc<Gdpr>,
 }
 
 impl FromRef<AppState> for Authenticator {
@@ -305,8 +323,10 @@ impl FromRef<AppState> for Authenticator {
     }
 }
 
-/// Runs identity on `listener` until `shutdown` is cancelled: migrates the database, starts
-/// the KEK rewrap job, serves HTTP, then drains requests before returning.
+/// Runs identity on `listener` until `shutdown` is cancelled: migrates the database, connects
+/// to Pulsar, starts the outbox relay, the GDPR reply consumers and the background jobs (KEK
+/// rewrap, GDPR sweep), serves HTTP, then drains requests, stops the consumers and publishes
+/// what is left in the outbox before returning.
 pub async fn run(
     listener: TcpListener,
     settings: Settings,
@@ -320,11 +340,19 @@ pub async fn run(
         .await
         .context("failed to migrate the identity database")?;
     let hasher = Hasher::new(settings.argon2).context("argon2 parameters")?;
+    let pulsar = comptoir_events::pulsar::connect(&settings.pulsar)
+        .await
+        .context("failed to connect to Pulsar")?;
 
     let jwks = Jwks::new(vec![keys.signer.jwk()]);
     let verifier = Verifier::new(&jwks, &settings.tokens.issuer, &settings.tokens.audience);
     let keys = Arc::new(keys);
     let limiter = Arc::new(LoginLimiter::new(&settings.login));
+    let gdpr = Arc::new(Gdpr::new(
+        Arc::clone(&keys),
+        settings.gdpr.clone(),
+        &settings.pulsar.namespace,
+    ));
     let state = AppState {
         pool: pool.clone(),
         keys: Arc::clone(&keys),
@@ -334,7 +362,17 @@ pub async fn run(
         tokens: Arc::new(settings.tokens.clone()),
         login: Arc::new(settings.login.clone()),
         limiter: Arc::clone(&limiter),
+        gdpr: Arc::clone(&gdpr),
     };
+
+    // The relay outlives the HTTP server and the consumers: it stops only after the last
+    // request has drained, so every committed request is published before the process exits.
+    let relay = Relay::new(pool.clone(), pulsar.clone(), "identity-outbox")
+        .listen_on(settings.database.clone());
+    let relay_stop = CancellationToken::new();
+    let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+    let consumers_stop = CancellationToken::new();
+    let consumer_tasks = gdpr::spawn_consumers(&pool, &pulsar, &gdpr, &consumers_stop);
 
     let background = CancellationToken::new();
     let rewrap_task = tokio::spawn(rewrap::run(
@@ -344,12 +382,16 @@ pub async fn run(
         background.clone(),
     ));
     let limiter_task = tokio::spawn(limits::run_housekeeping(limiter, background.clone()));
+    let sweep_task = tokio::spawn(gdpr::sweep::run(
+        pool.clone(),
+        Arc::clone(&gdpr),
+        background.clone(),
+    ));
 
-    let checks = vec![ReadinessCheck::new("postgres", move || {
-        let pool = pool.clone();
-        async move { comptoir_store::ping(&pool).await.map_err(|e| e.to_string()) }
-    })];
-    let router = api::router(state.clone()).merge(internal::router(state));
+    let checks = readiness_checks(pool, pulsar, gdpr.export_requests_topic.clone());
+    let router = api::router(state.clone())
+        .merge(gdpr::api::router(state.clone()))
+        .merge(internal::router(state));
     let app = comptoir_platform::http::app("identity", router, &settings.http, checks);
     let served = comptoir_platform::http::serve(
         listener,
@@ -358,13 +400,50 @@ pub async fn run(
         Duration::from_millis(settings.http.shutdown_grace_ms),
     )
     .await;
+    consumers_stop.cancel();
+    for task in consumer_tasks {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "GDPR reply consumer could not subscribe"),
+            Err(error) => tracing::error!(%error, "GDPR reply consumer task failed"),
+        }
+    }
     background.cancel();
-    for task in [rewrap_task, limiter_task] {
+    for task in [rewrap_task, limiter_task, sweep_task] {
         if let Err(error) = task.await {
             tracing::error!(%error, "Identity background task failed");
         }
     }
+    relay_stop.cancel();
+    if let Err(error) = relay_task.await {
+        tracing::error!(%error, "Outbox relay task failed");
+    }
     served.context("HTTP server failed")
+}
+
+/// Ready when PostgreSQL answers and the broker can place identity's request topic.
+fn readiness_checks(
+    pool: deadpool_postgres::Pool,
+    pulsar: pulsar::Pulsar<pulsar::TokioExecutor>,
+    topic: String,
+) -> Vec<ReadinessCheck> {
+    vec![
+        ReadinessCheck::new("postgres", move || {
+            let pool = pool.clone();
+            async move { comptoir_store::ping(&pool).await.map_err(|e| e.to_string()) }
+        }),
+        ReadinessCheck::new("pulsar", move || {
+            let pulsar = pulsar.clone();
+            let topic = topic.clone();
+            async move {
+                pulsar
+                    .lookup_topic(topic)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        }),
+    ]
 }
 
 /// The client address of a request: the peer, or — when the peer is a trusted proxy (the
@@ -387,6 +466,12 @@ mod tests {
     fn the_outbox_table_is_the_shared_definition() {
         let migration = include_str!("../migrations/V1__identity.sql");
         assert!(migration.contains(comptoir_events::outbox::OUTBOX_TABLE_SQL));
+    }
+
+    #[test]
+    fn the_inbox_table_is_the_shared_definition() {
+        let migration = include_str!("../migrations/V2__gdpr.sql");
+        assert!(migration.contains(comptoir_events::consumer::INBOX_TABLE_SQL));
     }
 
     #[test]

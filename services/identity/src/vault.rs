@@ -98,6 +98,44 @@ pub fn open(key: &DataKey, customer: Uuid, sealed: &SealedProfile) -> Result<Pro
     })
 }
 
+/// What a sealed document is, bound into its AAD so that one cannot pass for another: an
+/// export archive, or one service's slice of an export.
+#[derive(Debug, Clone, Copy)]
+pub enum Document<'a> {
+    ExportArchive { export: Uuid },
+    ExportSlice { export: Uuid, service: &'a str },
+}
+
+impl Document<'_> {
+    fn label(&self) -> String {
+        match self {
+            Self::ExportArchive { export } => format!("export-archive:{export}"),
+            Self::ExportSlice { export, service } => format!("export-slice:{export}:{service}"),
+        }
+    }
+}
+
+/// Seals a document about `customer` (an export archive or slice, as JSON bytes) under their
+/// data key: erasing the customer shreds it with the rest.
+pub fn seal_document(
+    key: &DataKey,
+    customer: Uuid,
+    document: Document<'_>,
+    bytes: &[u8],
+) -> Vec<u8> {
+    encrypt(key, bytes, &aad(customer, &document.label()))
+}
+
+/// Opens what [`seal_document`] sealed, for the same customer and document only.
+pub fn open_document(
+    key: &DataKey,
+    customer: Uuid,
+    document: Document<'_>,
+    sealed: &[u8],
+) -> Result<Vec<u8>, VaultError> {
+    Ok(decrypt(key, sealed, &aad(customer, &document.label()))?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +185,32 @@ mod tests {
         let b = Email::parse("ada@example.com").expect("valid");
         assert_eq!(email_index(&key, &a), email_index(&key, &b));
         assert_ne!(email_index(&key, &a), email_index(&other, &a));
+    }
+
+    #[test]
+    fn documents_open_only_as_what_they_were_sealed_as() {
+        let keyring = Keyring::new(Kek::new("k1", [1; KEY_LEN]).expect("id"));
+        let customer = Uuid::new_v4();
+        let export = Uuid::new_v4();
+        let (key, _) = new_subject_key(&keyring, customer);
+        let archive = Document::ExportArchive { export };
+        let sealed = seal_document(&key, customer, archive, b"{\"email\":\"ada@example.com\"}");
+        assert!(!String::from_utf8_lossy(&sealed).contains("ada@"));
+        assert_eq!(
+            open_document(&key, customer, archive, &sealed).expect("open"),
+            b"{\"email\":\"ada@example.com\"}"
+        );
+        let slice = Document::ExportSlice {
+            export,
+            service: "catalog",
+        };
+        assert!(open_document(&key, customer, slice, &sealed).is_err());
+        let other = Document::ExportArchive {
+            export: Uuid::new_v4(),
+        };
+        assert!(open_document(&key, customer, other, &sealed).is_err());
+        assert!(open_document(&key, Uuid::new_v4(), archive, &sealed).is_err());
+        let (other_key, _) = new_subject_key(&keyring, customer);
+        assert!(open_document(&other_key, customer, archive, &sealed).is_err());
     }
 }

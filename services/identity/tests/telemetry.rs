@@ -1,6 +1,7 @@
 //! The real binary through a whole customer journey — register, sign in, read and change the
-//! profile, set consents, refresh, have a service resolve PII, sign out — at debug level: no
-//! line of its output holds the customer's email, name, phone or address.
+//! profile, set consents, refresh, have a service resolve PII, export their data, sign out,
+//! erase their account — at debug level: no line of its output holds the customer's email,
+//! name, phone or address.
 
 mod support;
 
@@ -13,10 +14,11 @@ use serde_json::{Value, json};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_of_a_full_journey_hold_no_personal_data() {
     let db = TestDatabase::create("identity_test").await.expect("db");
+    let namespace = support::namespace().await;
     let keys = support::KeyFiles::generate(&db.scratch_dir().join("keys"));
     let port = comptoir_testkit::free_port();
     let var = |k: &str, v: String| (format!("COMPTOIR_IDENTITY__{k}"), v);
-    let child = Command::new(env!("CARGO_BIN_EXE_comptoir-identity"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_comptoir-identity"))
         .envs([
             var("HTTP__LISTEN", format!("127.0.0.1:{port}")),
             var("TELEMETRY__LOG_FILTER", "debug".to_owned()),
@@ -39,6 +41,11 @@ async fn logs_of_a_full_journey_hold_no_personal_data() {
                 keys.signing.display().to_string(),
             ),
             var("ARGON2__MEMORY_KIB", "1024".to_owned()),
+            var("PULSAR__URL", comptoir_testkit::pulsar_url().to_string()),
+            var("PULSAR__NAMESPACE", namespace.name.clone()),
+            // No participant: the export is identity's slice alone, the erasure complete at
+            // once; what is logged on the way is what this test reads.
+            var("GDPR__PARTICIPANTS", "[]".to_owned()),
             var("ARGON2__ITERATIONS", "1".to_owned()),
             var(
                 "INTERNAL_CLIENTS__NOTIFICATIONS__TOKEN_FILE",
@@ -53,6 +60,19 @@ async fn logs_of_a_full_journey_hold_no_personal_data() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start comptoir-identity");
+    // Read both pipes while the binary runs: at debug level (the broker client's lines too)
+    // it writes more than a pipe holds, and a full pipe would block its logging.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = std::io::Read::read_to_end(&mut pipe, &mut text);
+            }
+            text
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     wait_for("the binary to be ready", Duration::from_secs(60), || {
@@ -136,6 +156,43 @@ async fn logs_of_a_full_journey_hold_no_personal_data() {
         .await
         .expect("pii");
     assert_eq!(pii.status(), 200);
+    let export = http
+        .post(format!("{base}/v1/me/exports"))
+        .bearer_auth(&tokens.access)
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(export.status(), 202);
+    let export: Value = export.json().await.expect("json");
+    let status: Value = http
+        .get(format!(
+            "{base}{}",
+            export["status_url"].as_str().expect("url")
+        ))
+        .bearer_auth(&tokens.access)
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["status"], "ready", "{status}");
+    let archive: Value = http
+        .get(format!(
+            "{base}{}",
+            status["download"].as_str().expect("download")
+        ))
+        .bearer_auth(&tokens.access)
+        .send()
+        .await
+        .expect("archive")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        archive["slices"]["identity"]["data"]["profile"]["email"],
+        email
+    );
     let logout = http
         .delete(format!("{base}/v1/sessions/current"))
         .bearer_auth(&tokens.access)
@@ -143,32 +200,40 @@ async fn logs_of_a_full_journey_hold_no_personal_data() {
         .await
         .expect("logout");
     assert_eq!(logout.status(), 204);
+    let erased = http
+        .delete(format!("{base}/v1/me"))
+        .bearer_auth(&tokens.access)
+        .json(&json!({"password": support::PASSWORD}))
+        .send()
+        .await
+        .expect("erase");
+    assert_eq!(erased.status(), 202);
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+    let exit = tokio::task::spawn_blocking(move || child.wait())
         .await
         .expect("join")
-        .expect("output");
-    assert!(
-        output.status.success(),
-        "exit after SIGTERM: {:?}",
-        output.status
-    );
+        .expect("exit status");
+    assert!(exit.success(), "exit after SIGTERM: {exit:?}");
+    let stdout = stdout.join().expect("stdout reader");
+    let stderr = stderr.join().expect("stderr reader");
 
     let logs = format!(
         "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        String::from_utf8_lossy(&stdout),
+        String::from_utf8_lossy(&stderr)
     );
     assert!(
         logs.contains("Signed in"),
         "the journey was logged:\n{logs}"
     );
     assert!(logs.contains("PII requested"));
+    assert!(logs.contains("Export ready"), "the export was logged");
+    assert!(logs.contains("Customer erased from identity"));
     let lower = logs.to_lowercase();
     for needle in [
         email,

@@ -1,5 +1,7 @@
-//! `spawn_app()`: identity on port 0 with a fresh database and fresh keys (generated in Rust
-//! into the test's scratch directory), driven like a client would, through typed helpers.
+//! `spawn_app()`: identity on port 0 with a fresh database, a fresh Pulsar namespace and fresh
+//! keys (generated in Rust into the test's scratch directory), driven like a client would,
+//! through typed helpers. `spawn_catalog()` runs the real catalog as the GDPR participant, in
+//! the same namespace, so exports and erasures really cross the broker.
 #![allow(dead_code)] // Each test binary uses a different subset of the helpers.
 
 use std::path::{Path, PathBuf};
@@ -7,9 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use comptoir_events::admin::PulsarAdmin;
+use comptoir_identity::gdpr::{ParticipantEntry, ParticipantTable};
 use comptoir_identity::password::Argon2Settings;
 use comptoir_identity::{InternalClientSettings, KekFile, Settings};
-use comptoir_testkit::{TestDatabase, wait_for};
+use comptoir_testkit::{TestDatabase, TestNamespace, pulsar_url, wait_for};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -106,6 +110,8 @@ pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
     pub db: Arc<TestDatabase>,
+    /// Identity's namespace, and the catalog's in these tests.
+    pub namespace: Arc<TestNamespace>,
     pub keys: KeyFiles,
     pub shutdown: CancellationToken,
     pub handle: Option<JoinHandle<anyhow::Result<()>>>,
@@ -120,16 +126,40 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
         .await
         .expect("test database");
     let keys = KeyFiles::generate(&db.scratch_dir().join("keys"));
-    spawn_with(Arc::new(db), keys, customise).await
+    spawn_with(Arc::new(db), Arc::new(namespace().await), keys, customise).await
 }
 
-/// Cheap argon2 parameters: tests exercise the flow, not the cost (measured separately).
-pub fn test_settings(db: &TestDatabase, keys: &KeyFiles) -> Settings {
+/// A fresh namespace with the retention production gives identity's namespace
+/// (`libs/events/topology/comptoir.toml`): a request published before a participant ever
+/// subscribed is still there when it does.
+pub async fn namespace() -> TestNamespace {
+    let namespace = TestNamespace::create().await.expect("test namespace");
+    PulsarAdmin::new(comptoir_testkit::pulsar_admin_url(), None)
+        .set_policy(
+            &namespace.name,
+            "retention",
+            json!({"retentionTimeInMinutes": 60, "retentionSizeInMB": 64}),
+        )
+        .await
+        .expect("retention policy");
+    namespace
+}
+
+/// Cheap argon2 parameters: tests exercise the flow, not the cost (measured separately). The
+/// catalog is the one participant, replying in the test namespace.
+pub fn test_settings(db: &TestDatabase, namespace: &TestNamespace, keys: &KeyFiles) -> Settings {
     let mut settings = Settings::default();
     settings.database = comptoir_store::DatabaseSettings {
         pool_size: 4,
         ..db.settings()
     };
+    settings.pulsar.url = pulsar_url();
+    settings.pulsar.namespace = namespace.name.clone();
+    settings.gdpr.participants = vec![ParticipantEntry::Table(ParticipantTable {
+        name: "catalog".to_owned(),
+        namespace: Some(namespace.name.clone()),
+    })];
+    settings.gdpr.sweep_interval_ms = 200;
     keys.apply(&mut settings);
     settings.argon2 = Argon2Settings {
         memory_kib: 256,
@@ -142,10 +172,11 @@ pub fn test_settings(db: &TestDatabase, keys: &KeyFiles) -> Settings {
 
 async fn spawn_with(
     db: Arc<TestDatabase>,
+    namespace: Arc<TestNamespace>,
     keys: KeyFiles,
     customise: impl FnOnce(&mut Settings),
 ) -> TestApp {
-    let mut settings = test_settings(&db, &keys);
+    let mut settings = test_settings(&db, &namespace, &keys);
     customise(&mut settings);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -170,6 +201,7 @@ async fn spawn_with(
         base,
         http,
         db,
+        namespace,
         keys,
         shutdown,
         handle: Some(handle),
@@ -306,7 +338,121 @@ impl TestApp {
         if let Some(handle) = self.handle.take() {
             handle.await.expect("join").expect("clean stop");
         }
-        spawn_with(Arc::clone(&self.db), self.keys.clone(), customise).await
+        spawn_with(
+            Arc::clone(&self.db),
+            Arc::clone(&self.namespace),
+            self.keys.clone(),
+            customise,
+        )
+        .await
+    }
+
+    /// Stops the app, waiting for it to drain.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("join").expect("clean stop");
+        }
+    }
+
+    /// The signed-in customer's id.
+    pub async fn id(&self, access: &str) -> String {
+        self.me(access).await["id"].as_str().expect("id").to_owned()
+    }
+
+    /// `POST /v1/me/exports`: 202 with a Location; returns the export id.
+    pub async fn request_export(&self, access: &str) -> String {
+        let response = self
+            .authed(reqwest::Method::POST, "/v1/me/exports", access)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .expect("Location")
+            .to_owned();
+        let body: Value = response.json().await.expect("json");
+        let id = body["id"].as_str().expect("id").to_owned();
+        assert_eq!(location, format!("/v1/me/exports/{id}"));
+        assert_eq!(body["status_url"], location.as_str());
+        assert_eq!(body["status"], "pending");
+        id
+    }
+
+    /// The export's status body, asserting 200.
+    pub async fn export_status(&self, access: &str, id: &str) -> Value {
+        let response = self
+            .get_authed(&format!("/v1/me/exports/{id}"), access)
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("json")
+    }
+
+    /// Waits until the export is ready and returns its status.
+    pub async fn wait_export_ready(&self, access: &str, id: &str) -> Value {
+        wait_for(
+            "the export to be ready",
+            Duration::from_secs(60),
+            || async {
+                let status = self.export_status(access, id).await;
+                (status["status"] == "ready").then_some(status)
+            },
+        )
+        .await
+        .expect("export ready")
+    }
+
+    /// `DELETE /v1/me` with `body`.
+    pub async fn erase_response(&self, access: &str, body: &Value) -> Response {
+        self.authed(reqwest::Method::DELETE, "/v1/me", access)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Erases the signed-in customer: 202 with a Location; returns the status path.
+    pub async fn erase(&self, access: &str) -> String {
+        let response = self
+            .erase_response(access, &json!({"password": PASSWORD}))
+            .await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .expect("Location")
+            .to_owned();
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(
+            location,
+            format!("/v1/erasures/{}", body["id"].as_str().expect("id"))
+        );
+        location
+    }
+
+    /// An erasure's status body (no token: the path is the capability), asserting 200.
+    pub async fn erasure_status(&self, path: &str) -> Value {
+        let response = self.http.get(self.url(path)).send().await.expect("request");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("json")
+    }
+
+    /// Waits until the erasure is complete and returns its status.
+    pub async fn wait_erasure_complete(&self, path: &str) -> Value {
+        wait_for(
+            "the erasure to be confirmed by every service",
+            Duration::from_secs(60),
+            || async {
+                let status = self.erasure_status(path).await;
+                (status["status"] == "complete").then_some(status)
+            },
+        )
+        .await
+        .expect("erasure complete")
     }
 }
 
@@ -339,4 +485,150 @@ pub async fn assert_problem(response: Response, status: StatusCode) -> Value {
     assert_eq!(body["status"], status.as_u16());
     assert!(body["title"].is_string());
     body
+}
+
+/// The real catalog, as the GDPR participant: its own database, publishing its replies into
+/// `namespace` and reading identity's requests from it.
+pub struct Catalog {
+    pub db: Arc<TestDatabase>,
+    pub shutdown: CancellationToken,
+    pub handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_catalog(namespace: &TestNamespace) -> Catalog {
+    let db = TestDatabase::create("catalog_test")
+        .await
+        .expect("catalog database");
+    let token_file = db.scratch_dir().join("admin-token");
+    write_secret(&token_file, uuid::Uuid::new_v4().to_string().as_bytes());
+    let mut settings = comptoir_catalog::Settings::default();
+    settings.database = comptoir_store::DatabaseSettings {
+        pool_size: 4,
+        ..db.settings()
+    };
+    settings.pulsar.url = pulsar_url();
+    settings.pulsar.namespace = namespace.name.clone();
+    settings.gdpr_requests_namespace = namespace.name.clone();
+    settings.admin_token_file = Some(token_file);
+    settings.http.shutdown_grace_ms = 5_000;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(comptoir_catalog::run(listener, settings, shutdown.clone()));
+    let http = reqwest::Client::new();
+    wait_for("the catalog to be ready", Duration::from_secs(60), || {
+        let request = http.get(format!("{base}/readyz")).send();
+        async move { request.await.ok().filter(|r| r.status() == 200).map(drop) }
+    })
+    .await
+    .expect("catalog ready");
+    Catalog {
+        db: Arc::new(db),
+        shutdown,
+        handle: Some(handle),
+    }
+}
+
+impl Catalog {
+    pub async fn outbox_rows(&self) -> i64 {
+        let admin = self.db.admin().await.expect("admin");
+        admin
+            .query_one("SELECT count(*) FROM outbox", &[])
+            .await
+            .expect("count")
+            .get(0)
+    }
+}
+
+impl Drop for Catalog {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Waits until `subscription` exists on `topic` with nothing left to acknowledge.
+pub async fn drained(topic: &str, subscription: &str) {
+    let admin = PulsarAdmin::new(comptoir_testkit::pulsar_admin_url(), None);
+    wait_for(
+        &format!("{subscription} to exist and drain"),
+        Duration::from_secs(60),
+        || async {
+            let stats = admin.topic_stats(topic).await.ok()?;
+            let sub = &stats["subscriptions"][subscription];
+            (sub.is_object() && sub["msgBacklog"] == 0 && sub["unackedMessages"] == 0).then_some(())
+        },
+    )
+    .await
+    .expect("drained");
+}
+
+/// Asserts that none of `needles` appears, in any case, in any text-like, bytea, JSON or
+/// array column of any table of `db`, nor in its `pg_dump` where pg_dump is installed.
+pub async fn assert_nowhere_in(db: &TestDatabase, needles: &[&str]) {
+    let admin = db.admin().await.expect("admin");
+    let columns = admin
+        .query(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns
+             WHERE table_schema = 'public'
+               AND data_type IN ('text', 'character varying', 'bytea', 'jsonb', 'json', 'ARRAY')",
+            &[],
+        )
+        .await
+        .expect("columns");
+    assert!(columns.len() > 10, "{} columns", columns.len());
+    for column in &columns {
+        let (table, name, kind): (String, String, String) =
+            (column.get(0), column.get(1), column.get(2));
+        // Bytes are searched as bytes (a ciphertext is no valid UTF-8), in both cases.
+        let condition = match kind.as_str() {
+            "bytea" => format!(
+                "position(convert_to($1, 'UTF8') in \"{name}\") > 0
+                 OR position(convert_to(lower($1), 'UTF8') in \"{name}\") > 0"
+            ),
+            _ => format!("strpos(lower(\"{name}\"::text), lower($1)) > 0"),
+        };
+        for needle in needles {
+            let hits: i64 = admin
+                .query_one(
+                    &format!("SELECT count(*) FROM \"{table}\" WHERE {condition}"),
+                    &[needle],
+                )
+                .await
+                .expect("search")
+                .get(0);
+            assert_eq!(hits, 0, "{needle:?} found in {table}.{name}");
+        }
+    }
+
+    // And the dump an operator would take, where pg_dump is installed (it is wherever the
+    // local platform's PostgreSQL comes from Debian's packages).
+    let admin_url = comptoir_testkit::pg_admin_url();
+    let (server, _) = admin_url.rsplit_once('/').expect("database in the URL");
+    match std::process::Command::new("pg_dump")
+        .arg("--data-only")
+        .arg(format!("{server}/{}", db.name))
+        .output()
+    {
+        Err(error) => eprintln!("pg_dump not run ({error}); the column search above stands"),
+        Ok(output) => {
+            assert!(
+                output.status.success(),
+                "pg_dump failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let dump = String::from_utf8_lossy(&output.stdout).to_lowercase();
+            assert!(
+                dump.contains("copy public.customers"),
+                "the dump has the data"
+            );
+            for needle in needles {
+                assert!(
+                    !dump.contains(&needle.to_lowercase()),
+                    "{needle:?} in the dump"
+                );
+            }
+        }
+    }
 }

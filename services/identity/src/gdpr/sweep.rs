@@ -1,0 +1,51 @@
+//! The periodic GDPR job: deletes export archives past their expiry, forgets records that
+//! have served their time, and sets the pending gauges from the database (so every replica
+//! reports the same, global, numbers). Safe to run on every replica at once: each statement
+//! is idempotent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio_util::sync::CancellationToken;
+
+use super::{Gdpr, metric, store};
+use crate::repo::RepoError;
+
+/// How long the row of an expired or failed export stays (ids and times only), so that its
+/// subject gets 410 Gone rather than 404 for a while.
+pub const EXPORT_TOMBSTONE_DAYS: u64 = 30;
+
+/// One pass of the job.
+pub async fn sweep_once(pool: &Pool, gdpr: &Gdpr) -> Result<(), RepoError> {
+    let expired = store::sweep_exports(pool, EXPORT_TOMBSTONE_DAYS).await?;
+    if expired > 0 {
+        metrics::counter!(metric::EXPORTS_EXPIRED).increment(expired);
+        tracing::info!(archives = expired, "Expired export archives deleted");
+    }
+    let pruned = store::prune_erasures(pool, gdpr.settings.erasure_record_retention_days).await?;
+    if pruned > 0 {
+        tracing::info!(
+            records = pruned,
+            "Erasure records past their retention deleted"
+        );
+    }
+    let (exports, erasures) = store::pending_counts(pool).await?;
+    metrics::gauge!(metric::PENDING, "kind" => "export").set(exports as f64);
+    metrics::gauge!(metric::PENDING, "kind" => "erasure").set(erasures as f64);
+    Ok(())
+}
+
+/// Runs [`sweep_once`] every `gdpr.sweep_interval_ms` until `shutdown`.
+pub async fn run(pool: Pool, gdpr: Arc<Gdpr>, shutdown: CancellationToken) {
+    let every = Duration::from_millis(gdpr.settings.sweep_interval_ms);
+    loop {
+        if let Err(error) = sweep_once(&pool, &gdpr).await {
+            tracing::warn!(error = %comptoir_platform::telemetry::error_chain(&error), "GDPR sweep failed; will retry");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
