@@ -385,6 +385,7 @@ pub async fn run(
     let sweep_task = tokio::spawn(gdpr::sweep::run(
         pool.clone(),
         Arc::clone(&gdpr),
+        settings.login.lockout_secs,
         background.clone(),
     ));
 

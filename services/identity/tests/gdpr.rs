@@ -661,3 +661,88 @@ async fn hostile_input_to_the_gdpr_routes_gets_problems_never_server_errors() {
         "pending"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_enforces_retention_on_what_identity_keeps() {
+    let app = spawn_app().await;
+    let admin = app.db.admin().await.expect("admin");
+    let (old, recent) = (Uuid::new_v4(), Uuid::new_v4());
+    for (subject, age) in [(old, "400 days"), (recent, "1 day")] {
+        admin
+            .execute(
+                &format!(
+                    "INSERT INTO pii_access_log (client, subject, purpose, fields, outcome, accessed_at)
+                     VALUES ('notifications', $1, 'order-confirmation', '{{email}}', 'granted',
+                             now() - interval '{age}')"
+                ),
+                &[&subject],
+            )
+            .await
+            .expect("access log line");
+        admin
+            .execute(
+                &format!(
+                    "INSERT INTO erasure_requests (id, customer_id, services, erased, requested_at, completed_at)
+                     VALUES ($1, $1, '{{catalog}}', '{{}}', now() - interval '{age}', now() - interval '{age}')"
+                ),
+                &[&subject],
+            )
+            .await
+            .expect("erasure record");
+    }
+    admin
+        .execute(
+            "UPDATE erasure_requests SET requested_at = now() - interval '6 years',
+                 completed_at = now() - interval '6 years' WHERE id = $1",
+            &[&old],
+        )
+        .await
+        .expect("age the record");
+    // A failed-sign-in counter that no longer counts, and one that does.
+    for (index, age) in [([1u8; 32], "2 hours"), ([2u8; 32], "1 minute")] {
+        admin
+            .execute(
+                &format!(
+                    "INSERT INTO login_failures (email_index, failures, last_failure_at)
+                     VALUES ($1, 2, now() - interval '{age}')"
+                ),
+                &[&index.as_slice()],
+            )
+            .await
+            .expect("login failure");
+    }
+    let left = |sql: &'static str| {
+        let admin = &admin;
+        async move {
+            admin
+                .query_one(sql, &[])
+                .await
+                .ok()
+                .map(|r| r.get::<_, i64>(0))
+        }
+    };
+    wait_for(
+        "the sweep to apply retention",
+        Duration::from_secs(30),
+        || async {
+            let lines = left("SELECT count(*) FROM pii_access_log").await?;
+            let records = left("SELECT count(*) FROM erasure_requests").await?;
+            let failures = left("SELECT count(*) FROM login_failures").await?;
+            (lines == 1 && records == 1 && failures == 1).then_some(())
+        },
+    )
+    .await
+    .expect("retention applied");
+    let kept: Uuid = admin
+        .query_one("SELECT subject FROM pii_access_log", &[])
+        .await
+        .expect("line")
+        .get(0);
+    assert_eq!(kept, recent);
+    let kept: Uuid = admin
+        .query_one("SELECT id FROM erasure_requests", &[])
+        .await
+        .expect("record")
+        .get(0);
+    assert_eq!(kept, recent);
+}

@@ -95,6 +95,9 @@ pub struct GdprSettings {
     /// How long the pseudonymous record of a completed erasure is kept (accountability,
     /// Art. 5(2)); default 5 years, the French limitation period for civil claims.
     pub erasure_record_retention_days: u64,
+    /// How long a line of the PII access log is kept (it is exported to its subject, and
+    /// audits other services' reads of personal data).
+    pub access_log_retention_days: u64,
     /// How often the sweep job runs (expired archives, old records, pending gauges).
     pub sweep_interval_ms: u64,
 }
@@ -106,6 +109,7 @@ impl Default for GdprSettings {
             export_ttl_secs: 7 * 24 * 3600,
             export_max_bytes: 16 * 1024 * 1024,
             erasure_record_retention_days: 5 * 365,
+            access_log_retention_days: 365,
             sweep_interval_ms: 60_000,
         }
     }
@@ -160,6 +164,11 @@ impl GdprSettings {
         if self.erasure_record_retention_days == 0 {
             problems.push(format!(
                 "{prefix}.erasure_record_retention_days must be greater than 0"
+            ));
+        }
+        if self.access_log_retention_days == 0 {
+            problems.push(format!(
+                "{prefix}.access_log_retention_days must be greater than 0"
             ));
         }
         if self.sweep_interval_ms == 0 {

@@ -685,3 +685,31 @@ pub async fn pending_counts(pool: &Pool) -> Result<(i64, i64), RepoError> {
         .await?;
     Ok((row.get(0), row.get(1)))
 }
+
+/// Deletes PII access log lines older than `days`. Returns how many.
+pub async fn prune_access_log(pool: &Pool, days: u64) -> Result<u64, RepoError> {
+    let client = pool.get().await?;
+    let keep = (days * 86_400) as f64;
+    Ok(client
+        .execute(
+            "DELETE FROM pii_access_log WHERE accessed_at < now() - make_interval(secs => $1)",
+            &[&keep],
+        )
+        .await?)
+}
+
+/// Deletes failed-sign-in counters that no longer count: not locked, and whose last failure
+/// is older than `lockout_secs` (the next failure would start again from one anyway). They
+/// are keyed by the blind index of whatever email was typed, a customer's or not.
+pub async fn prune_login_failures(pool: &Pool, lockout_secs: u64) -> Result<u64, RepoError> {
+    let client = pool.get().await?;
+    let window = lockout_secs as f64;
+    Ok(client
+        .execute(
+            "DELETE FROM login_failures
+             WHERE last_failure_at < now() - make_interval(secs => $1)
+               AND (locked_until IS NULL OR locked_until < now())",
+            &[&window],
+        )
+        .await?)
+}
