@@ -9,7 +9,8 @@
 //! - [`telemetry`]: `tracing` with JSON or human logs, OpenTelemetry export when configured;
 //! - [`http`]: the tower middleware stack, `/livez`, `/readyz`, `/metrics`, graceful shutdown;
 //! - [`metrics`]: the Prometheus recorder and RED metrics per route;
-//! - [`problem`]: RFC 9457 problem+json for every error, and a JSON extractor that produces it.
+//! - [`problem`]: RFC 9457 problem+json for every error, and a JSON extractor that produces it;
+//! - [`service`]: the `main` of every service binary, built from the pieces above.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -18,6 +19,7 @@ pub mod http;
 pub mod metrics;
 pub mod problem;
 pub mod secret;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -260,6 +260,16 @@ fn prefix_problem(prefix: &str) -> Option<&'static str> {
     }
 }
 
+impl comptoir_platform::service::ServiceSettings for Settings {
+    fn http(&self) -> &HttpSettings {
+        &self.http
+    }
+
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
+    }
+}
+
 impl Validate for Settings {
     fn validate(&self) -> Vec<String> {
         let mut problems = self.http.validate();
