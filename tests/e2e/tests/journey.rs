@@ -1,0 +1,582 @@
+//! A customer's whole life through the gateway, on the real services, PostgreSQL and Pulsar:
+//! register → sign in → refresh → consent → export (every service's slice) → erase → signed
+//! out for good, with the customer's personal data searched for in every service database
+//! (`pg_dump`), every message the broker retained and every log line: nothing outside
+//! identity's encrypted columns before the erasure, nothing anywhere after it.
+
+use std::time::Duration;
+
+use comptoir_e2e::{Platform, occurrences};
+use comptoir_testkit::wait_for;
+use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+struct Customer {
+    email: String,
+    name: &'static str,
+    phone: &'static str,
+    street: &'static str,
+    city: &'static str,
+}
+
+impl Customer {
+    fn new(
+        name: &'static str,
+        phone: &'static str,
+        street: &'static str,
+        city: &'static str,
+    ) -> Self {
+        Self {
+            email: format!(
+                "{}.{}@example.org",
+                name.split(' ').next().unwrap_or("x").to_lowercase(),
+                uuid::Uuid::new_v4().simple()
+            ),
+            name,
+            phone,
+            street,
+            city,
+        }
+    }
+
+    fn registration(&self) -> Value {
+        json!({
+            "email": self.email,
+            "password": PASSWORD,
+            "name": self.name,
+            "phone": self.phone,
+            "addresses": [{ "line1": self.street, "postal_code": "69001", "city": self.city, "country": "FR" }]
+        })
+    }
+
+    /// The strings that identify this customer; the phone as it was typed and as stored.
+    fn pii(&self) -> Vec<String> {
+        let digits: String = self.phone.chars().filter(|c| c.is_ascii_digit()).collect();
+        vec![
+            self.email.clone(),
+            self.name.to_owned(),
+            digits,
+            self.street.to_owned(),
+            self.city.to_owned(),
+        ]
+    }
+}
+
+struct Gateway {
+    http: Client,
+    platform_url: String,
+}
+
+impl Gateway {
+    fn request(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
+        let builder = self
+            .http
+            .request(method, format!("{}{path}", self.platform_url));
+        match token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> Response {
+        self.request(method, path, token)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Polls `path` until its `status` is `wanted`; returns the last body.
+    async fn wait_status(&self, path: &str, token: Option<&str>, wanted: &str) -> Value {
+        wait_for(
+            &format!("{path} to be {wanted}"),
+            Duration::from_secs(60),
+            || {
+                let request = self.request(Method::GET, path, token);
+                async move {
+                    let status: Value = request.send().await.ok()?.json().await.ok()?;
+                    (status["status"] == wanted).then_some(status)
+                }
+            },
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{error:#}"))
+    }
+
+    async fn sign_in(&self, customer: &Customer) -> (String, String) {
+        let response = self
+            .json(
+                Method::POST,
+                "/v1/sessions",
+                None,
+                &json!({ "email": customer.email, "password": PASSWORD }),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK, "sign-in");
+        let body: Value = response.json().await.expect("json");
+        (
+            body["access_token"]
+                .as_str()
+                .expect("access token")
+                .to_owned(),
+            body["refresh_token"]
+                .as_str()
+                .expect("refresh token")
+                .to_owned(),
+        )
+    }
+}
+
+async fn assert_problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status, "status of {}", response.url());
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json"),
+        "problem+json from {}",
+        response.url()
+    );
+    response.json().await.expect("problem body")
+}
+
+/// Every place PII must not be: both databases, the broker, the logs.
+async fn leaks(platform: &Platform, needles: &[String]) -> Vec<String> {
+    let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
+    let catalog = platform
+        .pg_dump(&platform.catalog_db)
+        .expect("dump catalog");
+    let identity = platform
+        .pg_dump(&platform.identity_db)
+        .expect("dump identity");
+    let messages = platform.retained_messages().await.expect("messages");
+    let logs = platform.logs.text();
+    let mut places: Vec<(String, &str)> = vec![
+        ("the catalog database".to_owned(), catalog.as_str()),
+        ("the identity database".to_owned(), identity.as_str()),
+        ("the service logs".to_owned(), logs.as_str()),
+    ];
+    for (topic, text) in &messages {
+        places.push((format!("a message on {topic}"), text.as_str()));
+    }
+    occurrences(&needles, places.iter().map(|(p, t)| (p.as_str(), *t)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_registers_exports_and_is_erased_without_a_trace() {
+    let mut platform = Platform::start().await.expect("platform");
+    let client = Gateway {
+        http: Client::new(),
+        platform_url: platform.gateway.clone(),
+    };
+    let alice = Customer::new(
+        "Albertine Quesnel-Varangue",
+        "+33 6 12 34 56 78",
+        "17 impasse des Tilleuls-Argentés",
+        "Villeurbanne-Sud",
+    );
+    let bob = Customer::new(
+        "Bartholomé Ostrowski",
+        "+33 6 98 76 54 32",
+        "4 allée Pernollet",
+        "Caluire-et-Cuire",
+    );
+
+    // Register and sign in, through the gateway.
+    for customer in [&alice, &bob] {
+        let response = client
+            .json(
+                Method::POST,
+                "/v1/customers",
+                None,
+                &customer.registration(),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
+    let (_, refresh) = client.sign_in(&alice).await;
+    let (bob_access, _) = client.sign_in(&bob).await;
+
+    // Refresh rotates; the used refresh token replayed is refused (and revokes the session).
+    let response = client
+        .json(
+            Method::POST,
+            "/v1/sessions/refresh",
+            None,
+            &json!({ "refresh_token": refresh }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let rotated: Value = response.json().await.expect("json");
+    let access = rotated["access_token"].as_str().expect("access").to_owned();
+    let replay = client
+        .json(
+            Method::POST,
+            "/v1/sessions/refresh",
+            None,
+            &json!({ "refresh_token": refresh }),
+        )
+        .await;
+    assert_problem(replay, StatusCode::UNAUTHORIZED).await;
+    // Reuse revoked the family: sign in again for the rest of the journey.
+    let (access, _) = if client
+        .request(Method::GET, "/v1/me", Some(&access))
+        .send()
+        .await
+        .expect("me")
+        .status()
+        == StatusCode::OK
+    {
+        (access, String::new())
+    } else {
+        client.sign_in(&alice).await
+    };
+
+    // The profile is the customer's own.
+    let me: Value = client
+        .request(Method::GET, "/v1/me", Some(&access))
+        .send()
+        .await
+        .expect("me")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["email"], alice.email.as_str());
+    assert_eq!(me["name"], alice.name);
+    let alice_id = me["id"].as_str().expect("customer id").to_owned();
+
+    // Consent change.
+    let response = client
+        .json(
+            Method::PUT,
+            "/v1/me/consents/marketing",
+            Some(&access),
+            &json!({ "granted": true }),
+        )
+        .await;
+    assert!(
+        response.status().is_success(),
+        "consent: {}",
+        response.status()
+    );
+
+    // Export: identity's slice and the catalog's, assembled into one archive.
+    let response = client
+        .json(Method::POST, "/v1/me/exports", Some(&access), &json!({}))
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let accepted: Value = response.json().await.expect("json");
+    let status_path = accepted["status_url"]
+        .as_str()
+        .expect("status url")
+        .to_owned();
+    let status = client
+        .wait_status(&status_path, Some(&access), "ready")
+        .await;
+    let download = status["download"]
+        .as_str()
+        .expect("download link")
+        .to_owned();
+    let archive: Value = client
+        .request(Method::GET, &download, Some(&access))
+        .send()
+        .await
+        .expect("archive")
+        .json()
+        .await
+        .expect("archive json");
+    let text = archive.to_string();
+    for needle in [alice.email.as_str(), alice.name, alice.street] {
+        assert!(text.contains(needle), "the archive holds {needle:?}");
+    }
+    assert!(
+        text.contains("catalog"),
+        "the archive holds the catalog's slice: {text}"
+    );
+    assert!(
+        text.contains("no personal data"),
+        "the catalog says it holds nothing personal"
+    );
+    // Another customer cannot see it.
+    let response = client
+        .request(Method::GET, &status_path, Some(&bob_access))
+        .send()
+        .await
+        .expect("bob");
+    assert_problem(response, StatusCode::NOT_FOUND).await;
+    let response = client
+        .request(Method::GET, &download, Some(&bob_access))
+        .send()
+        .await
+        .expect("bob");
+    assert_problem(response, StatusCode::NOT_FOUND).await;
+
+    // Before erasure: the personal data is nowhere in plaintext, identity's database included
+    // (encrypted there), nor in any event or log line. The scan is not vacuous: the customer
+    // id (not personal data by itself) is found in each kind of place.
+    let found = leaks(&platform, std::slice::from_ref(&alice_id)).await;
+    for place in ["identity database", "service logs", "a message on"] {
+        assert!(
+            found.iter().any(|f| f.contains(place)),
+            "the scan reaches the {place}: {found:?}"
+        );
+    }
+    let found = leaks(&platform, &alice.pii()).await;
+    assert!(found.is_empty(), "plaintext personal data found: {found:?}");
+
+    // Erasure: re-authentication first.
+    let wrong = client
+        .json(
+            Method::DELETE,
+            "/v1/me",
+            Some(&access),
+            &json!({ "password": "not the password at all" }),
+        )
+        .await;
+    assert_problem(wrong, StatusCode::UNAUTHORIZED).await;
+    let started = std::time::Instant::now();
+    let response = client
+        .json(
+            Method::DELETE,
+            "/v1/me",
+            Some(&access),
+            &json!({ "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let accepted: Value = response.json().await.expect("json");
+    let erasure_path = accepted["status_url"]
+        .as_str()
+        .expect("status url")
+        .to_owned();
+    client.wait_status(&erasure_path, None, "complete").await;
+    eprintln!(
+        "erasure confirmed by every service in {:?}",
+        started.elapsed()
+    );
+
+    // Signed out for good; the exports are gone.
+    let response = client
+        .json(
+            Method::POST,
+            "/v1/sessions",
+            None,
+            &json!({ "email": alice.email, "password": PASSWORD }),
+        )
+        .await;
+    assert_problem(response, StatusCode::UNAUTHORIZED).await;
+    let response = client
+        .request(Method::GET, &status_path, Some(&access))
+        .send()
+        .await
+        .expect("export after erasure");
+    assert!(
+        matches!(
+            response.status(),
+            StatusCode::NOT_FOUND | StatusCode::UNAUTHORIZED
+        ),
+        "the export is gone: {}",
+        response.status()
+    );
+
+    // After erasure: nothing anywhere; Bob is untouched.
+    let found = leaks(&platform, &alice.pii()).await;
+    assert!(
+        found.is_empty(),
+        "personal data left after erasure: {found:?}"
+    );
+    let me: Value = client
+        .request(Method::GET, "/v1/me", Some(&bob_access))
+        .send()
+        .await
+        .expect("bob me")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["email"], bob.email.as_str());
+
+    platform.stop("gateway").await.expect("gateway stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_completes_when_the_catalog_was_down_at_request_time() {
+    let mut platform = Platform::start().await.expect("platform");
+    let client = Gateway {
+        http: Client::new(),
+        platform_url: platform.gateway.clone(),
+    };
+    let carol = Customer::new(
+        "Clothilde Marchetti-Ravel",
+        "+33 7 11 22 33 44",
+        "2 quai Saint-Vincent",
+        "Lyon-Vaise",
+    );
+    let response = client
+        .json(Method::POST, "/v1/customers", None, &carol.registration())
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let (access, _) = client.sign_in(&carol).await;
+
+    platform.stop("catalog").await.expect("catalog stops");
+    let response = client
+        .json(
+            Method::DELETE,
+            "/v1/me",
+            Some(&access),
+            &json!({ "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let accepted: Value = response.json().await.expect("json");
+    let erasure_path = accepted["status_url"]
+        .as_str()
+        .expect("status url")
+        .to_owned();
+    let pending: Value = client
+        .request(Method::GET, &erasure_path, None)
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        pending["status"], "pending",
+        "the catalog has not confirmed: {pending}"
+    );
+
+    platform.start_catalog().await.expect("catalog back");
+    // The catalog catches up from its durable subscription and confirms.
+    client.wait_status(&erasure_path, None, "complete").await;
+    let found = leaks(&platform, &carol.pii()).await;
+    assert!(
+        found.is_empty(),
+        "personal data left after erasure: {found:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_through_the_gateway_gets_problem_json_never_5xx() {
+    let platform = Platform::start().await.expect("platform");
+    let client = Gateway {
+        http: Client::new(),
+        platform_url: platform.gateway.clone(),
+    };
+    let dave = Customer::new(
+        "Dorothée Lambert",
+        "+33 6 55 44 33 22",
+        "9 rue Mercière",
+        "Lyon",
+    );
+
+    // Malformed JSON, a huge body, an invalid email, a weak password.
+    let malformed = client
+        .request(Method::POST, "/v1/customers", None)
+        .header("content-type", "application/json")
+        .body("{\"email\": ")
+        .send()
+        .await
+        .expect("malformed");
+    assert_problem(malformed, StatusCode::BAD_REQUEST).await;
+    let huge = client
+        .request(Method::POST, "/v1/customers", None)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 8 * 1024 * 1024])
+        .send()
+        .await
+        .expect("huge");
+    assert_problem(huge, StatusCode::PAYLOAD_TOO_LARGE).await;
+    let mut invalid = dave.registration();
+    invalid["email"] = json!("not-an-email");
+    let response = client
+        .json(Method::POST, "/v1/customers", None, &invalid)
+        .await;
+    assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let mut weak = dave.registration();
+    weak["password"] = json!("password1");
+    let response = client
+        .json(Method::POST, "/v1/customers", None, &weak)
+        .await;
+    assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+
+    // Tokens: forged, alg:none, garbage.
+    let response = client
+        .json(Method::POST, "/v1/customers", None, &dave.registration())
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let (access, refresh) = client.sign_in(&dave).await;
+    let mut parts: Vec<String> = access.split('.').map(str::to_owned).collect();
+    let forged = {
+        let mut signature = parts[2].clone().into_bytes();
+        signature[5] = if signature[5] == b'A' { b'B' } else { b'A' };
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            parts[1],
+            String::from_utf8(signature).expect("ascii")
+        )
+    };
+    use base64::Engine as _;
+    let none_header =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    parts[0] = none_header;
+    let alg_none = format!("{}.{}.", parts[0], parts[1]);
+    for token in [forged.as_str(), alg_none.as_str(), "garbage"] {
+        let response = client
+            .request(Method::GET, "/v1/me", Some(token))
+            .send()
+            .await
+            .expect("me");
+        assert_problem(response, StatusCode::UNAUTHORIZED).await;
+    }
+    // A replayed refresh token.
+    let first = client
+        .json(
+            Method::POST,
+            "/v1/sessions/refresh",
+            None,
+            &json!({ "refresh_token": refresh }),
+        )
+        .await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let replay = client
+        .json(
+            Method::POST,
+            "/v1/sessions/refresh",
+            None,
+            &json!({ "refresh_token": refresh }),
+        )
+        .await;
+    assert_problem(replay, StatusCode::UNAUTHORIZED).await;
+    // Erasure without the password, or with a body that is not JSON.
+    let response = client
+        .json(Method::DELETE, "/v1/me", Some(&access), &json!({}))
+        .await;
+    let status = response.status();
+    assert!(status.is_client_error(), "missing password: {status}");
+    assert_problem(response, status).await;
+    // Unknown export and erasure ids.
+    for path in [
+        format!("/v1/me/exports/{}", uuid::Uuid::new_v4()),
+        "/v1/me/exports/not-a-uuid".to_owned(),
+        format!("/v1/erasures/{}", uuid::Uuid::new_v4()),
+    ] {
+        let response = client
+            .request(Method::GET, &path, Some(&access))
+            .send()
+            .await
+            .expect("unknown");
+        assert_problem(response, StatusCode::NOT_FOUND).await;
+    }
+    let found = leaks(&platform, &dave.pii()).await;
+    assert!(found.is_empty(), "plaintext personal data found: {found:?}");
+}
