@@ -159,6 +159,16 @@ impl Default for Settings {
     }
 }
 
+impl comptoir_platform::service::ServiceSettings for Settings {
+    fn http(&self) -> &HttpSettings {
+        &self.http
+    }
+
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
+    }
+}
+
 impl Validate for Settings {
     fn validate(&self) -> Vec<String> {
         let mut problems = self.http.validate();
