@@ -254,6 +254,11 @@ impl PipelineBench {
         let pulsar = Pulsar::builder(&self.pulsar_url, TokioExecutor)
             .build()
             .await?;
+        // The relay's own client, as the services give it, so its sends do not share a TCP
+        // connection with the consumers' acks (see `comptoir_events::outbox::Relay::connect`).
+        let relay_pulsar = Pulsar::builder(&self.pulsar_url, TokioExecutor)
+            .build()
+            .await?;
 
         let stop = tokio_util::sync::CancellationToken::new();
         let applied = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -303,7 +308,7 @@ impl PipelineBench {
         }
         let started = Instant::now();
         let relay =
-            comptoir_events::outbox::Relay::new(pool.clone(), pulsar.clone(), "bench-relay")
+            comptoir_events::outbox::Relay::new(pool.clone(), relay_pulsar.clone(), "bench-relay")
                 .listen_on(settings.clone());
         let relay_task = tokio::spawn(relay.run(stop.clone()));
         wait_applied(&applied, self.backlog, Duration::from_secs(600)).await?;

@@ -152,7 +152,9 @@ pub async fn run(
         .context("admin_token_file is not set")
         .and_then(|path| read_secret_file(path).context("admin token"))?;
 
-    let relay = Relay::new(pool.clone(), pulsar.clone(), "catalog-outbox")
+    let relay = Relay::connect(pool.clone(), &settings.pulsar, "catalog-outbox")
+        .await
+        .context("failed to connect the outbox relay to Pulsar")?
         .listen_on(settings.database.clone());
     let state = AppState {
         pool: pool.clone(),

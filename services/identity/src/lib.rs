@@ -377,7 +377,9 @@ pub async fn run(
 
     // The relay outlives the HTTP server and the consumers: it stops only after the last
     // request has drained, so every committed request is published before the process exits.
-    let relay = Relay::new(pool.clone(), pulsar.clone(), "identity-outbox")
+    let relay = Relay::connect(pool.clone(), &settings.pulsar, "identity-outbox")
+        .await
+        .context("failed to connect the outbox relay to Pulsar")?
         .listen_on(settings.database.clone());
     let relay_stop = CancellationToken::new();
     let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
