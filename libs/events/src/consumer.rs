@@ -183,24 +183,26 @@ where
         }
     }
 
-    /// Subscribes, then consumes until `shutdown` is cancelled. Returns an error only if the
-    /// subscription cannot be created.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), pulsar::Error> {
-        let mut consumer: Consumer<Vec<u8>, TokioExecutor> = self
-            .pulsar
-            .consumer()
-            .with_topic(&self.config.topic)
-            .with_subscription(&self.config.subscription)
-            .with_subscription_type(SubType::KeyShared)
-            .with_options(
-                ConsumerOptions::default().with_initial_position(InitialPosition::Earliest),
-            )
-            .with_dead_letter_policy(DeadLetterPolicy {
-                max_redeliver_count: self.config.max_redeliveries,
-                dead_letter_topic: self.config.dead_letter_topic.clone(),
-            })
-            .build()
-            .await?;
+    /// Subscribes (retrying with backoff while the broker refuses or is unreachable, so a
+    /// service that starts before its broker still consumes once it is there), then consumes
+    /// until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = self.config.retry_base;
+        let mut consumer = loop {
+            match self.subscribe().await {
+                Ok(consumer) => break consumer,
+                Err(error) => {
+                    metrics::counter!("events_subscribe_failures_total", &labels(&self.config))
+                        .increment(1);
+                    tracing::warn!(topic = %self.config.topic, subscription = %self.config.subscription, %error, retry_in_ms = backoff.as_millis() as u64, "Cannot subscribe; will retry");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(self.config.retry_max);
+                }
+            }
+        };
         tracing::info!(topic = %self.config.topic, subscription = %self.config.subscription, "Consuming");
         let mut retries: DelayQueue<MessageIdData> = DelayQueue::new();
         let mut attempts: HashMap<(u64, u64, i32, i32), u32> = HashMap::new();
@@ -232,7 +234,23 @@ where
         }
         let _ = consumer.close().await;
         tracing::info!(subscription = %self.config.subscription, "Consumer stopped");
-        Ok(())
+    }
+
+    async fn subscribe(&self) -> Result<Consumer<Vec<u8>, TokioExecutor>, pulsar::Error> {
+        self.pulsar
+            .consumer()
+            .with_topic(&self.config.topic)
+            .with_subscription(&self.config.subscription)
+            .with_subscription_type(SubType::KeyShared)
+            .with_options(
+                ConsumerOptions::default().with_initial_position(InitialPosition::Earliest),
+            )
+            .with_dead_letter_policy(DeadLetterPolicy {
+                max_redeliver_count: self.config.max_redeliveries,
+                dead_letter_topic: self.config.dead_letter_topic.clone(),
+            })
+            .build()
+            .await
     }
 
     /// Takes `first` and whatever else has already arrived, up to `max_batch` messages,

@@ -451,3 +451,61 @@ async fn dead_letters_are_listed_inspected_replayed_and_discarded() {
     assert_eq!(metric("events_consume_lag_seconds_count", &f.topic), 2.0);
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_started_before_its_namespace_exists_subscribes_once_it_does() {
+    let f = fixture().await;
+    comptoir_platform::metrics::handle();
+    // A namespace nobody has created yet: the broker refuses the subscription.
+    let late = format!(
+        "comptoir-test/ns-late-{}",
+        comptoir_testkit::unique_suffix()
+    );
+    let topic = format!("persistent://{late}/product-events");
+    let cfg = ConsumerConfig {
+        retry_base: Duration::from_millis(50),
+        retry_max: Duration::from_millis(400),
+        ..ConsumerConfig::new(&topic, "effects")
+    };
+    let stop = f.start(cfg.clone());
+    wait_for(
+        "a refused subscription",
+        Duration::from_secs(30),
+        || async { (metric("events_subscribe_failures_total", &topic) >= 1.0).then_some(()) },
+    )
+    .await
+    .expect("the subscription was refused at first");
+
+    f.admin.ensure_namespace(&late).await.expect("namespace");
+    wait_for("the subscription", Duration::from_secs(30), || async {
+        let stats = f.admin.topic_stats(&topic).await.ok()?;
+        stats["subscriptions"]["effects"]["consumers"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+            .then_some(())
+    })
+    .await
+    .expect("subscribed once the namespace exists");
+    let event = event(Uuid::now_v7(), 1, "late but there");
+    let mut producer = f
+        .pulsar
+        .producer()
+        .with_topic(&topic)
+        .build()
+        .await
+        .expect("producer");
+    producer
+        .send_non_blocking(serde_json::to_vec(&event).expect("json"))
+        .await
+        .expect("send")
+        .await
+        .expect("ack");
+    producer.close().await.expect("close");
+    wait_for("the effect", Duration::from_secs(30), || async {
+        (f.effects_of(event.id).await == 1).then_some(())
+    })
+    .await
+    .expect("applied");
+    stop.cancel();
+    f.admin.delete_namespace(&late).await.expect("cleanup");
+}

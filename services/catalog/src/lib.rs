@@ -201,10 +201,8 @@ pub async fn run(
     .await;
     consumers_stop.cancel();
     for task in consumer_tasks {
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(%error, "GDPR consumer could not subscribe"),
-            Err(error) => tracing::error!(%error, "GDPR consumer task failed"),
+        if let Err(error) = task.await {
+            tracing::error!(%error, "GDPR consumer task failed");
         }
     }
     relay_stop.cancel();

@@ -415,10 +415,8 @@ pub async fn run(
     .await;
     consumers_stop.cancel();
     for task in consumer_tasks {
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(%error, "GDPR reply consumer could not subscribe"),
-            Err(error) => tracing::error!(%error, "GDPR reply consumer task failed"),
+        if let Err(error) = task.await {
+            tracing::error!(%error, "GDPR reply consumer task failed");
         }
     }
     background.cancel();

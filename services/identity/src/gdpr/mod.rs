@@ -251,7 +251,7 @@ pub fn spawn_consumers(
     pulsar: &pulsar::Pulsar<pulsar::TokioExecutor>,
     gdpr: &Arc<Gdpr>,
     stop: &CancellationToken,
-) -> Vec<JoinHandle<Result<(), pulsar::Error>>> {
+) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     for participant in &gdpr.settings.participants {
         let name = participant.name();
