@@ -494,12 +494,16 @@ pub struct ConsentChange {
 
 /// The signed-in customer's consent for every purpose.
 #[utoipa::path(get, path = "/v1/me/consents", tag = "customer", security(("bearer" = [])),
-    responses((status = 200, body = Vec<Consent>), (status = 401, body = Problem)))]
+    responses((status = 200, body = Vec<Consent>), (status = 401, body = Problem),
+              (status = 404, body = Problem)))]
 #[tracing::instrument(skip_all, fields(customer_id = %subject.customer_id))]
 pub async fn get_consents(
     subject: Subject,
     State(state): State<AppState>,
 ) -> Result<AxumJson<Vec<Consent>>, Problem> {
+    repo::ensure_customer(&state.pool, subject.customer_id)
+        .await
+        .map_err(problem)?;
     let stored = repo::consents(&state.pool, subject.customer_id)
         .await
         .map_err(problem)?;
@@ -546,12 +550,16 @@ pub async fn put_consent(
 
 /// Every change of the signed-in customer's consents, oldest first.
 #[utoipa::path(get, path = "/v1/me/consents/history", tag = "customer", security(("bearer" = [])),
-    responses((status = 200, body = Vec<ConsentChange>), (status = 401, body = Problem)))]
+    responses((status = 200, body = Vec<ConsentChange>), (status = 401, body = Problem),
+              (status = 404, body = Problem)))]
 #[tracing::instrument(skip_all, fields(customer_id = %subject.customer_id))]
 pub async fn get_consent_history(
     subject: Subject,
     State(state): State<AppState>,
 ) -> Result<AxumJson<Vec<ConsentChange>>, Problem> {
+    repo::ensure_customer(&state.pool, subject.customer_id)
+        .await
+        .map_err(problem)?;
     let history = repo::consent_history(&state.pool, subject.customer_id)
         .await
         .map_err(problem)?;

@@ -309,6 +309,17 @@ pub async fn update_profile(
     Ok(updated == 1)
 }
 
+/// `Err(NotFound)` unless `customer` exists: reads on behalf of an erased customer whose
+/// access token has not expired yet answer 404, not an empty record.
+pub async fn ensure_customer(pool: &Pool, customer: Uuid) -> Result<(), RepoError> {
+    let client = pool.get().await?;
+    client
+        .query_opt("SELECT 1 FROM customers WHERE id = $1", &[&customer])
+        .await?
+        .map(drop)
+        .ok_or(RepoError::NotFound)
+}
+
 /// The current consents of a customer, by purpose.
 pub async fn consents(
     pool: &Pool,

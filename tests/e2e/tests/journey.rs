@@ -388,6 +388,16 @@ async fn a_customer_registers_exports_and_is_erased_without_a_trace() {
         response.status()
     );
 
+    // The access token has not expired yet, but there is nobody behind it any more.
+    for path in ["/v1/me", "/v1/me/consents", "/v1/me/consents/history"] {
+        let response = client
+            .request(Method::GET, path, Some(&access))
+            .send()
+            .await
+            .expect("read after erasure");
+        assert_problem(response, StatusCode::NOT_FOUND).await;
+    }
+
     // After erasure: nothing anywhere; Bob is untouched.
     let found = leaks(&platform, &alice.pii()).await;
     assert!(
