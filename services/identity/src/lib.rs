@@ -73,6 +73,15 @@ pub struct KeySettings {
     pub rewrap_batch: i64,
 }
 
+/// A signing key retired by a rotation: its id and its (private, PKCS#8 PEM) key file, from
+/// which the public key is published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetiredSigningKey {
+    pub kid: String,
+    pub file: PathBuf,
+}
+
 /// Access and refresh tokens.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -81,6 +90,10 @@ pub struct TokenSettings {
     pub signing_key_file: Option<PathBuf>,
     /// The key id published in the JWKS and put in every token header.
     pub signing_kid: String,
+    /// Keys tokens were signed with before the last rotation: their public halves stay in the
+    /// JWKS, so tokens already issued keep verifying until they expire. Remove an entry once
+    /// `access_ttl_secs` has passed since the rotation.
+    pub retired_signing_keys: Vec<RetiredSigningKey>,
     pub issuer: String,
     pub audience: String,
     /// Lifetime of an access token.
@@ -94,6 +107,7 @@ impl Default for TokenSettings {
         Self {
             signing_key_file: None,
             signing_kid: "identity-1".to_owned(),
+            retired_signing_keys: Vec::new(),
             issuer: comptoir_auth::DEFAULT_ISSUER.to_owned(),
             audience: comptoir_auth::DEFAULT_AUDIENCE.to_owned(),
             access_ttl_secs: 300,
@@ -213,6 +227,8 @@ pub struct Keys {
     pub keyring: Keyring,
     pub blind_index: BlindIndexKey,
     pub signer: Signer,
+    /// Public keys of retired signing keys, still published (see `TokenSettings`).
+    pub retired_jwks: Vec<comptoir_auth::Jwk>,
     pub clients: Vec<InternalClient>,
 }
 
@@ -279,6 +295,24 @@ impl Keys {
                 })
                 .ok(),
         };
+        let mut retired_jwks = Vec::new();
+        for retired in &settings.tokens.retired_signing_keys {
+            if retired.kid == settings.tokens.signing_kid {
+                problems.push(format!(
+                    "tokens.retired_signing_keys: kid {:?} is the active signing key's",
+                    retired.kid
+                ));
+                continue;
+            }
+            match Signer::from_pem_file(&retired.file, &retired.kid) {
+                Ok(signer) => retired_jwks.push(signer.jwk()),
+                Err(error) => problems.push(format!(
+                    "tokens.retired_signing_keys ({}): {}",
+                    retired.kid,
+                    error_chain(&error)
+                )),
+            }
+        }
         let mut clients = Vec::new();
         for (name, client) in &settings.internal_clients {
             if client.purposes.is_empty() {
@@ -306,6 +340,7 @@ impl Keys {
                 keyring,
                 blind_index,
                 signer,
+                retired_jwks,
                 clients,
             }),
             _ => Err(problems),
@@ -354,7 +389,11 @@ pub async fn run(
         .await
         .context("failed to connect to Pulsar")?;
 
-    let jwks = Jwks::new(vec![keys.signer.jwk()]);
+    let jwks = Jwks::new(
+        std::iter::once(keys.signer.jwk())
+            .chain(keys.retired_jwks.iter().cloned())
+            .collect(),
+    );
     let verifier = Verifier::new(&jwks, &settings.tokens.issuer, &settings.tokens.audience);
     let keys = Arc::new(keys);
     let limiter = Arc::new(LoginLimiter::new(&settings.login));

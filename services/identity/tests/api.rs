@@ -762,3 +762,82 @@ async fn the_jwks_verifies_issued_tokens() {
         .expect("json");
     assert!(doc["paths"]["/v1/sessions"].is_object());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_signed_before_a_key_rotation_verify_until_the_old_key_is_withdrawn() {
+    let app = spawn_app().await;
+    let before = app.customer("grace@example.com", "Grace Hopper").await;
+    let old_key = app.keys.signing.clone();
+    let new_key = app.keys.dir.join("signing-2.pem");
+    support::write_secret(&new_key, comptoir_auth::Signer::generate_pem().as_bytes());
+
+    // Rotate: a new active key, the old one retired but still published.
+    let app = app
+        .restart_with({
+            let (old_key, new_key) = (old_key.clone(), new_key.clone());
+            move |s| {
+                s.tokens.signing_key_file = Some(new_key);
+                s.tokens.signing_kid = "test-2".to_owned();
+                s.tokens.retired_signing_keys = vec![comptoir_identity::RetiredSigningKey {
+                    kid: "test-1".to_owned(),
+                    file: old_key,
+                }];
+            }
+        })
+        .await;
+    let jwks: serde_json::Value = app
+        .http
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("json");
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["kid"].as_str())
+        .collect();
+    assert_eq!(
+        kids,
+        ["test-2", "test-1"],
+        "the active key first, then the retired one"
+    );
+    let response = app
+        .authed(reqwest::Method::GET, "/v1/me", &before.access)
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "a token from before the rotation"
+    );
+    let after = app.login("grace@example.com", PASSWORD).await;
+    let header = after.access.split('.').next().expect("header");
+    let header: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).expect("base64")).expect("json");
+    assert_eq!(header["kid"], "test-2", "new tokens use the new key");
+
+    // The old key withdrawn: its tokens no longer verify.
+    let app = app
+        .restart_with(move |s| {
+            s.tokens.signing_key_file = Some(new_key);
+            s.tokens.signing_kid = "test-2".to_owned();
+        })
+        .await;
+    let response = app
+        .authed(reqwest::Method::GET, "/v1/me", &before.access)
+        .send()
+        .await
+        .expect("me");
+    assert_problem(response, StatusCode::UNAUTHORIZED).await;
+    let response = app
+        .authed(reqwest::Method::GET, "/v1/me", &after.access)
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(response.status(), StatusCode::OK);
+}
