@@ -746,3 +746,67 @@ async fn the_sweep_enforces_retention_on_what_identity_keeps() {
         .get(0);
     assert_eq!(kept, recent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_request_lost_by_the_broker_is_published_again_until_confirmed() {
+    let app = spawn_app_with(|s| {
+        s.gdpr.resend_after_secs = 1;
+        s.gdpr.sweep_interval_ms = 200;
+    })
+    .await;
+    let bob = app.customer("bob@example.com", "Bob Martin").await;
+    // The catalog has subscribed once, then is down.
+    let catalog = spawn_catalog(&app.namespace).await;
+    let erasures = app.namespace.topic(CUSTOMER_ERASED_TOPIC);
+    drained(&erasures, "catalog-gdpr-erasure").await;
+    catalog.stop().await;
+
+    let erasure = app.erase(&bob.access).await;
+    // The request reaches the catalog's subscription, and is lost there as a message past its
+    // TTL would be: the backlog is skipped.
+    let admin = PulsarAdmin::new(comptoir_testkit::pulsar_admin_url(), None);
+    wait_for(
+        "the request to be published",
+        Duration::from_secs(30),
+        || async {
+            let stats = admin.topic_stats(&erasures).await.ok()?;
+            (stats["subscriptions"]["catalog-gdpr-erasure"]["msgBacklog"].as_u64()? >= 1)
+                .then_some(())
+        },
+    )
+    .await
+    .expect("published");
+    let skip = format!(
+        "{}admin/v2/{}/subscription/catalog-gdpr-erasure/skip_all",
+        comptoir_testkit::pulsar_admin_url(),
+        erasures.replace("persistent://", "persistent/")
+    );
+    let response = reqwest::Client::new()
+        .post(&skip)
+        .send()
+        .await
+        .expect("skip");
+    assert!(
+        response.status().is_success(),
+        "skip_all: {}",
+        response.status()
+    );
+
+    // The catalog comes back with nothing to read; identity publishes the request again.
+    let _catalog = spawn_catalog(&app.namespace).await;
+    let complete = app.wait_erasure_complete(&erasure).await;
+    assert!(complete["services"][0]["confirmed_at"].is_string());
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("identity_erasures_resent_total"),
+        "the resend is counted"
+    );
+}

@@ -65,6 +65,31 @@ pub async fn request(pool: &Pool, gdpr: &Gdpr, customer: Uuid) -> Result<Option<
     Ok(Some(id))
 }
 
+/// Publishes again every erasure still waiting for a participant after
+/// `gdpr.resend_after_secs`; returns how many.
+pub async fn resend_due(pool: &Pool, gdpr: &Gdpr) -> Result<u64, GdprError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let due = store::due_erasures(&tx, gdpr.settings.resend_after_secs).await?;
+    for (id, customer) in &due {
+        let event = CloudEvent::new(
+            EVENT_SOURCE,
+            customer.to_string(),
+            CustomerErased {
+                request_id: *id,
+                customer_id: *customer,
+            },
+        );
+        outbox::enqueue(&tx, &gdpr.customer_erased_topic, &event).await?;
+    }
+    tx.commit().await?;
+    for (id, _) in &due {
+        tracing::warn!(request_id = %id, "Erasure still unconfirmed; published again");
+    }
+    metrics::counter!(metric::ERASURES_RESENT).increment(due.len() as u64);
+    Ok(due.len() as u64)
+}
+
 /// Applies the `ErasureConfirmed`s one participant publishes on its `erasure-confirmations`
 /// topic. A confirmation is recorded once per service; a repeated one changes nothing.
 #[derive(Debug)]

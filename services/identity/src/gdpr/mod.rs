@@ -100,6 +100,10 @@ pub struct GdprSettings {
     pub access_log_retention_days: u64,
     /// How often the sweep job runs (expired archives, old records, pending gauges).
     pub sweep_interval_ms: u64,
+    /// An erasure still waiting for a participant after this long is published again (same
+    /// request id; participants erase idempotently and a second confirmation changes
+    /// nothing), so a participant down longer than the message TTL still erases.
+    pub resend_after_secs: u64,
 }
 
 impl Default for GdprSettings {
@@ -111,6 +115,7 @@ impl Default for GdprSettings {
             erasure_record_retention_days: 5 * 365,
             access_log_retention_days: 365,
             sweep_interval_ms: 60_000,
+            resend_after_secs: 24 * 3600,
         }
     }
 }
@@ -170,6 +175,9 @@ impl GdprSettings {
             problems.push(format!(
                 "{prefix}.access_log_retention_days must be greater than 0"
             ));
+        }
+        if self.resend_after_secs == 0 {
+            problems.push(format!("{prefix}.resend_after_secs must be greater than 0"));
         }
         if self.sweep_interval_ms == 0 {
             problems.push(format!("{prefix}.sweep_interval_ms must be greater than 0"));
@@ -294,6 +302,8 @@ pub mod metric {
     /// Counter, labels `kind` and `reason`: replies ignored (unknown request, unexpected
     /// service, another customer's id).
     pub const IGNORED: &str = "identity_gdpr_replies_ignored_total";
+    /// Counter: erasure requests published again to participants that had not confirmed.
+    pub const ERASURES_RESENT: &str = "identity_erasures_resent_total";
     /// Counter: exports that failed, label `reason`.
     pub const EXPORTS_FAILED: &str = "identity_exports_failed_total";
     /// Counter: archives deleted after their expiry.

@@ -529,6 +529,31 @@ pub async fn insert_erasure<C: GenericClient + Sync>(
         .get(0))
 }
 
+/// Pending erasures last published more than `after_secs` ago, marked as published now (in
+/// `tx`, which publishes them). Locked rows are skipped, so replicas sweeping at once do not
+/// publish the same request twice.
+pub async fn due_erasures<C: GenericClient + Sync>(
+    tx: &C,
+    after_secs: u64,
+) -> Result<Vec<(Uuid, Uuid)>, RepoError> {
+    let after = after_secs as f64;
+    Ok(tx
+        .query(
+            "UPDATE erasure_requests SET last_sent_at = now()
+             WHERE id IN (SELECT id FROM erasure_requests
+                          WHERE completed_at IS NULL
+                            AND last_sent_at < now() - make_interval(secs => $1)
+                          ORDER BY requested_at LIMIT 100
+                          FOR UPDATE SKIP LOCKED)
+             RETURNING id, customer_id",
+            &[&after],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
+}
+
 /// An erasure request as stored.
 #[derive(Debug, Clone)]
 pub struct ErasureRequest {

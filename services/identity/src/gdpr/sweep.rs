@@ -1,7 +1,8 @@
 //! The periodic GDPR job: deletes export archives past their expiry, enforces the retention
 //! of identity's records (erasure records, PII access log, stale failed-sign-in counters), and
-//! sets the pending gauges from the database (so every replica reports the same, global,
-//! numbers). Safe to run on every replica at once: each statement is idempotent.
+//! publishes again the erasures a participant has not confirmed for a while, and sets the
+//! pending gauges from the database (so every replica reports the same, global, numbers).
+//! Safe to run on every replica at once: each statement is idempotent or skips locked rows.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,9 @@ pub async fn sweep_once(pool: &Pool, gdpr: &Gdpr, lockout_secs: u64) -> Result<(
         );
     }
     store::prune_login_failures(pool, lockout_secs).await?;
+    if let Err(error) = super::erasure::resend_due(pool, gdpr).await {
+        tracing::warn!(error = %comptoir_platform::telemetry::error_chain(&error), "Cannot publish pending erasures again; will retry");
+    }
     let (exports, erasures) = store::pending_counts(pool).await?;
     metrics::gauge!(metric::PENDING, "kind" => "export").set(exports as f64);
     metrics::gauge!(metric::PENDING, "kind" => "erasure").set(erasures as f64);

@@ -532,6 +532,14 @@ pub async fn spawn_catalog(namespace: &TestNamespace) -> Catalog {
 }
 
 impl Catalog {
+    /// Stops the catalog and waits for it to drain; its subscriptions stay on the broker.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("join").expect("clean stop");
+        }
+    }
+
     pub async fn outbox_rows(&self) -> i64 {
         let admin = self.db.admin().await.expect("admin");
         admin
