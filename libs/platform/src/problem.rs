@@ -199,8 +199,20 @@ fn rejection_to_problem(rejection: &JsonRejection) -> Problem {
 }
 
 /// Middleware: an error response without a body (from a timeout, a body limit, an unknown
-/// route, a wrong method) becomes problem+json with the same status.
+/// route, a wrong method) becomes problem+json with the same status. A 413 also says
+/// `Connection: close`: the rest of the refused body is never read, so the connection cannot
+/// carry another request, and a client that does not know it would reuse it and fail.
 pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
+    let mut response = bare_errors_to_problems(request, next).await;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+async fn bare_errors_to_problems(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
     let is_error = status.is_client_error() || status.is_server_error();
