@@ -114,6 +114,8 @@ pub struct Relay {
     /// in the environment at construction, the relay never goes past that point until the
     /// test kills the process.
     pause_after_publish: bool,
+    /// Bumped each time the producers are rebuilt after an error; part of their names.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Relay {
@@ -153,6 +155,7 @@ impl Relay {
             listen: None,
             pause_after_publish: std::env::var("COMPTOIR_FAILPOINT")
                 .is_ok_and(|v| v == "outbox-after-publish"),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -228,8 +231,17 @@ impl Relay {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(error) => {
                     tracing::error!(error = %chain(&error), retry_in_ms = backoff.as_millis() as u64, "Outbox relay failed; will retry");
-                    // A producer may be broken; rebuild on the next attempt.
-                    producers.clear();
+                    // A producer may be broken; rebuild on the next attempt. Each is closed
+                    // first (a dropped pulsar-rs producer stays registered on a live connection,
+                    // and a rebuilt one with its name would be refused as "already connected"),
+                    // and the rebuilt ones get a new name: a new producer numbers its messages
+                    // from 0 again, which broker deduplication must not take for replays of
+                    // the old one's. Rows published twice across the rebuild are dropped by the
+                    // consumers' inbox.
+                    for (_, mut producer) in producers.drain() {
+                        let _ = producer.close().await;
+                    }
+                    self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if stopping {
                         break;
                     }
@@ -425,7 +437,11 @@ impl Relay {
                 .pulsar
                 .producer()
                 .with_topic(topic)
-                .with_name(&self.producer_name)
+                .with_name(format!(
+                    "{}-{}",
+                    self.producer_name,
+                    self.generation.load(std::sync::atomic::Ordering::Relaxed)
+                ))
                 .with_options(ProducerOptions {
                     // Batching turns a drained batch of rows into a few broker frames.
                     batch_size: Some(500),
