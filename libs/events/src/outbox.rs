@@ -241,7 +241,8 @@ impl Relay {
                     for (_, mut producer) in producers.drain() {
                         let _ = producer.close().await;
                     }
-                    self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.generation
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if stopping {
                         break;
                     }
