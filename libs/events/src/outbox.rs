@@ -137,7 +137,7 @@ struct Row {
 
 impl Relay {
     /// `producer_name` names the service's relay (e.g. `catalog-outbox`); each process adds a
-    /// unique suffix. Why not one stable name, which broker deduplication would key on across
+    /// unique suffix, and each rebuild of the producers after an error a generation number. Why not one stable name, which broker deduplication would key on across
     /// restarts: the Rust client numbers messages from 0 in every new producer and cannot take
     /// the outbox id as sequence id, so a restarted relay with the old name would see its first
     /// messages dropped as duplicates of the previous run's (a test proves it). Per process,
