@@ -94,6 +94,47 @@ impl Gateway {
             .expect("request")
     }
 
+    /// GET `path` as JSON.
+    async fn get_json(&self, path: &str, token: Option<&str>) -> Value {
+        self.request(Method::GET, path, token)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json body")
+    }
+
+    async fn register(&self, customer: &Customer) {
+        let response = self
+            .json(
+                Method::POST,
+                "/v1/customers",
+                None,
+                &customer.registration(),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED, "registration");
+    }
+
+    /// Erases the signed-in customer (re-authenticating); returns the status path.
+    async fn erase(&self, access: &str) -> String {
+        let response = self
+            .json(
+                Method::DELETE,
+                "/v1/me",
+                Some(access),
+                &json!({ "password": PASSWORD }),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED, "erasure");
+        let accepted: Value = response.json().await.expect("json");
+        accepted["status_url"]
+            .as_str()
+            .expect("status url")
+            .to_owned()
+    }
+
     /// Polls `path` until its `status` is `wanted`; returns the last body.
     async fn wait_status(&self, path: &str, token: Option<&str>, wanted: &str) -> Value {
         wait_for(
@@ -193,15 +234,7 @@ async fn a_customer_registers_exports_and_is_erased_without_a_trace() {
 
     // Register and sign in, through the gateway.
     for customer in [&alice, &bob] {
-        let response = client
-            .json(
-                Method::POST,
-                "/v1/customers",
-                None,
-                &customer.registration(),
-            )
-            .await;
-        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        client.register(customer).await;
     }
     let (_, refresh) = client.sign_in(&alice).await;
     let (bob_access, _) = client.sign_in(&bob).await;
@@ -242,14 +275,7 @@ async fn a_customer_registers_exports_and_is_erased_without_a_trace() {
     };
 
     // The profile is the customer's own.
-    let me: Value = client
-        .request(Method::GET, "/v1/me", Some(&access))
-        .send()
-        .await
-        .expect("me")
-        .json()
-        .await
-        .expect("json");
+    let me = client.get_json("/v1/me", Some(&access)).await;
     assert_eq!(me["email"], alice.email.as_str());
     assert_eq!(me["name"], alice.name);
     let alice_id = me["id"].as_str().expect("customer id").to_owned();
@@ -286,14 +312,7 @@ async fn a_customer_registers_exports_and_is_erased_without_a_trace() {
         .as_str()
         .expect("download link")
         .to_owned();
-    let archive: Value = client
-        .request(Method::GET, &download, Some(&access))
-        .send()
-        .await
-        .expect("archive")
-        .json()
-        .await
-        .expect("archive json");
+    let archive = client.get_json(&download, Some(&access)).await;
     let text = archive.to_string();
     for needle in [alice.email.as_str(), alice.name, alice.street] {
         assert!(text.contains(needle), "the archive holds {needle:?}");
@@ -344,20 +363,7 @@ async fn a_customer_registers_exports_and_is_erased_without_a_trace() {
         .await;
     assert_problem(wrong, StatusCode::UNAUTHORIZED).await;
     let started = std::time::Instant::now();
-    let response = client
-        .json(
-            Method::DELETE,
-            "/v1/me",
-            Some(&access),
-            &json!({ "password": PASSWORD }),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let accepted: Value = response.json().await.expect("json");
-    let erasure_path = accepted["status_url"]
-        .as_str()
-        .expect("status url")
-        .to_owned();
+    let erasure_path = client.erase(&access).await;
     client.wait_status(&erasure_path, None, "complete").await;
     eprintln!(
         "erasure confirmed by every service in {:?}",
@@ -404,14 +410,7 @@ async fn a_customer_registers_exports_and_is_erased_without_a_trace() {
         found.is_empty(),
         "personal data left after erasure: {found:?}"
     );
-    let me: Value = client
-        .request(Method::GET, "/v1/me", Some(&bob_access))
-        .send()
-        .await
-        .expect("bob me")
-        .json()
-        .await
-        .expect("json");
+    let me = client.get_json("/v1/me", Some(&bob_access)).await;
     assert_eq!(me["email"], bob.email.as_str());
 
     platform.stop("gateway").await.expect("gateway stops");
@@ -430,35 +429,12 @@ async fn an_erasure_completes_when_the_catalog_was_down_at_request_time() {
         "2 quai Saint-Vincent",
         "Lyon-Vaise",
     );
-    let response = client
-        .json(Method::POST, "/v1/customers", None, &carol.registration())
-        .await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    client.register(&carol).await;
     let (access, _) = client.sign_in(&carol).await;
 
     platform.stop("catalog").await.expect("catalog stops");
-    let response = client
-        .json(
-            Method::DELETE,
-            "/v1/me",
-            Some(&access),
-            &json!({ "password": PASSWORD }),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let accepted: Value = response.json().await.expect("json");
-    let erasure_path = accepted["status_url"]
-        .as_str()
-        .expect("status url")
-        .to_owned();
-    let pending: Value = client
-        .request(Method::GET, &erasure_path, None)
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
+    let erasure_path = client.erase(&access).await;
+    let pending = client.get_json(&erasure_path, None).await;
     assert_eq!(
         pending["status"], "pending",
         "the catalog has not confirmed: {pending}"
@@ -521,10 +497,7 @@ async fn bad_input_through_the_gateway_gets_problem_json_never_5xx() {
     assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
 
     // Tokens: forged, alg:none, garbage.
-    let response = client
-        .json(Method::POST, "/v1/customers", None, &dave.registration())
-        .await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    client.register(&dave).await;
     let (access, refresh) = client.sign_in(&dave).await;
     let mut parts: Vec<String> = access.split('.').map(str::to_owned).collect();
     let forged = {
