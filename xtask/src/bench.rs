@@ -254,11 +254,6 @@ impl PipelineBench {
         let pulsar = Pulsar::builder(&self.pulsar_url, TokioExecutor)
             .build()
             .await?;
-        // The relay's own client, as the services give it, so its sends do not share a TCP
-        // connection with the consumers' acks (see `comptoir_events::outbox::Relay::connect`).
-        let relay_pulsar = Pulsar::builder(&self.pulsar_url, TokioExecutor)
-            .build()
-            .await?;
 
         let stop = tokio_util::sync::CancellationToken::new();
         let applied = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -307,8 +302,15 @@ impl PipelineBench {
             written += chunk;
         }
         let started = Instant::now();
+        // The relay connects on its own, as in the services, so its sends do not share a TCP
+        // connection with the consumers' acks (see `Relay::connect`).
+        let relay_settings = comptoir_events::pulsar::PulsarSettings {
+            url: url::Url::parse(&self.pulsar_url)?,
+            ..comptoir_events::pulsar::PulsarSettings::default()
+        };
         let relay =
-            comptoir_events::outbox::Relay::new(pool.clone(), relay_pulsar.clone(), "bench-relay")
+            comptoir_events::outbox::Relay::connect(pool.clone(), &relay_settings, "bench-relay")
+                .await?
                 .listen_on(settings.clone());
         let relay_task = tokio::spawn(relay.run(stop.clone()));
         wait_applied(&applied, self.backlog, Duration::from_secs(600)).await?;
