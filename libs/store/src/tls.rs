@@ -4,6 +4,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+// PEM parsing from rustls-pki-types (re-exported by rustls), the documented successor of the
+// unmaintained rustls-pemfile (RUSTSEC-2025-0134).
+use rustls::pki_types::pem::PemObject;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::StoreError;
@@ -14,7 +18,7 @@ pub(crate) fn connector(ca_file: Option<&Path>) -> Result<MakeRustlsConnect, Sto
         Some(path) => {
             let pem = std::fs::read(path)
                 .map_err(|e| StoreError::Tls(format!("cannot read {}: {e}", path.display())))?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            for cert in CertificateDer::pem_slice_iter(&pem) {
                 let cert = cert
                     .map_err(|e| StoreError::Tls(format!("bad PEM in {}: {e}", path.display())))?;
                 roots
