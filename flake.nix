@@ -77,7 +77,8 @@
         pkgs.jdk17_headless
         pkgs.maven # dev/ resolves the local Pulsar standalone from Maven Central
         pulsar
-        pkgs.prometheus # prometheus and promtool
+        pkgs.prometheus # the server
+        pkgs.prometheus.cli # promtool: nixpkgs ships it in the `cli` output, not in `out`
         pkgs.protobuf
         deploy
         pkgs.bazel-buildtools # buildifier
