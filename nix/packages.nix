@@ -14,15 +14,17 @@
   inherit (workspaceToml.workspace.package) version;
 
   # craneLib.cleanCargoSource keeps only *.rs, *.toml and Cargo.lock. That is not enough:
-  # refinery::embed_migrations! reads the SQL migrations at compile time, and nextest reads
-  # its profiles from .config/nextest.toml. So: crane's filter plus those two.
+  # refinery::embed_migrations! reads the SQL migrations at compile time, nextest reads its
+  # profiles from .config/nextest.toml, and the event-schema test compares the committed
+  # docs/events/*.json with the contracts. So: crane's filter plus those three.
   src = lib.cleanSourceWith {
     src = lib.cleanSource root;
     name = "comptoir-source";
     filter = path: type:
       (craneLib.filterCargoSources path type)
       || (lib.hasSuffix ".sql" path)
-      || (lib.hasSuffix "/.config/nextest.toml" path);
+      || (lib.hasSuffix "/.config/nextest.toml" path)
+      || (lib.hasInfix "/docs/events/" path && lib.hasSuffix ".json" path);
   };
 
   commonArgs = {
@@ -84,13 +86,14 @@
       pname = "comptoir";
     };
 
-    # Unit tests only (library and binary targets). The integration tests under */tests/
-    # need a running PostgreSQL and Apache Pulsar standalone, which the Nix build sandbox
-    # cannot offer (no network, no services); dev/test runs them on the real platform.
+    # Every test that needs no running platform: the unit tests and the hermetic integration
+    # tests (config, resilience, jwks, server, schemas), chosen by the `hermetic` profile's
+    # filter in .config/nextest.toml. The rest need a running PostgreSQL and Apache Pulsar,
+    # which the build sandbox cannot offer (no network, no services); dev/test runs them.
     nextest = craneLib.cargoNextest (commonArgs
       // {
         inherit cargoArtifacts;
-        cargoNextestExtraArgs = "--workspace --lib --bins --profile ci";
+        cargoNextestExtraArgs = "--workspace --profile hermetic";
         partitions = 1;
         partitionType = "count";
       });
