@@ -10,7 +10,16 @@ Fails, with one line per problem, when:
     rust_test whose crate_root (or single source) is the same file;
   - a Bazel crate name differs from Cargo's (package or bin name, with - turned into _);
   - a Bazel Rust target names a crate_root that does not exist;
-  - a service (services/<name>) has no alias in the root BUILD.bazel.
+  - a service (services/<name>) has no alias in the root BUILD.bazel;
+  - a test reads CARGO_BIN_EXE_<bin> without that binary in its `data` and the variable in its
+    `rustc_env` (rules_rust defines it only so; the test would not compile);
+  - a target that is not testonly depends on a testonly one (Bazel stops at analysis);
+  - a test, or a testonly library, builds a run-time path from env!("CARGO_MANIFEST_DIR")
+    without the `local` tag: rules_rust sets it to the compile sandbox, gone when the test runs
+    (include_str!/include_bytes! at compile time are fine);
+  - the nextest `hermetic` profile (.config/nextest.toml, what the Nix sandbox runs) and the
+    Bazel integration tests without the `integration` tag name different test binaries;
+  - .bazelignore does not keep //... out of a Cargo target/ inside the checkout.
 
 Usage: dev/bazel_drift.py [--root DIR]   (default: the repository holding this script)
 Exit 0 when in step, 1 with the list otherwise, 2 when a file cannot be read or parsed.
@@ -45,6 +54,12 @@ class BazelTarget:
     crate_root: str | None  # package-relative
     srcs: list[str] = field(default_factory=list)  # package-relative
     has_crate_attr: bool = False
+    crate: str | None = None  # the `crate` attribute (a label), for unit-test targets
+    testonly: bool = False
+    tags: list[str] = field(default_factory=list)
+    deps: list[str] = field(default_factory=list)  # labels: deps, proc_macro_deps, data, crate
+    data: list[str] = field(default_factory=list)  # labels
+    rustc_env: dict[str, str] = field(default_factory=dict)
 
     def effective_crate_name(self) -> str:
         return self.crate_name or self.name.replace("-", "_")
@@ -86,6 +101,12 @@ class _Evaluator:
             left, right = self.eval(node.left), self.eval(node.right)
             if isinstance(left, list) and isinstance(right, list):
                 return left + right
+            # `[labels] + all_crate_deps(...)`: the macro's part is third-party crates, never a
+            # workspace target, so the known labels are what the checks need.
+            if isinstance(left, list) and right is None:
+                return left
+            if left is None and isinstance(right, list):
+                return right
             if isinstance(left, str) and isinstance(right, str):
                 return left + right
             return None
@@ -142,15 +163,40 @@ def read_build_file(path: Path) -> tuple[list[BazelTarget], list[ast.Call]]:
         call = stmt.value
         calls.append(call)
         rule = _call_name(call)
-        if rule not in RUST_RULES:
-            continue
         kwargs = {kw.arg: kw.value for kw in call.keywords if kw.arg}
-        name = evaluator.eval(kwargs["name"]) if "name" in kwargs else None
+
+        def attr(key: str, kwargs=kwargs) -> object:
+            return evaluator.eval(kwargs[key]) if key in kwargs else None
+
+        def labels(*keys: str) -> list[str]:
+            out: list[str] = []
+            for key in keys:
+                value = attr(key)
+                if isinstance(value, list):
+                    out += [v for v in value if isinstance(v, str)]
+                elif isinstance(value, str):
+                    out.append(value)
+            return out
+
+        name = attr("name")
+        if rule not in RUST_RULES:
+            # Other rules matter only for testonly (a filegroup or macro can be testonly too).
+            if isinstance(name, str) and rule is not None:
+                targets.append(
+                    BazelTarget(
+                        rule=rule,
+                        name=name,
+                        crate_name=None,
+                        crate_root=None,
+                        testonly=attr("testonly") is True,
+                        deps=labels("deps", "srcs", "data", "actual"),
+                    )
+                )
+            continue
         if not isinstance(name, str):
             raise Unreadable(f"{path}: a {rule} without a literal name")
-        crate_name = evaluator.eval(kwargs["crate_name"]) if "crate_name" in kwargs else None
-        crate_root = evaluator.eval(kwargs["crate_root"]) if "crate_root" in kwargs else None
-        srcs = evaluator.eval(kwargs["srcs"]) if "srcs" in kwargs else []
+        crate_name, crate_root, srcs = attr("crate_name"), attr("crate_root"), attr("srcs") or []
+        tags, rustc_env, crate = attr("tags"), attr("rustc_env"), attr("crate")
         targets.append(
             BazelTarget(
                 rule=rule,
@@ -163,6 +209,14 @@ def read_build_file(path: Path) -> tuple[list[BazelTarget], list[ast.Call]]:
                 if isinstance(srcs, list)
                 else [],
                 has_crate_attr="crate" in kwargs,
+                crate=crate if isinstance(crate, str) else None,
+                testonly=rule == "rust_test" or attr("testonly") is True,
+                tags=[t for t in tags if isinstance(t, str)] if isinstance(tags, list) else [],
+                deps=labels("deps", "proc_macro_deps", "data", "crate"),
+                data=labels("data"),
+                rustc_env={k: v for k, v in rustc_env.items() if isinstance(v, str)}
+                if isinstance(rustc_env, dict)
+                else {},
             )
         )
     return targets, calls
@@ -367,6 +421,217 @@ def check_service_aliases(
             )
 
 
+# --------------------------------------------------------------------------- rules_rust pitfalls
+
+_SKIP_DIRS = {".git", "target", "node_modules", ".dev"}
+_BIN_EXE = re.compile(r'env!\(\s*"CARGO_BIN_EXE_([^"]+)"')
+_MANIFEST_DIR = re.compile(r'env!\(\s*"CARGO_MANIFEST_DIR"\s*\)')
+# Compile-time readers of files (fine under Bazel with compile_data) on the same or the
+# previous lines: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), ...)).
+_COMPILE_TIME_READERS = ("include_str!", "include_bytes!", "embed_migrations!")
+
+
+def build_files(root: Path) -> list[Path]:
+    found: list[Path] = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).parts
+        if any(part in _SKIP_DIRS or part.startswith("bazel-") for part in rel[:-1]):
+            continue
+        if path.name in BUILD_NAMES and path.is_file():
+            found.append(path)
+    return found
+
+
+def normalize_label(label: str, package: str) -> str | None:
+    """A label as //package:name, or None for another repository (@crates//...)."""
+    if label.startswith("@"):
+        return None
+    if label.startswith(":"):
+        return f"//{package}:{label[1:]}"
+    if label.startswith("//"):
+        pkg, _, name = label[2:].partition(":")
+        return f"//{pkg}:{name or pkg.rsplit('/', 1)[-1]}"
+    return f"//{package}:{label}"
+
+
+def _code_lines(path: Path) -> list[str]:
+    """The file's lines with // comments removed (doc comments may name what code must not)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    return [line.split("//", 1)[0] if not line.lstrip().startswith("//") else "" for line in lines]
+
+
+def runtime_manifest_dir_uses(path: Path) -> list[int]:
+    """1-based lines building a run-time path from the compile-time CARGO_MANIFEST_DIR."""
+    lines = _code_lines(path)
+    hits: list[int] = []
+    for index, line in enumerate(lines):
+        if not _MANIFEST_DIR.search(line):
+            continue
+        context = " ".join(lines[max(0, index - 2) : index + 1])
+        if not any(reader in context for reader in _COMPILE_TIME_READERS):
+            hits.append(index + 1)
+    return hits
+
+
+def check_rules_rust_pitfalls(root: Path, problems: list[str]) -> dict[str, BazelTarget]:
+    """testonly, CARGO_BIN_EXE_* and CARGO_MANIFEST_DIR over every BUILD file; returns the
+    targets by label for the other checks."""
+    by_label: dict[str, BazelTarget] = {}
+    package_of: dict[str, str] = {}
+    for build in build_files(root):
+        package = build.parent.relative_to(root).as_posix()
+        package = "" if package == "." else package
+        targets, _ = read_build_file(build)
+        for target in targets:
+            label = f"//{package}:{target.name}"
+            by_label[label] = target
+            package_of[label] = package
+
+    for label, target in sorted(by_label.items()):
+        package = package_of[label]
+        package_dir = root / package
+        rel_build = (Path(package) / "BUILD.bazel").as_posix() if package else "BUILD.bazel"
+
+        if not target.testonly:
+            for dep in target.deps:
+                dep_label = normalize_label(dep, package)
+                if dep_label in by_label and by_label[dep_label].testonly:
+                    problems.append(
+                        f"{rel_build}: {label} depends on testonly {dep_label} but is not "
+                        f"testonly (Bazel refuses it at analysis): add testonly = True"
+                    )
+
+        if target.rule not in RUST_RULES:
+            continue
+        sources = list(target.srcs)
+        if target.crate_root and target.crate_root not in sources:
+            sources.append(target.crate_root)
+        crate_target = by_label.get(normalize_label(target.crate, package) or "") if target.crate else None
+        crate_package = package
+        if crate_target is not None:
+            crate_label = normalize_label(target.crate or "", package) or ""
+            crate_package = package_of[crate_label]
+        source_paths = [package_dir / src for src in sources] + (
+            [root / crate_package / src for src in crate_target.srcs] if crate_target else []
+        )
+
+        if target.rule == "rust_test":
+            wanted_bins: set[str] = set()
+            for path in source_paths:
+                for line in _code_lines(path):
+                    wanted_bins.update(_BIN_EXE.findall(line))
+            data_labels = {normalize_label(d, package) for d in target.data}
+            for binary in sorted(wanted_bins):
+                if f"CARGO_BIN_EXE_{binary}" not in target.rustc_env:
+                    problems.append(
+                        f"{rel_build}: {label} reads CARGO_BIN_EXE_{binary} but its rustc_env "
+                        f"does not set it (rules_rust defines it only for binaries in `data`): "
+                        f'add rustc_env = {{"CARGO_BIN_EXE_{binary}": "$(rootpath :{binary})"}}'
+                    )
+                if not any(
+                    d in by_label and by_label[d].rule == "rust_binary" and by_label[d].name == binary
+                    for d in data_labels
+                ):
+                    problems.append(
+                        f"{rel_build}: {label} reads CARGO_BIN_EXE_{binary} but the binary "
+                        f"{binary!r} is not in its data"
+                    )
+
+        if target.testonly and "local" not in target.tags:
+            for path in source_paths:
+                for line_no in runtime_manifest_dir_uses(path):
+                    problems.append(
+                        f"{path.relative_to(root).as_posix()}:{line_no}: {label} builds a run-time "
+                        f'path from env!("CARGO_MANIFEST_DIR"), which under Bazel names the '
+                        f"compile sandbox; read the file from runfiles (a `data` dependency) "
+                        f"or tag the target `local`"
+                    )
+    return by_label
+
+
+def check_hermetic_profile(
+    root: Path, members: list[str], by_label: dict[str, BazelTarget], problems: list[str]
+) -> None:
+    """The Nix sandbox's nextest profile runs exactly Bazel's hermetic integration tests."""
+    config = root / ".config" / "nextest.toml"
+    if not config.is_file():
+        problems.append(".config/nextest.toml is missing (it holds the `hermetic` profile)")
+        return
+    profile = read_toml(config).get("profile", {}).get("hermetic")
+    if not isinstance(profile, dict) or not isinstance(profile.get("default-filter"), str):
+        problems.append(".config/nextest.toml: no [profile.hermetic] with a default-filter")
+        return
+    in_nextest = set(re.findall(r"binary_id\(\s*([^)\s]+)\s*\)", profile["default-filter"]))
+    in_bazel: set[str] = set()
+    for member in members:
+        manifest_path = root / member / "Cargo.toml"
+        if not manifest_path.is_file():
+            continue
+        package_name = read_toml(manifest_path).get("package", {}).get("name")
+        prefix = "//" if member == "." else f"//{member}:"
+        for label, target in by_label.items():
+            if not label.startswith(prefix) or label[len(prefix) :].count("/"):
+                continue
+            if target.rule != "rust_test" or target.has_crate_attr or not target.crate_root:
+                continue
+            root_file = Path(target.crate_root)
+            if root_file.parts[0] != "tests" or "integration" in target.tags:
+                continue
+            test_name = root_file.parent.name if root_file.name == "main.rs" else root_file.stem
+            in_bazel.add(f"{package_name}::{test_name}")
+    for missing in sorted(in_bazel - in_nextest):
+        problems.append(
+            f".config/nextest.toml: profile.hermetic does not run {missing}, a Bazel test "
+            f"without the `integration` tag: add binary_id({missing}) to its default-filter"
+        )
+    for extra in sorted(in_nextest - in_bazel):
+        problems.append(
+            f".config/nextest.toml: profile.hermetic runs {extra}, which Bazel tags "
+            f"`integration` (or which does not exist): the Nix sandbox has no platform for it"
+        )
+
+
+def check_bazelignore(root: Path, problems: list[str]) -> None:
+    path = root / ".bazelignore"
+    entries = set()
+    if path.is_file():
+        entries = {
+            line.strip().rstrip("/")
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        }
+    if "target" not in entries:
+        problems.append(
+            ".bazelignore must list `target`: //... would otherwise walk into a Cargo build "
+            "directory inside the checkout"
+        )
+
+
+def collect_problems(root: Path) -> tuple[list[str], list[str]]:
+    """Every drift problem of the repository at `root`, and its workspace members."""
+    problems: list[str] = []
+    manifest = read_toml(root / "Cargo.toml")
+    members = workspace_members(root, manifest)
+    if not members:
+        problems.append("Cargo.toml: no workspace members")
+    binaries: dict[str, list[str]] = {}
+    for member in members:
+        if not (root / member / "Cargo.toml").is_file():
+            problems.append(f"{member}: listed as a workspace member but has no Cargo.toml")
+            continue
+        targets = check_member(root, member, problems)
+        binaries[member] = [t.name for t in targets if t.rule == "rust_binary"]
+    check_module_manifests(root, members, problems)
+    check_service_aliases(root, members, binaries, problems)
+    by_label = check_rules_rust_pitfalls(root, problems)
+    check_hermetic_profile(root, members, by_label, problems)
+    check_bazelignore(root, problems)
+    return problems, members
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -378,21 +643,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     root: Path = args.root.resolve()
 
-    problems: list[str] = []
     try:
-        manifest = read_toml(root / "Cargo.toml")
-        members = workspace_members(root, manifest)
-        if not members:
-            problems.append("Cargo.toml: no workspace members")
-        binaries: dict[str, list[str]] = {}
-        for member in members:
-            if not (root / member / "Cargo.toml").is_file():
-                problems.append(f"{member}: listed as a workspace member but has no Cargo.toml")
-                continue
-            targets = check_member(root, member, problems)
-            binaries[member] = [t.name for t in targets if t.rule == "rust_binary"]
-        check_module_manifests(root, members, problems)
-        check_service_aliases(root, members, binaries, problems)
+        problems, members = collect_problems(root)
     except Unreadable as err:
         print(f"bazel-drift: {err}", file=sys.stderr)
         return 2

@@ -3,7 +3,9 @@
 #   1. buildifier (pinned, installed from the Go module proxy when missing): formatting in
 #      check mode and lint warnings, over every BUILD.bazel, MODULE.bazel, WORKSPACE, *.bzl;
 #   2. .bazelversion is a Bazel 8 release; WORKSPACE holds comments only (bzlmod);
-#   3. dev/bazel_drift.py: every Cargo member, binary and test has its Bazel twin.
+#   3. dev/bazel_drift.py: every Cargo member, binary and test has its Bazel twin, and the
+#      rules_rust pitfalls (testonly, CARGO_BIN_EXE_* in data, CARGO_MANIFEST_DIR at run time,
+#      the hermetic nextest profile, .bazelignore) are caught; its tests in dev/tests/.
 #
 # Usage: dev/check-bazel.sh            Exit 0 when all good, non-zero with the reasons.
 # Needs: go (to install buildifier once), python3 >= 3.11.
@@ -80,6 +82,8 @@ fi
 
 log "Cargo/Bazel drift"
 python3 dev/bazel_drift.py --root "$root" || status=1
+log "the drift checker's own tests (each mistake it must catch)"
+python3 -m unittest discover -s dev/tests -p 'test_*.py' || status=1
 
 if [[ $status -eq 0 ]]; then
   log "all Bazel checks passed"
