@@ -4,6 +4,7 @@
 //! with [`telemetry::init`], binds a listener and hands its router to [`http::serve`] together
 //! with a shutdown token. Everything a service would otherwise re-write lives here:
 //!
+//! - [`client`]: the client address behind trusted proxies and the rate-limit key rule;
 //! - [`config`]: layered settings (defaults → file → `COMPTOIR_*` environment), validated
 //!   before any port is bound, secrets read from files ([`secret`]);
 //! - [`telemetry`]: `tracing` with JSON or human logs, OpenTelemetry export when configured;
@@ -13,6 +14,7 @@
 //! - [`service`]: the `main` of every service binary, built from the pieces above.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod config;
 pub mod health;
 pub mod http;

@@ -133,6 +133,25 @@ impl IntoResponse for Problem {
     }
 }
 
+impl Problem {
+    /// This problem as a response that also says when to come back: `Retry-After` in whole
+    /// seconds, rounded up and at least 1 (a client told 0 would retry at once). The one rule
+    /// for every 429 and every load-shedding 503 of the platform.
+    pub fn retry_after(self, wait: std::time::Duration) -> Response {
+        let seconds = retry_after_secs(wait);
+        let mut response = self.into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        response
+    }
+}
+
+/// Whole seconds in `Retry-After` for a wait: rounded up, at least 1.
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 /// JSON body extractor whose rejections are problem+json:
 /// 400 for malformed JSON, 422 for well-formed JSON of the wrong shape (wrong types, missing
 /// or unknown fields), 415 without a JSON content type, 413 past the body limit.
@@ -249,6 +268,19 @@ async fn bare_errors_to_problems(request: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_rounded_up_and_never_zero() {
+        use std::time::Duration;
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1_001)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(30)), 30);
+        let response = Problem::status(StatusCode::TOO_MANY_REQUESTS)
+            .retry_after(Duration::from_millis(2_500));
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+    }
 
     #[test]
     fn problem_serialises_as_rfc9457() {

@@ -4,9 +4,10 @@
 //! The order is deliberate: the address limit is the cheapest check and protects the token
 //! verification (a signature check, maybe a JWKS fetch) from floods; the subject limit needs
 //! the verified subject. Rate limits are GCRA token buckets from `governor`, keyed by client
-//! address (IPv6 by /64, which one client usually holds whole) and by token subject.
+//! address (the platform's `rate_limit_key`, shared with identity: IPv6 by /64, which one
+//! client usually holds whole) and by token subject.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use axum::response::{IntoResponse, Response};
 use comptoir_auth::{Authenticator, VerifyError};
 use comptoir_platform::Problem;
+use comptoir_platform::client::rate_limit_key;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use http::request::Parts;
@@ -35,20 +37,6 @@ pub struct Edge {
 fn quota(per_second: u32, burst: u32) -> Quota {
     let nonzero = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
     Quota::per_second(nonzero(per_second)).allow_burst(nonzero(burst))
-}
-
-/// The rate-limit key of a client address: IPv4 as is, IPv6 by its /64.
-pub fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let bits = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(Ipv6Addr::from(bits))
-            }
-        },
-    }
 }
 
 impl Edge {
@@ -74,7 +62,7 @@ impl Edge {
             return Ok(());
         };
         self.per_ip
-            .check_key(&client_key(peer))
+            .check_key(&rate_limit_key(peer))
             .map_err(|not_until| too_many("address", not_until.wait_time_from(self.clock.now())))
     }
 
@@ -153,43 +141,24 @@ fn rejection_reason(error: &VerifyError) -> &'static str {
     }
 }
 
-/// 429 problem+json with `Retry-After` in whole seconds, rounded up.
+/// 429 problem+json with `Retry-After` (the platform's rule: whole seconds, rounded up).
 fn too_many(by: &'static str, wait: Duration) -> Response {
     metrics::counter!("gateway_rate_limited_total", "by" => by).increment(1);
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let mut response = Problem::typed(
+    Problem::typed(
         StatusCode::TOO_MANY_REQUESTS,
         "rate-limited",
         "Too many requests",
     )
     .with_detail(format!(
         "The request rate per {by} is exceeded; retry in {} s",
-        seconds.max(1)
+        comptoir_platform::problem::retry_after_secs(wait)
     ))
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
-    response
+    .retry_after(wait)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ipv6_clients_are_keyed_by_their_64() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
-        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().expect("ip");
-        let c: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
-        assert_eq!(client_key(a), client_key(b));
-        assert_ne!(client_key(a), client_key(c));
-        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
-        assert_eq!(
-            client_key(mapped),
-            "192.0.2.7".parse::<IpAddr>().expect("ip")
-        );
-    }
 
     #[test]
     fn an_address_past_its_burst_is_told_when_to_come_back() {

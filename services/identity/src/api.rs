@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use comptoir_auth::{Claims, Subject};
 use comptoir_platform::{FieldError, Json, Problem};
 use comptoir_privacy::Pii;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use time::OffsetDateTime;
@@ -96,14 +96,9 @@ pub(crate) fn invalid_credentials() -> Problem {
 
 /// 429 with `Retry-After`. The same for a locked email, a known one or not.
 pub(crate) fn too_many(kind: &str, title: &str, wait: Duration) -> Response {
-    let secs = wait.as_secs().max(1);
-    let mut response = Problem::typed(StatusCode::TOO_MANY_REQUESTS, kind, title)
+    Problem::typed(StatusCode::TOO_MANY_REQUESTS, kind, title)
         .with_detail("Try again later")
-        .into_response();
-    if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
-        response.headers_mut().insert(header::RETRY_AFTER, value);
-    }
-    response
+        .retry_after(wait)
 }
 
 pub(crate) fn client_ip(
@@ -111,7 +106,7 @@ pub(crate) fn client_ip(
     peer: SocketAddr,
     headers: &HeaderMap,
 ) -> std::net::IpAddr {
-    crate::client_ip(peer.ip(), headers, &state.login.trusted_proxies)
+    state.login.trusted_proxies.client_addr(peer.ip(), headers)
 }
 
 /// What registration answers, whether the email was free or taken (see the ADR: telling

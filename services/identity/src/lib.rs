@@ -22,7 +22,6 @@ pub mod rewrap;
 pub mod vault;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -496,20 +495,6 @@ fn readiness_checks(
     ]
 }
 
-/// The client address of a request: the peer, or — when the peer is a trusted proxy (the
-/// gateway) — the last address it appended to `X-Forwarded-For`.
-pub fn client_ip(peer: IpAddr, headers: &http::HeaderMap, trusted_proxies: &[IpAddr]) -> IpAddr {
-    if !trusted_proxies.contains(&peer) {
-        return peer;
-    }
-    headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(peer)
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -522,21 +507,5 @@ mod tests {
     fn the_inbox_table_is_the_shared_definition() {
         let migration = include_str!("../migrations/V2__gdpr.sql");
         assert!(migration.contains(comptoir_events::consumer::INBOX_TABLE_SQL));
-    }
-
-    #[test]
-    fn forwarded_addresses_are_believed_from_trusted_proxies_only() {
-        let mut headers = http::HeaderMap::new();
-        headers.insert(
-            "x-forwarded-for",
-            "198.51.100.7, 203.0.113.9".parse().expect("header"),
-        );
-        let gateway: std::net::IpAddr = "10.0.0.2".parse().expect("ip");
-        let stranger: std::net::IpAddr = "192.0.2.1".parse().expect("ip");
-        assert_eq!(super::client_ip(stranger, &headers, &[gateway]), stranger);
-        assert_eq!(
-            super::client_ip(gateway, &headers, &[gateway]),
-            "203.0.113.9".parse::<std::net::IpAddr>().expect("ip")
-        );
     }
 }

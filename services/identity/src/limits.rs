@@ -10,6 +10,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use comptoir_platform::client::{TrustedProxies, rate_limit_key};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
@@ -27,8 +28,9 @@ pub struct LoginSettings {
     pub lockout_threshold: u32,
     /// How long a locked email stays locked.
     pub lockout_secs: u64,
-    /// Peers whose `X-Forwarded-For` is believed (the gateway); empty: none.
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Networks whose `X-Forwarded-For` is believed (the gateway's: CIDRs, since its pods
+    /// move); empty: none, and every request behind the gateway counts as the gateway's.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for LoginSettings {
@@ -38,7 +40,7 @@ impl Default for LoginSettings {
             per_email_per_minute: 10,
             lockout_threshold: 5,
             lockout_secs: 900,
-            trusted_proxies: Vec::new(),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -79,10 +81,11 @@ impl LoginLimiter {
         }
     }
 
-    /// Admits one request from `ip`, or says how long to wait.
+    /// Admits one request from `ip` (counted under its [`rate_limit_key`], as the gateway
+    /// counts it), or says how long to wait.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), Duration> {
         self.per_ip
-            .check_key(&ip)
+            .check_key(&rate_limit_key(ip))
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
@@ -131,6 +134,12 @@ mod tests {
             "{wait:?}"
         );
         assert!(limiter.check_ip(b).is_ok());
+        // One IPv6 /64 is one client, as at the gateway.
+        let c: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let d: IpAddr = "2001:db8:1:2:ffff::7".parse().expect("ip");
+        assert!(limiter.check_ip(c).is_ok());
+        assert!(limiter.check_ip(d).is_ok());
+        assert!(limiter.check_ip(c).is_err(), "the /64 has used its two");
         assert!(limiter.check_email([1; 32]).is_ok());
         assert!(limiter.check_email([1; 32]).is_err());
         assert!(limiter.check_email([2; 32]).is_ok());

@@ -126,6 +126,13 @@ pub struct Platform {
 
 impl Platform {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts the platform with identity's settings adjusted first (limits, for example).
+    pub async fn start_with(
+        customise_identity: impl FnOnce(&mut comptoir_identity::Settings),
+    ) -> anyhow::Result<Self> {
         let logs = capture_logs();
         let namespace = Arc::new(TestNamespace::create().await?);
         let admin = PulsarAdmin::new(comptoir_testkit::pulsar_admin_url(), None);
@@ -182,6 +189,12 @@ impl Platform {
             },
         )];
         identity.http.shutdown_grace_ms = 5_000;
+        // As every deployment does: identity believes the gateway's X-Forwarded-For, from
+        // the gateway's network (here loopback), so its per-address limits see the clients.
+        identity.login.trusted_proxies =
+            comptoir_platform::client::TrustedProxies::parse(&["127.0.0.0/8", "::1"])
+                .map_err(anyhow::Error::msg)?;
+        customise_identity(&mut identity);
 
         let mut platform = Self {
             gateway: String::new(),

@@ -565,3 +565,43 @@ async fn bad_input_through_the_gateway_gets_problem_json_never_5xx() {
     let found = leaks(&platform, &dave.pii()).await;
     assert!(found.is_empty(), "plaintext personal data found: {found:?}");
 }
+
+/// A client at `address` (any of 127.0.0.0/8 is this machine), talking to the gateway.
+fn client_from(address: &str, platform: &Platform) -> Gateway {
+    Gateway {
+        http: Client::builder()
+            .local_address(Some(address.parse().expect("address")))
+            .build()
+            .expect("client"),
+        platform_url: platform.gateway.clone(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_exhausting_identitys_address_limit_leaves_the_others_alone() {
+    // Behind the gateway, identity must count each client, not the gateway: with the
+    // gateway's address as the key, one client's registrations would 429 everyone.
+    let platform = Platform::start_with(|identity| identity.login.per_ip_per_minute = 3)
+        .await
+        .expect("platform");
+    let noisy = client_from("127.0.0.2", &platform);
+    let quiet = client_from("127.0.0.3", &platform);
+    let customer = || Customer::new("Ana Lima", "+33 6 00 00 00 01", "1 rue A", "Lyon");
+
+    for _ in 0..3 {
+        noisy.register(&customer()).await;
+    }
+    let refused = noisy
+        .json(
+            Method::POST,
+            "/v1/customers",
+            None,
+            &customer().registration(),
+        )
+        .await;
+    let problem = assert_problem(refused, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(problem["status"], 429);
+
+    // Another address still gets through.
+    quiet.register(&customer()).await;
+}
