@@ -49,6 +49,9 @@ pub struct Problem {
     /// Field-level validation errors (extension member), present on 422.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub errors: Vec<FieldError>,
+    /// Seconds for the `Retry-After` header (429, load-shedding 503); not in the body.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -61,6 +64,7 @@ impl Problem {
             detail: None,
             instance: None,
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -129,21 +133,27 @@ impl IntoResponse for Problem {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
 
 impl Problem {
-    /// This problem as a response that also says when to come back: `Retry-After` in whole
-    /// seconds, rounded up and at least 1 (a client told 0 would retry at once). The one rule
-    /// for every 429 and every load-shedding 503 of the platform.
+    /// Says when to come back: `Retry-After` in whole seconds, rounded up and at least 1 (a
+    /// client told 0 would retry at once). The one rule for every 429 and every
+    /// load-shedding 503 of the platform.
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(retry_after_secs(wait));
+        self
+    }
+
+    /// [`Problem::with_retry_after`] as a response.
     pub fn retry_after(self, wait: std::time::Duration) -> Response {
-        let seconds = retry_after_secs(wait);
-        let mut response = self.into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        response
+        self.with_retry_after(wait).into_response()
     }
 }
 

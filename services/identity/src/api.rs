@@ -72,6 +72,18 @@ impl From<ApiError> for Problem {
     fn from(error: ApiError) -> Self {
         match error {
             ApiError::Repo(RepoError::NotFound) => Problem::not_found("customer"),
+            // Load shedding, not a failure: every argon2 slot stayed busy for the queue wait.
+            ApiError::Hash(crate::password::HashError::Busy) => {
+                metrics::counter!("identity_requests_shed_total", "reason" => "hashing")
+                    .increment(1);
+                Problem::typed(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "Too many password checks at once",
+                )
+                .with_detail("Retry shortly")
+                .with_retry_after(Duration::from_secs(1))
+            }
             other => {
                 // Logged once, here, with its cause chain; no cause carries personal data.
                 tracing::error!(error = %comptoir_platform::telemetry::error_chain(&other), "Identity request failed");
@@ -109,6 +121,54 @@ pub(crate) fn client_ip(
     state.login.trusted_proxies.client_addr(peer.ip(), headers)
 }
 
+/// Whose failures count together for the lockout: this email from this client.
+pub(crate) fn login_key(
+    state: &AppState,
+    email_index: [u8; 32],
+    client: std::net::IpAddr,
+) -> repo::LoginKey {
+    repo::LoginKey {
+        email_index,
+        client_index: vault::client_index(&state.keys.blind_index, client),
+    }
+}
+
+/// The lockout answer when this client is locked out of this email: the same 429 for a
+/// customer's email and for nobody's.
+pub(crate) async fn lockout(
+    state: &AppState,
+    key: &repo::LoginKey,
+) -> Result<Option<Response>, Problem> {
+    let Some(until) = repo::locked_until(&state.pool, key)
+        .await
+        .map_err(problem)?
+    else {
+        return Ok(None);
+    };
+    let wait = (until - OffsetDateTime::now_utc()).unsigned_abs();
+    Ok(Some(too_many(
+        "login-locked",
+        "Too many failed sign-ins for this account",
+        wait,
+    )))
+}
+
+/// Counts a wrong password (sign-in or re-authentication) against this client and email.
+pub(crate) async fn count_failure(state: &AppState, key: &repo::LoginKey) -> Result<(), Problem> {
+    let locked = repo::record_login_failure(
+        &state.pool,
+        key,
+        state.login.lockout_threshold,
+        state.login.lockout_secs,
+    )
+    .await
+    .map_err(problem)?;
+    if locked.is_some() {
+        tracing::warn!("Sign-ins locked for an email from one client after consecutive failures");
+    }
+    Ok(())
+}
+
 /// What registration answers, whether the email was free or taken (see the ADR: telling
 /// them apart would let anyone test which emails are customers).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -123,7 +183,8 @@ pub struct RegistrationAccepted {
 /// cannot be used to learn who is a customer. Sign in to continue.
 #[utoipa::path(post, path = "/v1/customers", tag = "customer", request_body = RegistrationInput,
     responses((status = 202, body = RegistrationAccepted), (status = 400, body = Problem),
-              (status = 413, body = Problem), (status = 422, body = Problem), (status = 429, body = Problem)))]
+              (status = 413, body = Problem), (status = 422, body = Problem), (status = 429, body = Problem),
+              (status = 503, body = Problem)))]
 #[tracing::instrument(skip_all)]
 pub async fn register(
     State(state): State<AppState>,
@@ -244,11 +305,13 @@ fn refresh_expiry(state: &AppState) -> OffsetDateTime {
 /// Sign in.
 ///
 /// A wrong password and an unknown email get the same 401, in about the same time. After
-/// too many consecutive failures for one email, sign-ins for it get 429 for a while, whether
-/// or not a customer has it.
+/// too many consecutive failures for one email from one client, that client's sign-ins for
+/// it get 429 for a while, whether or not a customer has it; the owner signing in from
+/// elsewhere is not locked out. 503 with `Retry-After` when every password check slot is busy.
 #[utoipa::path(post, path = "/v1/sessions", tag = "customer", request_body = LoginInput,
     responses((status = 200, body = TokenResponse), (status = 401, body = Problem),
-              (status = 422, body = Problem), (status = 429, body = Problem)))]
+              (status = 422, body = Problem), (status = 429, body = Problem),
+              (status = 503, body = Problem)))]
 #[tracing::instrument(skip_all)]
 pub async fn login(
     State(state): State<AppState>,
@@ -256,7 +319,8 @@ pub async fn login(
     headers: HeaderMap,
     Json(input): Json<LoginInput>,
 ) -> Result<Response, Problem> {
-    if let Err(wait) = state.limiter.check_ip(client_ip(&state, peer, &headers)) {
+    let client = client_ip(&state, peer, &headers);
+    if let Err(wait) = state.limiter.check_ip(client) {
         return Ok(too_many("rate-limited", "Too many requests", wait));
     }
     // A string that is no email cannot be anyone's: same answer as a wrong password.
@@ -273,16 +337,9 @@ pub async fn login(
     if let Err(wait) = state.limiter.check_email(email_index) {
         return Ok(too_many("rate-limited", "Too many requests", wait));
     }
-    if let Some(until) = repo::locked_until(&state.pool, &email_index)
-        .await
-        .map_err(problem)?
-    {
-        let wait = (until - OffsetDateTime::now_utc()).unsigned_abs();
-        return Ok(too_many(
-            "login-locked",
-            "Too many failed sign-ins for this account",
-            wait,
-        ));
+    let key = login_key(&state, email_index, client);
+    if let Some(locked) = lockout(&state, &key).await? {
+        return Ok(locked);
     }
     let found = repo::find_credentials(&state.pool, &email_index)
         .await
@@ -293,27 +350,30 @@ pub async fn login(
     };
     let verified = state
         .hasher
-        .verify(&password, stored)
+        .verify(&password, stored.clone())
         .await
         .map_err(problem)?;
     let Some(customer) = customer.filter(|_| verified) else {
         metrics::counter!("identity_logins_total", "outcome" => "failure").increment(1);
-        let locked = repo::record_login_failure(
-            &state.pool,
-            &email_index,
-            state.login.lockout_threshold,
-            state.login.lockout_secs,
-        )
-        .await
-        .map_err(problem)?;
-        if locked.is_some() {
-            tracing::warn!("Sign-ins locked for an email after consecutive failures");
-        }
+        count_failure(&state, &key).await?;
         return Err(invalid_credentials());
     };
-    repo::clear_login_failures(&state.pool, &email_index)
+    repo::clear_login_failures(&state.pool, &key)
         .await
         .map_err(problem)?;
+    // Made with older parameters: replace it now that the password is at hand, so a raise of
+    // the parameters reaches this account (and its sign-ins cost what an unknown email's do).
+    if stored
+        .as_deref()
+        .is_some_and(|hash| state.hasher.needs_rehash(hash))
+    {
+        let fresh = state.hasher.hash(&password).await.map_err(problem)?;
+        repo::update_password_hash(&state.pool, customer, &fresh)
+            .await
+            .map_err(problem)?;
+        metrics::counter!("identity_password_rehashes_total").increment(1);
+        tracing::info!(customer_id = %customer, "Password rehashed with the current parameters");
+    }
     let (refresh_token, refresh_hash) = new_refresh_token();
     let session =
         repo::create_session(&state.pool, customer, &refresh_hash, refresh_expiry(&state))

@@ -77,47 +77,57 @@ pub async fn find_credentials(
         .map(|row| (row.get(0), row.get(1))))
 }
 
-/// Until when this email index is locked, if it is now.
+/// Whose consecutive sign-in failures count together: one email (its blind index, whether a
+/// customer has it or not) from one client (a keyed hash of its rate-limit key). A client
+/// that fails five times is locked out of that email; its owner, elsewhere, is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginKey {
+    pub email_index: [u8; 32],
+    pub client_index: [u8; 32],
+}
+
+/// Until when this email is locked for this client, if it is now.
 pub async fn locked_until(
     pool: &Pool,
-    email_index: &[u8; 32],
+    key: &LoginKey,
 ) -> Result<Option<OffsetDateTime>, RepoError> {
     let client = pool.get().await?;
     Ok(client
         .query_opt(
             "SELECT locked_until FROM login_failures
-             WHERE email_index = $1 AND locked_until > now()",
-            &[&email_index.as_slice()],
+             WHERE email_index = $1 AND client_index = $2 AND locked_until > now()",
+            &[&key.email_index.as_slice(), &key.client_index.as_slice()],
         )
         .await?
         .and_then(|row| row.get(0)))
 }
 
-/// Counts one more consecutive failure; at `threshold` the email is locked for
-/// `lockout_secs` and the count starts again. A failure long after the previous one (more
-/// than the lockout period) counts as the first.
+/// Counts one more consecutive failure; at `threshold` the email is locked for this client
+/// for `lockout_secs` and the count starts again. A failure long after the previous one
+/// (more than the lockout period) counts as the first.
 pub async fn record_login_failure(
     pool: &Pool,
-    email_index: &[u8; 32],
+    key: &LoginKey,
     threshold: u32,
     lockout_secs: u64,
 ) -> Result<Option<OffsetDateTime>, RepoError> {
     let client = pool.get().await?;
     let threshold = i32::try_from(threshold).unwrap_or(i32::MAX);
     let lockout = lockout_secs as f64;
+    let (email, client_index) = (key.email_index.as_slice(), key.client_index.as_slice());
     let row = client
         .query_one(
-            "INSERT INTO login_failures AS f (email_index, failures, last_failure_at)
-             VALUES ($1, 1, now())
-             ON CONFLICT (email_index) DO UPDATE SET
+            "INSERT INTO login_failures AS f (email_index, client_index, failures, last_failure_at)
+             VALUES ($1, $2, 1, now())
+             ON CONFLICT (email_index, client_index) DO UPDATE SET
                  failures = CASE
-                     WHEN f.last_failure_at < now() - make_interval(secs => $2)
+                     WHEN f.last_failure_at < now() - make_interval(secs => $3)
                        OR f.locked_until IS NOT NULL THEN 1
                      ELSE f.failures + 1 END,
                  locked_until = NULL,
                  last_failure_at = now()
              RETURNING failures",
-            &[&email_index.as_slice(), &lockout],
+            &[&email, &client_index, &lockout],
         )
         .await?;
     let failures: i32 = row.get(0);
@@ -127,22 +137,38 @@ pub async fn record_login_failure(
     let row = client
         .query_one(
             "UPDATE login_failures
-             SET locked_until = now() + make_interval(secs => $2), failures = 0
-             WHERE email_index = $1
+             SET locked_until = now() + make_interval(secs => $3), failures = 0
+             WHERE email_index = $1 AND client_index = $2
              RETURNING locked_until",
-            &[&email_index.as_slice(), &lockout],
+            &[&email, &client_index, &lockout],
         )
         .await?;
     Ok(row.get(0))
 }
 
-/// Forgets the failures of an email after a successful sign-in.
-pub async fn clear_login_failures(pool: &Pool, email_index: &[u8; 32]) -> Result<(), RepoError> {
+/// Forgets this client's failures for an email after it signed in.
+pub async fn clear_login_failures(pool: &Pool, key: &LoginKey) -> Result<(), RepoError> {
     let client = pool.get().await?;
     client
         .execute(
-            "DELETE FROM login_failures WHERE email_index = $1",
-            &[&email_index.as_slice()],
+            "DELETE FROM login_failures WHERE email_index = $1 AND client_index = $2",
+            &[&key.email_index.as_slice(), &key.client_index.as_slice()],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Replaces a customer's password hash (a rehash with the current argon2 parameters).
+pub async fn update_password_hash(
+    pool: &Pool,
+    customer: Uuid,
+    hash: &str,
+) -> Result<(), RepoError> {
+    let client = pool.get().await?;
+    client
+        .execute(
+            "UPDATE customers SET password_hash = $2 WHERE id = $1",
+            &[&customer, &hash],
         )
         .await?;
     Ok(())

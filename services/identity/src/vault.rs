@@ -15,6 +15,8 @@ use crate::domain::{Address, Email, Profile};
 
 /// The blind-index domain of login emails.
 pub const EMAIL_INDEX_DOMAIN: &str = "identity/customer-email";
+/// Blind-index domain of sign-in clients (their rate-limit key), for the lockout counters.
+pub const LOGIN_CLIENT_DOMAIN: &str = "identity/login-client";
 
 /// A customer's personal data as stored: ciphertexts only.
 #[derive(Debug, Clone)]
@@ -41,6 +43,13 @@ pub enum VaultError {
 /// The login lookup key of an email.
 pub fn email_index(key: &BlindIndexKey, email: &Email) -> [u8; 32] {
     key.blind_index(EMAIL_INDEX_DOMAIN, email.expose())
+}
+
+/// The lockout key of a client: a keyed hash of its rate-limit key (IPv4 address, IPv6 /64),
+/// so the counters hold no address.
+pub fn client_index(key: &BlindIndexKey, client: std::net::IpAddr) -> [u8; 32] {
+    let client = comptoir_platform::client::rate_limit_key(client);
+    key.blind_index(LOGIN_CLIENT_DOMAIN, &client.to_string())
 }
 
 /// A fresh data key for a new customer, and its wrapped form to store.

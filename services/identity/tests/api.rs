@@ -477,6 +477,122 @@ async fn lockout_looks_the_same_for_known_and_unknown_emails() {
     );
 }
 
+/// A sign-in as the gateway forwards it for the client at `client`.
+async fn login_from(
+    app: &support::TestApp,
+    client: &str,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    app.http
+        .post(app.url("/v1/sessions"))
+        .header("x-forwarded-for", client)
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_guessing_passwords_locks_itself_out_not_the_owner() {
+    // Behind the gateway (loopback is trusted here): an attacker at one address must not be
+    // able to lock the owner, at another, out of sign-in or of their erasure (Art. 17).
+    let app = spawn_app_with(|s| {
+        s.login.lockout_threshold = 3;
+        s.login.per_email_per_minute = 100;
+        s.login.trusted_proxies =
+            comptoir_platform::client::TrustedProxies::parse(&["127.0.0.0/8"]).expect("cidr");
+    })
+    .await;
+    let (attacker, owner) = ("198.51.100.66", "203.0.113.7");
+    assert_eq!(
+        app.register("ada@example.com", "Ada").await.status(),
+        StatusCode::ACCEPTED
+    );
+    for _ in 0..3 {
+        let response =
+            login_from(&app, attacker, "ada@example.com", "wrong password attempt").await;
+        assert_problem(response, StatusCode::UNAUTHORIZED).await;
+    }
+    // The attacker is locked out of Ada, even with the right password, as for nobody@.
+    let locked = assert_problem(
+        login_from(&app, attacker, "ada@example.com", PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS,
+    )
+    .await;
+    assert_eq!(locked["type"], "https://comptoir.dev/problems/login-locked");
+
+    // Ada, from her own address, signs in and can still erase herself.
+    let response = login_from(&app, owner, "ada@example.com", PASSWORD).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "the owner is not locked out"
+    );
+    let tokens = support::tokens(response).await;
+    // The counters hold no address, only keyed hashes.
+    let admin = app.db.admin().await.expect("admin");
+    let dump: Vec<String> = admin
+        .query(
+            "SELECT encode(client_index, 'escape') FROM login_failures",
+            &[],
+        )
+        .await
+        .expect("query")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(!dump.is_empty());
+    assert!(dump.iter().all(|row| !row.contains(attacker)), "{dump:?}");
+
+    let erasure = app
+        .authed(Method::DELETE, "/v1/me", &tokens.access)
+        .header("x-forwarded-for", owner)
+        .json(&json!({"password": PASSWORD}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(erasure.status(), StatusCode::ACCEPTED);
+}
+
+/// The one customer's stored password hash (a PHC string: it names its parameters).
+async fn stored_hash(app: &support::TestApp) -> String {
+    let admin = app.db.admin().await.expect("admin");
+    let row = admin
+        .query_one("SELECT password_hash FROM customers", &[])
+        .await
+        .expect("query");
+    row.get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_rehashes_a_password_stored_with_older_parameters() {
+    // After a raise of the argon2 parameters, an old account's hash is replaced at its next
+    // sign-in: otherwise its sign-ins would cost less than an unknown email's dummy check
+    // (made with the current parameters), and the difference would tell customers apart.
+    let app = spawn_app().await;
+    app.customer("ada@example.com", "Ada").await;
+    assert!(
+        stored_hash(&app).await.contains("m=256,t=1,p=1"),
+        "{}",
+        stored_hash(&app).await
+    );
+    let app = app
+        .restart_with(|s| {
+            s.argon2.memory_kib = 512;
+            s.argon2.iterations = 2;
+        })
+        .await;
+    app.login("ada@example.com", PASSWORD).await;
+    assert!(
+        stored_hash(&app).await.contains("m=512,t=2,p=1"),
+        "{}",
+        stored_hash(&app).await
+    );
+    // And the new hash still signs in.
+    app.login("ada@example.com", PASSWORD).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_ins_are_rate_limited_per_client_address() {
     let app = spawn_app_with(|s| s.login.per_ip_per_minute = 3).await;

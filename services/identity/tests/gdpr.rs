@@ -703,8 +703,8 @@ async fn the_sweep_enforces_retention_on_what_identity_keeps() {
         admin
             .execute(
                 &format!(
-                    "INSERT INTO login_failures (email_index, failures, last_failure_at)
-                     VALUES ($1, 2, now() - interval '{age}')"
+                    "INSERT INTO login_failures (email_index, client_index, failures, last_failure_at)
+                     VALUES ($1, $1, 2, now() - interval '{age}')"
                 ),
                 &[&index.as_slice()],
             )

@@ -179,6 +179,7 @@ impl Platform {
             memory_kib: 256,
             iterations: 1,
             parallelism: 1,
+            ..Default::default()
         };
         identity.pulsar.url = pulsar_url();
         identity.pulsar.namespace = namespace.name.clone();

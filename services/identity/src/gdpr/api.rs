@@ -29,9 +29,10 @@ use uuid::Uuid;
 use super::export::{self, Requested};
 use super::{erasure, store};
 use crate::AppState;
-use crate::api::{client_ip, invalid_credentials, problem, too_many};
+use crate::api::{
+    client_ip, count_failure, invalid_credentials, lockout, login_key, problem, too_many,
+};
 use crate::domain::Password;
-use crate::repo;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -276,7 +277,7 @@ pub struct ErasureInput {
     responses((status = 202, body = Accepted, headers(("Location" = String))),
               (status = 400, body = Problem), (status = 401, body = Problem),
               (status = 404, body = Problem), (status = 422, body = Problem),
-              (status = 429, body = Problem)))]
+              (status = 429, body = Problem), (status = 503, body = Problem)))]
 #[tracing::instrument(skip_all, fields(customer_id = %subject.customer_id))]
 pub async fn erase_me(
     subject: Subject,
@@ -285,7 +286,8 @@ pub async fn erase_me(
     headers: HeaderMap,
     Json(input): Json<ErasureInput>,
 ) -> Result<Response, Problem> {
-    if let Err(wait) = state.limiter.check_ip(client_ip(&state, peer, &headers)) {
+    let client = client_ip(&state, peer, &headers);
+    if let Err(wait) = state.limiter.check_ip(client) {
         return Ok(too_many("rate-limited", "Too many requests", wait));
     }
     let customer = subject.customer_id;
@@ -295,20 +297,14 @@ pub async fn erase_me(
     else {
         return Err(Problem::not_found("customer"));
     };
-    // Re-authentication counts like a sign-in: same per-email rate, same lockout.
+    // Re-authentication counts like a sign-in: same per-email rate, same lockout (per email
+    // and client, so nobody else can lock the owner out of their erasure).
     if let Err(wait) = state.limiter.check_email(email_index) {
         return Ok(too_many("rate-limited", "Too many requests", wait));
     }
-    if let Some(until) = repo::locked_until(&state.pool, &email_index)
-        .await
-        .map_err(problem)?
-    {
-        let wait = (until - OffsetDateTime::now_utc()).unsigned_abs();
-        return Ok(too_many(
-            "login-locked",
-            "Too many failed sign-ins for this account",
-            wait,
-        ));
+    let key = login_key(&state, email_index, client);
+    if let Some(locked) = lockout(&state, &key).await? {
+        return Ok(locked);
     }
     let password = Password::presented(input.password.expose());
     if !state
@@ -318,17 +314,7 @@ pub async fn erase_me(
         .map_err(problem)?
     {
         metrics::counter!("identity_reauthentications_total", "outcome" => "failure").increment(1);
-        let locked = repo::record_login_failure(
-            &state.pool,
-            &email_index,
-            state.login.lockout_threshold,
-            state.login.lockout_secs,
-        )
-        .await
-        .map_err(problem)?;
-        if locked.is_some() {
-            tracing::warn!("Sign-ins locked for an email after consecutive failures");
-        }
+        count_failure(&state, &key).await?;
         return Err(invalid_credentials());
     }
     metrics::counter!("identity_reauthentications_total", "outcome" => "success").increment(1);

@@ -165,6 +165,7 @@ pub fn test_settings(db: &TestDatabase, namespace: &TestNamespace, keys: &KeyFil
         memory_kib: 256,
         iterations: 1,
         parallelism: 1,
+        ..Argon2Settings::default()
     };
     settings.http.shutdown_grace_ms = 5_000;
     settings
