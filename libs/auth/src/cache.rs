@@ -5,7 +5,15 @@
 //! refresh is rate-limited (`min_refresh_interval_ms`) so that tokens with made-up key ids
 //! cannot turn every request into a call to identity. A failed fetch keeps the keys already
 //! held.
+//!
+//! Whoever can answer the JWKS fetch chooses which keys sign valid tokens, so the fetch must
+//! not be open to tampering: a plain `http://` URL is refused unless it names loopback (a
+//! developer machine, a test, a sidecar); in a cluster the JWKS comes over `https://`,
+//! verified against the platform's CA (`ca_file`) or the system roots
+//! (docs/adr/0017-tls-between-services.md).
 
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -19,8 +27,12 @@ use crate::{Claims, Jwks, Verifier, VerifyError};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwksCacheSettings {
-    /// Identity's JWKS, e.g. `http://identity:8080/.well-known/jwks.json`.
+    /// Identity's JWKS, e.g. `https://identity:8443/.well-known/jwks.json`; `http://` only to
+    /// a loopback host.
     pub url: String,
+    /// PEM certificate(s) of the CA that signs identity's certificate (the cluster's CA);
+    /// absent: the system's roots.
+    pub ca_file: Option<PathBuf>,
     /// The `iss` tokens must carry.
     pub issuer: String,
     /// The `aud` tokens must carry.
@@ -37,6 +49,7 @@ impl Default for JwksCacheSettings {
     fn default() -> Self {
         Self {
             url: "http://127.0.0.1:8081/.well-known/jwks.json".to_owned(),
+            ca_file: None,
             issuer: crate::DEFAULT_ISSUER.to_owned(),
             audience: crate::DEFAULT_AUDIENCE.to_owned(),
             refresh_interval_ms: 300_000,
@@ -50,8 +63,24 @@ impl JwksCacheSettings {
     /// Readable problems with these settings, each naming its key under `prefix`.
     pub fn problems(&self, prefix: &str) -> Vec<String> {
         let mut problems = Vec::new();
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            problems.push(format!("{prefix}.url must be an http(s) URL"));
+        match reqwest::Url::parse(&self.url) {
+            Ok(url) if url.scheme() == "https" => {}
+            Ok(url) if url.scheme() == "http" => {
+                if !is_loopback(&url) {
+                    problems.push(format!(
+                        "{prefix}.url is plain http:// to {}, which is not loopback: whoever can \
+                         tamper with that traffic could serve their own key and forge any token; \
+                         use https://",
+                        url.host_str().unwrap_or("?")
+                    ));
+                }
+            }
+            _ => problems.push(format!("{prefix}.url must be an http(s) URL")),
+        }
+        if let Some(ca_file) = &self.ca_file
+            && let Err(error) = read_ca(ca_file)
+        {
+            problems.push(format!("{prefix}.ca_file: {error}"));
         }
         if self.issuer.is_empty() {
             problems.push(format!("{prefix}.issuer must be set"));
@@ -68,6 +97,32 @@ impl JwksCacheSettings {
     }
 }
 
+/// Whether a URL's host is this machine (127.0.0.0/8, ::1 or `localhost`).
+fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// The CA certificates of `path` (PEM), at least one.
+fn read_ca(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{} is not PEM certificates: {e}", path.display()))?;
+    if certificates.is_empty() {
+        return Err(format!("no certificate in {}", path.display()));
+    }
+    Ok(certificates)
+}
+
+/// Why the cache cannot be built (its settings' `problems` name the same, earlier).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the JWKS client: {0}")]
+pub struct JwksCacheError(String);
+
 /// Verifies tokens against identity's JWKS, fetched and cached.
 #[derive(Debug)]
 pub struct JwksCache {
@@ -79,17 +134,26 @@ pub struct JwksCache {
 }
 
 impl JwksCache {
-    pub fn new(settings: JwksCacheSettings) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(settings.fetch_timeout_ms))
-            .build()
-            .unwrap_or_default();
-        Self {
+    /// A cache for these settings; fails on an unreadable `ca_file` or a plain `http://` URL
+    /// to a host that is not loopback (never fetched, even once).
+    pub fn new(settings: JwksCacheSettings) -> Result<Self, JwksCacheError> {
+        if let Some(problem) = settings.problems("auth").into_iter().next() {
+            return Err(JwksCacheError(problem));
+        }
+        let mut builder =
+            reqwest::Client::builder().timeout(Duration::from_millis(settings.fetch_timeout_ms));
+        if let Some(ca_file) = &settings.ca_file {
+            for certificate in read_ca(ca_file).map_err(JwksCacheError)? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder.build().map_err(|e| JwksCacheError(e.to_string()))?;
+        Ok(Self {
             settings,
             http,
             current: RwLock::new(None),
             last_fetch: tokio::sync::Mutex::new(None),
-        }
+        })
     }
 
     fn current(&self) -> Option<Arc<Verifier>> {
@@ -188,6 +252,62 @@ impl JwksCache {
             if let Err(error) = self.refresh().await {
                 tracing::warn!(%error, url = %self.settings.url, "Cannot refresh the JWKS");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_url(url: &str) -> JwksCacheSettings {
+        JwksCacheSettings {
+            url: url.to_owned(),
+            ..JwksCacheSettings::default()
+        }
+    }
+
+    #[test]
+    fn plain_http_is_refused_outside_loopback() {
+        for url in [
+            "http://identity:8080/.well-known/jwks.json",
+            "http://10.0.0.7/.well-known/jwks.json",
+            "http://[fd00::7]/.well-known/jwks.json",
+            "http://127.0.0.1.nip.io/.well-known/jwks.json",
+        ] {
+            let problems = with_url(url).problems("auth");
+            assert_eq!(problems.len(), 1, "{url}: {problems:?}");
+            assert!(problems[0].contains("not loopback"), "{problems:?}");
+            let error = JwksCache::new(with_url(url)).expect_err(url);
+            assert!(error.to_string().contains("https://"), "{error}");
+        }
+        for url in [
+            "http://127.0.0.1:8082/.well-known/jwks.json",
+            "http://127.0.0.2/.well-known/jwks.json",
+            "http://[::1]:8082/.well-known/jwks.json",
+            "http://localhost:8082/.well-known/jwks.json",
+            "https://identity:8443/.well-known/jwks.json",
+        ] {
+            assert!(with_url(url).problems("auth").is_empty(), "{url}");
+            assert!(JwksCache::new(with_url(url)).is_ok(), "{url}");
+        }
+        assert!(!with_url("ftp://identity/jwks").problems("auth").is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_or_empty_ca_file_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").expect("write");
+        for ca_file in [dir.path().join("missing.pem"), empty] {
+            let settings = JwksCacheSettings {
+                ca_file: Some(ca_file.clone()),
+                ..with_url("https://identity:8443/.well-known/jwks.json")
+            };
+            let problems = settings.problems("auth");
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(problems[0].starts_with("auth.ca_file:"), "{problems:?}");
+            assert!(JwksCache::new(settings).is_err());
         }
     }
 }

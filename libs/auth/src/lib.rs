@@ -27,7 +27,7 @@ pub mod keys;
 mod provider;
 pub mod verify;
 
-pub use cache::{JwksCache, JwksCacheSettings};
+pub use cache::{JwksCache, JwksCacheError, JwksCacheSettings};
 pub use claims::Claims;
 pub use extract::{Authenticator, Subject};
 pub use keys::{Jwk, Jwks, KeyError, Signer};

@@ -68,7 +68,7 @@ async fn rotation_is_picked_up_on_the_first_unknown_kid() {
     let old = Signer::generate("2026-01").expect("key");
     let new = Signer::generate("2026-02").expect("key");
     *served.jwks.lock().expect("lock") = Jwks::new(vec![old.jwk()]);
-    let cache = JwksCache::new(settings(serve_jwks(served.clone()).await, 0));
+    let cache = JwksCache::new(settings(serve_jwks(served.clone()).await, 0)).expect("cache");
 
     let subject = Uuid::new_v4();
     assert_eq!(
@@ -105,7 +105,7 @@ async fn made_up_kids_do_not_hammer_identity() {
     let served = Served::default();
     let known = Signer::generate("k1").expect("key");
     *served.jwks.lock().expect("lock") = Jwks::new(vec![known.jwk()]);
-    let cache = JwksCache::new(settings(serve_jwks(served.clone()).await, 60_000));
+    let cache = JwksCache::new(settings(serve_jwks(served.clone()).await, 60_000)).expect("cache");
     assert!(cache.verify(&token(&known, Uuid::new_v4())).await.is_ok());
     for i in 0..20 {
         let stranger = Signer::generate(&format!("made-up-{i}")).expect("key");
@@ -124,7 +124,8 @@ async fn made_up_kids_do_not_hammer_identity() {
 #[tokio::test]
 async fn an_unreachable_jwks_is_keys_unavailable_not_a_valid_token() {
     let signer = Signer::generate("k1").expect("key");
-    let cache = JwksCache::new(settings("http://127.0.0.1:9/jwks.json".to_owned(), 0));
+    let cache =
+        JwksCache::new(settings("http://127.0.0.1:9/jwks.json".to_owned(), 0)).expect("cache");
     assert!(matches!(
         cache.verify(&token(&signer, Uuid::new_v4())).await,
         Err(VerifyError::KeysUnavailable(_))
@@ -252,4 +253,102 @@ async fn the_subject_extractor_admits_only_verified_customers() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(body.contains("expired"), "{body}");
     assert!(challenge.contains("invalid_token"), "{challenge}");
+}
+
+/// The JWKS served over TLS with a certificate for `localhost` signed by a fresh CA; returns
+/// the URL and the CA's PEM.
+async fn serve_jwks_over_tls(served: Served) -> (String, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("ca");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate().expect("server key");
+    let server = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("server params")
+        .signed_by(&server_key, &issuer)
+        .expect("server certificate");
+
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocols")
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![server.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+    )
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let app = Router::new()
+        .route(
+            "/.well-known/jwks.json",
+            get(|State(s): State<Served>| async move {
+                s.fetches.fetch_add(1, Ordering::SeqCst);
+                axum::Json(s.jwks.lock().expect("lock").clone())
+            }),
+        )
+        .with_state(served);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                // A client refusing the certificate ends its handshake: nothing to serve.
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+            });
+        }
+    });
+    (
+        format!("https://localhost:{port}/.well-known/jwks.json"),
+        ca.pem(),
+    )
+}
+
+#[tokio::test]
+async fn the_jwks_is_fetched_over_tls_against_the_configured_ca_only() {
+    let served = Served::default();
+    let signer = Signer::generate("2026-tls").expect("key");
+    *served.jwks.lock().expect("lock") = Jwks::new(vec![signer.jwk()]);
+    let (url, ca_pem) = serve_jwks_over_tls(served.clone()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).expect("write ca");
+
+    // With the platform's CA: the keys load and tokens verify.
+    let cache = JwksCache::new(JwksCacheSettings {
+        ca_file: Some(ca_file),
+        ..settings(url.clone(), 0)
+    })
+    .expect("cache");
+    let subject = Uuid::new_v4();
+    assert_eq!(
+        cache.verify(&token(&signer, subject)).await.map(|c| c.sub),
+        Ok(subject)
+    );
+    assert_eq!(served.fetches.load(Ordering::SeqCst), 1);
+
+    // Without it (system roots only), the same server is not believed: no keys, no tokens.
+    let untrusting = JwksCache::new(settings(url, 0)).expect("cache");
+    assert!(matches!(
+        untrusting.refresh().await,
+        Err(VerifyError::KeysUnavailable(_))
+    ));
+    assert!(untrusting.verify(&token(&signer, subject)).await.is_err());
+    assert_eq!(served.fetches.load(Ordering::SeqCst), 1, "no JWKS served");
 }

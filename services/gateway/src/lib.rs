@@ -83,7 +83,7 @@ pub async fn run(
         })
         .collect::<anyhow::Result<_>>()?;
 
-    let keys = Arc::new(JwksCache::new(settings.auth.clone()));
+    let keys = Arc::new(JwksCache::new(settings.auth.clone())?);
     let keys_loaded = Arc::new(AtomicBool::new(false));
     match keys.refresh().await {
         Ok(()) => keys_loaded.store(true, Ordering::Release),

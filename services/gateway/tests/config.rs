@@ -56,3 +56,16 @@ fn an_unknown_key_is_named() {
     let output = gateway(&[("COMPTOIR_GATEWAY__RATE_LIMIT__PER_IP", "5")], &[]);
     assert_refused(&output, &["per_ip"]);
 }
+
+#[test]
+fn a_jwks_over_plain_http_to_another_host_is_refused() {
+    // Whoever answers that fetch would choose the keys every token is checked against.
+    let output = gateway(
+        &[(
+            "COMPTOIR_GATEWAY__AUTH__URL",
+            "http://identity.internal:8080/.well-known/jwks.json",
+        )],
+        &[],
+    );
+    assert_refused(&output, &["auth.url", "identity.internal", "https://"]);
+}
