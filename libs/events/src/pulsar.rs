@@ -47,6 +47,19 @@ impl PulsarSettings {
                 self.namespace
             ));
         }
+        if self.token_file.is_some()
+            && self.url.scheme() == "pulsar"
+            && !self
+                .url
+                .host_str()
+                .is_some_and(comptoir_store::is_loopback_host)
+        {
+            problems.push(format!(
+                "{prefix}.token_file is set but {prefix}.url is plain pulsar:// to {}, which is \
+                 not loopback: the token would cross the network in clear; use pulsar+ssl://",
+                self.url.host_str().unwrap_or("?")
+            ));
+        }
         for (key, path) in [("token_file", &self.token_file), ("ca_file", &self.ca_file)] {
             if let Some(path) = path
                 && !path.is_file()
@@ -115,4 +128,34 @@ pub async fn connect(settings: &PulsarSettings) -> Result<Pulsar<TokioExecutor>,
             url: Box::new(settings.url.clone()),
             source: Box::new(source),
         })
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_refused_over_plain_pulsar_off_loopback() {
+        let token = tempfile::NamedTempFile::new().expect("token file");
+        let settings = |url: &str, token_file: Option<PathBuf>| PulsarSettings {
+            url: Url::parse(url).expect("url"),
+            namespace: "comptoir/catalog".to_owned(),
+            token_file,
+            ca_file: None,
+        };
+        let with_token = Some(token.path().to_owned());
+        let problems =
+            settings("pulsar://pulsar.internal:6650", with_token.clone()).problems("pulsar");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("pulsar+ssl://"), "{problems:?}");
+        for fine in [
+            settings("pulsar+ssl://pulsar.internal:6651", with_token.clone()),
+            settings("pulsar://127.0.0.1:6650", with_token.clone()),
+            settings("pulsar://localhost:6650", with_token),
+            // No token, nothing secret on the wire (an open development broker).
+            settings("pulsar://pulsar.internal:6650", None),
+        ] {
+            assert!(fine.problems("pulsar").is_empty(), "{}", fine.url);
+        }
+    }
 }

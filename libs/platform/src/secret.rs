@@ -3,6 +3,10 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// The shortest bearer token a service accepts in its configuration (an operator token, an
+/// internal client's token): 16 characters, so a guessable one stops the process at start-up.
+pub const MIN_BEARER_TOKEN_LEN: usize = 16;
+
 /// A secret value. Its `Debug` and `Display` print `[redacted]`, so a secret that ends up in a
 /// log line or an error message by mistake does not leak.
 #[derive(Clone, PartialEq, Eq)]

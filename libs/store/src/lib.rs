@@ -92,8 +92,27 @@ impl DatabaseSettings {
                 path.display()
             ));
         }
+        if self.tls == TlsMode::Disable && !is_loopback_host(&self.host) {
+            problems.push(format!(
+                "{prefix}.tls is disable but {prefix}.host {:?} is not loopback: the password and \
+                 every row would cross the network in clear; use tls = \"verify-full\"",
+                self.host
+            ));
+        }
         problems
     }
+}
+
+/// Whether `host` is this machine: `localhost`, a loopback address (127.0.0.0/8, ::1), or a
+/// Unix-socket directory (PostgreSQL's host may be a path). The one rule the configuration
+/// guards use to allow plaintext (database, broker) only where nothing crosses a network.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.starts_with('/')
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Why the store could not be used.
@@ -238,4 +257,46 @@ pub async fn migrate(pool: &Pool, runner: refinery::Runner) -> Result<(), StoreE
         tracing::info!(migration = %migration, "Applied migration");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(host: &str, tls: TlsMode) -> DatabaseSettings {
+        DatabaseSettings {
+            host: host.to_owned(),
+            name: "catalog".to_owned(),
+            user: "catalog".to_owned(),
+            tls,
+            ..DatabaseSettings::default()
+        }
+    }
+
+    #[test]
+    fn plaintext_is_refused_off_loopback() {
+        for host in ["db.internal", "10.0.0.5", "fd00::5", "127.0.0.1.example"] {
+            let problems = at(host, TlsMode::Disable).problems("database");
+            assert_eq!(problems.len(), 1, "{host}: {problems:?}");
+            assert!(problems[0].contains("verify-full"), "{problems:?}");
+            assert!(
+                at(host, TlsMode::VerifyFull)
+                    .problems("database")
+                    .is_empty()
+            );
+        }
+        for host in [
+            "127.0.0.1",
+            "127.0.0.2",
+            "::1",
+            "[::1]",
+            "localhost",
+            "/run/postgresql",
+        ] {
+            assert!(
+                at(host, TlsMode::Disable).problems("database").is_empty(),
+                "{host}"
+            );
+        }
+    }
 }

@@ -24,7 +24,7 @@ use comptoir_events::outbox::Relay;
 use comptoir_events::pulsar::PulsarSettings;
 use comptoir_platform::config::{HttpSettings, TelemetrySettings, Validate};
 use comptoir_platform::health::ReadinessCheck;
-use comptoir_platform::secret::{Secret, read_secret_file};
+use comptoir_platform::secret::{MIN_BEARER_TOKEN_LEN, Secret, read_secret_file};
 use comptoir_store::DatabaseSettings;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -107,14 +107,16 @@ impl Validate for Settings {
         match &self.admin_token_file {
             None => problems
                 .push("admin_token_file must be set: the admin routes need a token".to_owned()),
-            Some(path) => {
-                if let Err(error) = read_secret_file(path) {
-                    problems.push(format!(
-                        "admin_token_file: {}",
-                        comptoir_platform::telemetry::error_chain(&error)
-                    ));
-                }
-            }
+            Some(path) => match read_secret_file(path) {
+                Err(error) => problems.push(format!(
+                    "admin_token_file: {}",
+                    comptoir_platform::telemetry::error_chain(&error)
+                )),
+                Ok(token) if token.expose().len() < MIN_BEARER_TOKEN_LEN => problems.push(format!(
+                    "admin_token_file: the token must be at least {MIN_BEARER_TOKEN_LEN} characters"
+                )),
+                Ok(_) => {}
+            },
         }
         problems
     }

@@ -89,3 +89,28 @@ fn a_config_file_with_bad_values_is_refused() {
     let output = catalog(&[], &["--config", file.to_str().expect("utf-8")]);
     assert_refused(&output, &["http.concurrency_limit", "database.pool_size"]);
 }
+
+#[test]
+fn a_short_admin_token_and_plaintext_to_a_remote_database_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("admin-token");
+    std::fs::write(&token, "letmein").expect("write token");
+    let output = catalog(
+        &[
+            (
+                "COMPTOIR_CATALOG__ADMIN_TOKEN_FILE",
+                token.to_str().expect("utf-8"),
+            ),
+            ("COMPTOIR_CATALOG__DATABASE__HOST", "db.internal"),
+            ("COMPTOIR_CATALOG__DATABASE__TLS", "disable"),
+        ],
+        &[],
+    );
+    assert_refused(
+        &output,
+        &[
+            "admin_token_file: the token must be at least 16 characters",
+            "database.tls is disable but database.host \"db.internal\" is not loopback",
+        ],
+    );
+}

@@ -33,7 +33,7 @@ use comptoir_events::outbox::Relay;
 use comptoir_events::pulsar::PulsarSettings;
 use comptoir_platform::config::{HttpSettings, TelemetrySettings, Validate};
 use comptoir_platform::health::ReadinessCheck;
-use comptoir_platform::secret::{Secret, read_secret_file};
+use comptoir_platform::secret::{MIN_BEARER_TOKEN_LEN, Secret, read_secret_file};
 use comptoir_platform::telemetry::error_chain;
 use comptoir_privacy::{BlindIndexKey, Kek, Keyring};
 use comptoir_store::DatabaseSettings;
@@ -320,8 +320,8 @@ impl Keys {
                 ));
             }
             match read_secret_file(&client.token_file) {
-                Ok(token) if token.expose().len() < 16 => problems.push(format!(
-                    "internal_clients.{name}.token_file: the token must be at least 16 characters"
+                Ok(token) if token.expose().len() < MIN_BEARER_TOKEN_LEN => problems.push(format!(
+                    "internal_clients.{name}.token_file: the token must be at least {MIN_BEARER_TOKEN_LEN} characters"
                 )),
                 Ok(token) => clients.push(InternalClient {
                     name: name.clone(),
