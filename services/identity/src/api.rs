@@ -295,11 +295,14 @@ fn tokens(
     })
 }
 
+/// When a refresh token issued now expires: its TTL, and never past a new session's
+/// absolute lifetime (a rotation also caps it at the session's own end).
 fn refresh_expiry(state: &AppState) -> OffsetDateTime {
-    OffsetDateTime::now_utc()
-        + time::Duration::seconds(
-            i64::try_from(state.tokens.refresh_ttl_secs).unwrap_or(i64::MAX / 2),
-        )
+    let secs = state
+        .tokens
+        .refresh_ttl_secs
+        .min(state.tokens.session_max_age_secs);
+    OffsetDateTime::now_utc() + time::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 2))
 }
 
 /// Sign in.
@@ -416,9 +419,16 @@ pub async fn refresh(
     }
     let presented = hash_refresh_token(&input.refresh_token);
     let (next, next_hash) = new_refresh_token();
-    match repo::rotate_refresh_token(&state.pool, &presented, &next_hash, refresh_expiry(&state))
-        .await
-        .map_err(problem)?
+    let max_age = Duration::from_secs(state.tokens.session_max_age_secs);
+    match repo::rotate_refresh_token(
+        &state.pool,
+        &presented,
+        &next_hash,
+        refresh_expiry(&state),
+        max_age,
+    )
+    .await
+    .map_err(problem)?
     {
         Refresh::Rotated { customer, session } => {
             Ok(AxumJson(tokens(&state, customer, session, next)?))

@@ -99,6 +99,9 @@ pub struct TokenSettings {
     pub access_ttl_secs: u64,
     /// Lifetime of a refresh token (each use issues a new one).
     pub refresh_ttl_secs: u64,
+    /// Absolute lifetime of a session: however often it is refreshed, it ends this long
+    /// after the sign-in, and the customer signs in again.
+    pub session_max_age_secs: u64,
 }
 
 impl Default for TokenSettings {
@@ -111,6 +114,7 @@ impl Default for TokenSettings {
             audience: comptoir_auth::DEFAULT_AUDIENCE.to_owned(),
             access_ttl_secs: 300,
             refresh_ttl_secs: 30 * 24 * 3600,
+            session_max_age_secs: 90 * 24 * 3600,
         }
     }
 }
@@ -196,6 +200,10 @@ impl Validate for Settings {
         }
         if self.tokens.refresh_ttl_secs < self.tokens.access_ttl_secs {
             problems.push("tokens.refresh_ttl_secs must be at least access_ttl_secs".to_owned());
+        }
+        if self.tokens.session_max_age_secs < self.tokens.access_ttl_secs {
+            problems
+                .push("tokens.session_max_age_secs must be at least access_ttl_secs".to_owned());
         }
         if self.tokens.issuer.is_empty() || self.tokens.audience.is_empty() {
             problems.push("tokens.issuer and tokens.audience must be set".to_owned());

@@ -210,11 +210,15 @@ pub enum Refresh {
 }
 
 /// Spends `presented` and stores `new` in its place, detecting reuse.
+///
+/// A session also ends `session_max_age` after its sign-in, however often it is refreshed:
+/// the new token never outlives that, and a token presented after it is refused.
 pub async fn rotate_refresh_token(
     pool: &Pool,
     presented: &[u8; 32],
     new: &[u8; 32],
     new_expires_at: OffsetDateTime,
+    session_max_age: std::time::Duration,
 ) -> Result<Refresh, RepoError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
@@ -223,11 +227,11 @@ pub async fn rotate_refresh_token(
     let Some(row) = tx
         .query_opt(
             "SELECT t.session_id, s.customer_id, t.used_at IS NOT NULL, t.expires_at <= now(),
-                    s.revoked_at IS NOT NULL
+                    s.revoked_at IS NOT NULL, s.created_at + make_interval(secs => $2)
              FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
              WHERE t.token_hash = $1
              FOR UPDATE OF t, s",
-            &[&presented.as_slice()],
+            &[&presented.as_slice(), &session_max_age.as_secs_f64()],
         )
         .await?
     else {
@@ -236,9 +240,11 @@ pub async fn rotate_refresh_token(
     let session: Uuid = row.get(0);
     let customer: Uuid = row.get(1);
     let (used, expired, revoked): (bool, bool, bool) = (row.get(2), row.get(3), row.get(4));
-    if revoked || expired {
+    let session_ends: OffsetDateTime = row.get(5);
+    if revoked || expired || session_ends <= OffsetDateTime::now_utc() {
         return Ok(Refresh::Refused);
     }
+    let new_expires_at = new_expires_at.min(session_ends);
     if used {
         tx.execute(
             "UPDATE sessions SET revoked_at = now(), revoked_reason = 'reuse-detected'

@@ -957,3 +957,42 @@ async fn tokens_signed_before_a_key_rotation_verify_until_the_old_key_is_withdra
         .expect("me");
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ends_at_its_absolute_lifetime_however_often_it_is_refreshed() {
+    let app = spawn_app_with(|s| s.tokens.session_max_age_secs = 3_600).await;
+    let tokens = app.customer("ada@example.com", "Ada").await;
+    let admin = app.db.admin().await.expect("admin");
+    // A rotation never issues a token that outlives the session's end.
+    let rotated = support::tokens(app.refresh_response(&tokens.refresh).await).await;
+    let overshoot: bool = admin
+        .query_one(
+            "SELECT bool_or(t.expires_at > s.created_at + interval '1 hour')
+             FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id",
+            &[],
+        )
+        .await
+        .expect("query")
+        .get(0);
+    assert!(!overshoot, "a refresh token outlives its session");
+    // Past the absolute lifetime the session is over, even with a fresh refresh token.
+    admin
+        .execute(
+            "UPDATE sessions SET created_at = now() - interval '61 minutes'",
+            &[],
+        )
+        .await
+        .expect("age the session");
+    admin
+        .execute(
+            "UPDATE refresh_tokens SET expires_at = now() + interval '29 days' WHERE used_at IS NULL",
+            &[],
+        )
+        .await
+        .expect("a refresh token that has not expired by itself");
+    assert_problem(
+        app.refresh_response(&rotated.refresh).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+}
