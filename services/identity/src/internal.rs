@@ -3,9 +3,15 @@
 //! `POST /internal/v1/customers/{id}/pii` with `Authorization: Bearer <client token>` and
 //! `{"purpose": "...", "fields": ["email", ...]}`. The client is recognised by its token
 //! (one per service, read from a file); it gets the fields only for a purpose it was
-//! configured with. Every request — granted or refused — is written to `pii_access_log`
-//! before anything is answered. The gateway never routes `/internal`: only services inside
-//! the cluster network reach it (NetworkPolicy).
+//! configured with, and only the fields configured for that purpose (data minimisation: the
+//! notifications service may read an email to confirm an order, not the phone number).
+//! Every read — granted, or asked for a customer who does not exist — is written to
+//! `pii_access_log` before anything is answered, and shows in the subject's GDPR export.
+//! A refused request is counted (`identity_pii_refusals_total{reason}`) and logged without
+//! what it claimed, but never stored against the subject: an unauthenticated caller must not
+//! be able to write its own strings into someone's export, or grow that table without end.
+//! The gateway never routes `/internal`: only services inside the cluster network reach it
+//! (NetworkPolicy).
 
 use axum::extract::{Path, State};
 use axum::routing::post;
@@ -102,15 +108,39 @@ pub async fn resolve_pii(
         .map(|f| loggable(f))
         .take(16)
         .collect();
-    let client_name = client.map_or("unknown", |c| c.name.as_str());
     let unknown_fields = fields.is_empty() || fields.iter().any(|f| !FIELDS.contains(&f.as_str()));
-    let outcome = match client {
-        None => "refused-client",
-        Some(c) if !c.purposes.contains(&request.purpose) => "refused-purpose",
-        Some(_) if unknown_fields => "refused-fields",
-        Some(_) => "granted",
+    let refusal = match client.map(|c| (c, c.purposes.get(&request.purpose))) {
+        None => Some("client"),
+        Some((_, None)) => Some("purpose"),
+        Some(_) if unknown_fields => Some("fields"),
+        Some((_, Some(allowed))) if fields.iter().any(|f| !allowed.contains(f)) => {
+            Some("fields-not-allowed")
+        }
+        Some(_) => None,
     };
-    // Found or not is only known after the read; a refusal is logged before anything else.
+    if let Some(reason) = refusal {
+        // Counted and logged with the client's configured name only: nothing the caller
+        // wrote is kept, and nothing lands in the subject's record.
+        metrics::counter!("identity_pii_refusals_total", "reason" => reason).increment(1);
+        tracing::warn!(
+            client = client.map_or("unknown", |c| c.name.as_str()),
+            reason,
+            "PII request refused"
+        );
+        return Err(match reason {
+            "client" => forbidden("Unknown client"),
+            "purpose" => forbidden("This client may not declare that purpose"),
+            "fields-not-allowed" => forbidden("That purpose does not allow these fields"),
+            _ => Problem::validation(vec![FieldError::new(
+                "fields",
+                format!("must list one or more of {}", FIELDS.join(", ")),
+            )]),
+        });
+    }
+    let Some(client) = client else {
+        return Err(forbidden("Unknown client"));
+    };
+    let client_name = client.name.as_str();
     let log = |outcome: &'static str| PiiAccess {
         client: client_name,
         subject: id,
@@ -118,20 +148,7 @@ pub async fn resolve_pii(
         fields: &fields,
         outcome,
     };
-    tracing::info!(client = client_name, purpose = %purpose, outcome, "PII requested");
-    if outcome != "granted" {
-        repo::log_pii_access(&state.pool, &log(outcome))
-            .await
-            .map_err(internal)?;
-        return Err(match outcome {
-            "refused-client" => forbidden("Unknown client"),
-            "refused-purpose" => forbidden("This client may not declare that purpose"),
-            _ => Problem::validation(vec![FieldError::new(
-                "fields",
-                format!("must list one or more of {}", FIELDS.join(", ")),
-            )]),
-        });
-    }
+    tracing::info!(client = client_name, purpose = %purpose, "PII requested");
     let stored = match repo::load_customer(&state.pool, id).await {
         Ok(stored) => stored,
         Err(RepoError::NotFound) => {

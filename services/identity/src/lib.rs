@@ -125,8 +125,9 @@ impl Default for TokenSettings {
 pub struct InternalClientSettings {
     /// File holding the bearer token the client presents.
     pub token_file: PathBuf,
-    /// Purposes the client may declare, e.g. `order-confirmation`.
-    pub purposes: Vec<String>,
+    /// Purposes the client may declare, each with the only fields it may read for it (data
+    /// minimisation), e.g. `order-confirmation = ["email", "name"]`.
+    pub purposes: BTreeMap<String, Vec<String>>,
 }
 
 /// Identity settings. See `comptoir_platform::config` for how they are layered.
@@ -225,7 +226,8 @@ impl Validate for Settings {
 pub struct InternalClient {
     pub name: String,
     pub token: Secret<String>,
-    pub purposes: Vec<String>,
+    /// Purpose → the fields it allows.
+    pub purposes: BTreeMap<String, Vec<String>>,
 }
 
 /// Every key identity uses, read from its file.
@@ -326,6 +328,18 @@ impl Keys {
                 problems.push(format!(
                     "internal_clients.{name}.purposes must name at least one purpose"
                 ));
+            }
+            for (purpose, fields) in &client.purposes {
+                if fields.is_empty()
+                    || fields
+                        .iter()
+                        .any(|f| !internal::FIELDS.contains(&f.as_str()))
+                {
+                    problems.push(format!(
+                        "internal_clients.{name}.purposes.{purpose} must list one or more of {}",
+                        internal::FIELDS.join(", ")
+                    ));
+                }
             }
             match read_secret_file(&client.token_file) {
                 Ok(token) if token.expose().len() < MIN_BEARER_TOKEN_LEN => problems.push(format!(

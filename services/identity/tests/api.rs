@@ -644,11 +644,25 @@ async fn the_internal_route_resolves_pii_for_declared_purposes_and_audits_every_
         .await;
     let body = assert_problem(undeclared, StatusCode::FORBIDDEN).await;
     assert!(!body.to_string().contains("ada@"));
+    // A declared purpose, but a field it does not allow (data minimisation): the order
+    // confirmation needs an email and a name, never the phone.
+    let body = assert_problem(
+        app.internal_pii(
+            NOTIFICATIONS_TOKEN,
+            &id,
+            &json!({"purpose": "order-confirmation", "fields": ["email", "phone"]}),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert!(!body.to_string().contains("ada@"), "{body}");
+    // An unauthenticated caller, trying to write its own text against Ada.
     assert_problem(
         app.internal_pii(
             "not-a-client-token-at-all",
             &id,
-            &json!({"purpose": "order-confirmation", "fields": ["email"]}),
+            &json!({"purpose": "<script>alert('pwned')</script>", "fields": ["email"]}),
         )
         .await,
         StatusCode::FORBIDDEN,
@@ -676,6 +690,7 @@ async fn the_internal_route_resolves_pii_for_declared_purposes_and_audits_every_
     )
     .await;
 
+    // The subject's record holds the reads, not the refusals: nothing a refused caller wrote.
     let log = app.pii_log().await;
     let expected = [
         (
@@ -684,27 +699,6 @@ async fn the_internal_route_resolves_pii_for_declared_purposes_and_audits_every_
             "order-confirmation",
             vec!["email", "name"],
             "granted",
-        ),
-        (
-            "notifications",
-            &id,
-            "marketing-blast",
-            vec!["email"],
-            "refused-purpose",
-        ),
-        (
-            "unknown",
-            &id,
-            "order-confirmation",
-            vec!["email"],
-            "refused-client",
-        ),
-        (
-            "notifications",
-            &id,
-            "shipping-update",
-            vec!["password_hash"],
-            "refused-fields",
         ),
         (
             "notifications",
@@ -732,6 +726,20 @@ async fn the_internal_route_resolves_pii_for_declared_purposes_and_audits_every_
                 outcome
             )
         );
+    }
+    // The refusals are counted instead.
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    for reason in ["client", "purpose", "fields", "fields-not-allowed"] {
+        let needle = format!("identity_pii_refusals_total{{reason=\"{reason}\"}} 1");
+        assert!(metrics.contains(&needle), "{needle} not in /metrics");
     }
 }
 

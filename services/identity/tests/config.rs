@@ -74,7 +74,7 @@ fn malformed_key_files_are_named_not_shown() {
         ),
         (
             "COMPTOIR_IDENTITY__INTERNAL_CLIENTS__NOTIFICATIONS__PURPOSES",
-            "[\"order-confirmation\"]".to_owned(),
+            "{\"order-confirmation\" = [\"email\"]}".to_owned(),
         ),
         ("COMPTOIR_IDENTITY__ARGON2__MEMORY_KIB", "1".to_owned()),
     ]);

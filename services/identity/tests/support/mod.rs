@@ -92,10 +92,18 @@ impl KeyFiles {
             "notifications".to_owned(),
             InternalClientSettings {
                 token_file: self.notifications_token.clone(),
-                purposes: vec![
-                    "order-confirmation".to_owned(),
-                    "shipping-update".to_owned(),
-                ],
+                purposes: [
+                    ("order-confirmation", vec!["email", "name"]),
+                    ("shipping-update", vec!["name", "addresses"]),
+                ]
+                .into_iter()
+                .map(|(purpose, fields)| {
+                    (
+                        purpose.to_owned(),
+                        fields.into_iter().map(str::to_owned).collect(),
+                    )
+                })
+                .collect(),
             },
         );
     }
