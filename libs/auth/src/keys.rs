@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ed25519_dalek::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, EncodePrivateKey as _};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use jsonwebtoken::{Algorithm, Header};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -28,6 +28,13 @@ pub enum KeyError {
     },
     #[error("signing key file {} is not an Ed25519 private key in PKCS#8 PEM", path.display())]
     NotEd25519Pem { path: PathBuf },
+    #[error("{} is not an Ed25519 public key in SubjectPublicKeyInfo PEM", path.display())]
+    NotEd25519PublicPem { path: PathBuf },
+    #[error(
+        "{} holds a private key, where only the public half belongs (openssl pkey -in KEY -pubout)",
+        path.display()
+    )]
+    PrivateWherePublic { path: PathBuf },
     #[error("invalid key id {0:?}: use 1 to 64 ASCII letters, digits, '-', '_' or '.'")]
     InvalidKid(String),
     #[error("cannot sign the token: {0}")]
@@ -43,9 +50,14 @@ fn valid_kid(kid: &str) -> bool {
 }
 
 /// Identity's token signer: an Ed25519 private key and its key id.
+///
+/// The private key lives only in ed25519-dalek's `SigningKey`, which wipes itself when
+/// dropped. (`jsonwebtoken`'s `EncodingKey` would keep a second copy, as PKCS#8 DER in a plain
+/// `Vec` that is never wiped; so tokens are signed here, as compact JWS, and `jsonwebtoken`
+/// only verifies.)
 pub struct Signer {
     kid: String,
-    pub(crate) encoding: EncodingKey,
+    key: SigningKey,
     public: [u8; 32],
 }
 
@@ -80,13 +92,9 @@ impl Signer {
     }
 
     fn from_signing_key(key: &SigningKey, kid: &str) -> Result<Self, KeyError> {
-        let der = key.to_pkcs8_der().map_err(|_| KeyError::NotEd25519Pem {
-            path: PathBuf::new(),
-        })?;
-        crate::provider::install();
         Ok(Self {
             kid: kid.to_owned(),
-            encoding: EncodingKey::from_ed_der(der.as_bytes()),
+            key: key.clone(),
             public: key.verifying_key().to_bytes(),
         })
     }
@@ -111,6 +119,16 @@ impl Signer {
         &self.kid
     }
 
+    /// The public half as SubjectPublicKeyInfo PEM: what a retired key is configured with
+    /// ([`Jwk::from_public_key_pem_file`]).
+    pub fn public_key_pem(&self) -> String {
+        use ed25519_dalek::pkcs8::EncodePublicKey as _;
+        self.key
+            .verifying_key()
+            .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .expect("an Ed25519 public key always encodes as SPKI")
+    }
+
     /// The public half, as published in the JWKS.
     pub fn jwk(&self) -> Jwk {
         Jwk::ed25519(&self.kid, &self.public)
@@ -120,8 +138,22 @@ impl Signer {
     pub fn issue(&self, claims: &Claims) -> Result<String, KeyError> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding)
-            .map_err(|error| KeyError::Sign(error.to_string()))
+        let sign_error = |error: serde_json::Error| KeyError::Sign(error.to_string());
+        let header = serde_json::to_vec(&header).map_err(sign_error)?;
+        let claims = serde_json::to_vec(claims).map_err(sign_error)?;
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims)
+        );
+        Ok(self.sign_compact(message))
+    }
+
+    /// `message.signature`: the JWS signing input signed with this key (RFC 7515 §7.1).
+    pub(crate) fn sign_compact(&self, message: String) -> String {
+        use ed25519_dalek::Signer as _;
+        let signature = self.key.sign(message.as_bytes());
+        format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
     }
 }
 
@@ -172,6 +204,33 @@ impl Jwk {
         }
     }
 
+    /// The JWK of the Ed25519 public key in a SubjectPublicKeyInfo PEM file (`openssl pkey
+    /// -in old.pem -pubout` writes one): how a retired signing key is configured, so that
+    /// only its public half stays deployed while its tokens can still be verified. A private
+    /// key file is refused: a retired key must not be able to sign any more.
+    pub fn from_public_key_pem_file(path: impl AsRef<Path>, kid: &str) -> Result<Self, KeyError> {
+        let path = path.as_ref();
+        if !valid_kid(kid) {
+            return Err(KeyError::InvalidKid(kid.to_owned()));
+        }
+        let pem = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        if pem.contains("PRIVATE KEY") {
+            // Dropped (and the String freed) without echoing anything of it.
+            drop(Zeroizing::new(pem));
+            return Err(KeyError::PrivateWherePublic {
+                path: path.to_owned(),
+            });
+        }
+        let key =
+            VerifyingKey::from_public_key_pem(&pem).map_err(|_| KeyError::NotEd25519PublicPem {
+                path: path.to_owned(),
+            })?;
+        Ok(Self::ed25519(kid, &key.to_bytes()))
+    }
+
     /// The raw public key when this is a usable Ed25519 signing key with a `kid`.
     pub(crate) fn ed25519_key(&self) -> Option<(&str, [u8; 32])> {
         if self.kty != "OKP" || self.crv.as_deref() != Some("Ed25519") {
@@ -203,6 +262,45 @@ impl Jwks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_private_key_lives_only_in_a_key_that_wipes_itself() {
+        fn wipes_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wipes_on_drop::<SigningKey>();
+    }
+
+    #[test]
+    fn a_retired_key_is_configured_by_its_public_half_only() {
+        use ed25519_dalek::pkcs8::EncodePublicKey as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let private_pem = Signer::generate_pem();
+        let key = SigningKey::from_pkcs8_pem(&private_pem).expect("key");
+        let public_pem = key
+            .verifying_key()
+            .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .expect("spki pem");
+        let public_file = dir.path().join("old.pub.pem");
+        std::fs::write(&public_file, &public_pem).expect("write");
+        let signer = Signer::from_pkcs8_pem(&private_pem, "2026-old").expect("signer");
+        assert_eq!(
+            Jwk::from_public_key_pem_file(&public_file, "2026-old").expect("public jwk"),
+            signer.jwk()
+        );
+        let private_file = dir.path().join("old.pem");
+        std::fs::write(&private_file, private_pem.as_bytes()).expect("write");
+        let error = Jwk::from_public_key_pem_file(&private_file, "2026-old").expect_err("private");
+        assert!(
+            matches!(error, KeyError::PrivateWherePublic { .. }),
+            "{error}"
+        );
+        assert!(!error.to_string().contains("BEGIN"), "{error}");
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "hello").expect("write");
+        assert!(matches!(
+            Jwk::from_public_key_pem_file(&garbage, "2026-old"),
+            Err(KeyError::NotEd25519PublicPem { .. })
+        ));
+    }
 
     #[test]
     fn pem_roundtrip_and_jwk_shape() {

@@ -283,11 +283,7 @@ mod tests {
         body["sub"] = "ada@example.com".into();
         parts[1] = b64(&body);
         // Re-signed properly: only the claim shape is wrong.
-        let message = format!("{}.{}", parts[0], parts[1]);
-        let signature =
-            jsonwebtoken::crypto::sign(message.as_bytes(), &signer.encoding, Algorithm::EdDSA)
-                .expect("sign");
-        let token = format!("{message}.{signature}");
+        let token = signer.sign_compact(format!("{}.{}", parts[0], parts[1]));
         assert!(matches!(
             verifier.verify(&token),
             Err(VerifyError::InvalidClaims(_))

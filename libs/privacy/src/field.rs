@@ -17,6 +17,7 @@
 use aes_gcm::aead::Aead as _;
 use aes_gcm::aead::Payload;
 use aes_gcm::{Aes256Gcm, KeyInit as _};
+use zeroize::Zeroizing;
 
 use crate::key::{DataKey, KEY_LEN, fill_random};
 use crate::pii::Pii;
@@ -55,7 +56,13 @@ pub fn encrypt(key: &DataKey, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
 }
 
 /// Decrypts what [`encrypt`] returned, given the same key and AAD.
-pub fn decrypt(key: &DataKey, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>, DecryptError> {
+///
+/// The plaintext comes back in a buffer that is wiped when dropped.
+pub fn decrypt(
+    key: &DataKey,
+    ciphertext: &[u8],
+    aad: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
     let Some((&version, rest)) = ciphertext.split_first() else {
         return Err(DecryptError::Truncated { len: 0 });
     };
@@ -72,7 +79,9 @@ pub fn decrypt(key: &DataKey, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>, 
             len: ciphertext.len(),
         });
     }
-    open(key.bytes(), nonce, sealed, &versioned_aad(aad)).ok_or(DecryptError::Authentication)
+    open(key.bytes(), nonce, sealed, &versioned_aad(aad))
+        .map(Zeroizing::new)
+        .ok_or(DecryptError::Authentication)
 }
 
 /// [`encrypt`] for text.
@@ -90,8 +99,9 @@ pub fn decrypt_str(
     aad: &[u8],
 ) -> Result<Pii<String>, DecryptError> {
     let bytes = decrypt(key, ciphertext, aad)?;
-    String::from_utf8(bytes)
-        .map(Pii::new)
+    // One copy into the Pii (wiped when dropped); the decrypted buffer is wiped here.
+    std::str::from_utf8(&bytes)
+        .map(|text| Pii::new(text.to_owned()))
         .map_err(|_| DecryptError::NotUtf8)
 }
 
@@ -220,7 +230,7 @@ mod tests {
         fn roundtrip(plaintext in any::<Vec<u8>>(), aad in any::<Vec<u8>>()) {
             let key = DataKey::generate();
             let out = encrypt(&key, &plaintext, &aad);
-            prop_assert_eq!(decrypt(&key, &out, &aad), Ok(plaintext));
+            prop_assert_eq!(decrypt(&key, &out, &aad), Ok(Zeroizing::new(plaintext)));
         }
 
         #[test]

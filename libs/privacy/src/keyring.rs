@@ -346,7 +346,7 @@ mod tests {
             let wrapped = WrappedKey::from_bytes(&stored).expect("own encoding parses");
             let unwrapped = keyring.unwrap(&wrapped, &subject).expect("same subject");
             prop_assert_eq!(unwrapped.bytes(), key.bytes());
-            prop_assert_eq!(decrypt(&unwrapped, &ciphertext, &subject), Ok(plaintext));
+            prop_assert_eq!(decrypt(&unwrapped, &ciphertext, &subject), Ok(Zeroizing::new(plaintext)));
         }
 
         #[test]
@@ -394,7 +394,7 @@ mod tests {
             // The rewrapped key still opens the data encrypted before the rotation...
             let after_rotation = Keyring::new(kek("2026-11", 2));
             let key = after_rotation.unwrap(&rewrapped, &subject).expect("active KEK unwraps");
-            prop_assert_eq!(decrypt(&key, &ciphertext, b"aad"), Ok(plaintext));
+            prop_assert_eq!(decrypt(&key, &ciphertext, b"aad"), Ok(Zeroizing::new(plaintext)));
             // ...and the old KEK alone no longer can.
             prop_assert_eq!(
                 old_only.unwrap(&rewrapped, &subject).map(drop),

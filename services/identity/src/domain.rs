@@ -174,6 +174,17 @@ pub struct Address {
     pub country: String,
 }
 
+/// Addresses are personal data: wiped when the `Pii` holding them is dropped.
+impl zeroize::Zeroize for Address {
+    fn zeroize(&mut self) {
+        self.line1.zeroize();
+        self.line2.zeroize();
+        self.postal_code.zeroize();
+        self.city.zeroize();
+        self.country.zeroize();
+    }
+}
+
 fn addresses(errors: &mut Vec<FieldError>, raw: &[Address]) -> Vec<Address> {
     if raw.len() > MAX_ADDRESSES {
         errors.push(FieldError::new(

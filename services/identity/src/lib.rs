@@ -78,7 +78,10 @@ pub struct KeySettings {
 #[serde(deny_unknown_fields)]
 pub struct RetiredSigningKey {
     pub kid: String,
-    pub file: PathBuf,
+    /// The retired key's public half only, as SubjectPublicKeyInfo PEM (`openssl pkey -in
+    /// old.pem -pubout`): it is published in the JWKS until the tokens it signed expire; the
+    /// private key is destroyed at rotation and never deployed again.
+    pub public_key_file: PathBuf,
 }
 
 /// Access and refresh tokens.
@@ -313,8 +316,11 @@ impl Keys {
                 ));
                 continue;
             }
-            match Signer::from_pem_file(&retired.file, &retired.kid) {
-                Ok(signer) => retired_jwks.push(signer.jwk()),
+            match comptoir_auth::Jwk::from_public_key_pem_file(
+                &retired.public_key_file,
+                &retired.kid,
+            ) {
+                Ok(jwk) => retired_jwks.push(jwk),
                 Err(error) => problems.push(format!(
                     "tokens.retired_signing_keys ({}): {}",
                     retired.kid,

@@ -135,13 +135,14 @@ pub fn seal_document(
     encrypt(key, bytes, &aad(customer, &document.label()))
 }
 
-/// Opens what [`seal_document`] sealed, for the same customer and document only.
+/// Opens what [`seal_document`] sealed, for the same customer and document only; the
+/// plaintext (an export archive: personal data) is wiped when dropped.
 pub fn open_document(
     key: &DataKey,
     customer: Uuid,
     document: Document<'_>,
     sealed: &[u8],
-) -> Result<Vec<u8>, VaultError> {
+) -> Result<zeroize::Zeroizing<Vec<u8>>, VaultError> {
     Ok(decrypt(key, sealed, &aad(customer, &document.label()))?)
 }
 
@@ -206,7 +207,9 @@ mod tests {
         let sealed = seal_document(&key, customer, archive, b"{\"email\":\"ada@example.com\"}");
         assert!(!String::from_utf8_lossy(&sealed).contains("ada@"));
         assert_eq!(
-            open_document(&key, customer, archive, &sealed).expect("open"),
+            open_document(&key, customer, archive, &sealed)
+                .expect("open")
+                .as_slice(),
             b"{\"email\":\"ada@example.com\"}"
         );
         let slice = Document::ExportSlice {

@@ -895,16 +895,21 @@ async fn tokens_signed_before_a_key_rotation_verify_until_the_old_key_is_withdra
     let new_key = app.keys.dir.join("signing-2.pem");
     support::write_secret(&new_key, comptoir_auth::Signer::generate_pem().as_bytes());
 
-    // Rotate: a new active key, the old one retired but still published.
+    // Rotate: a new active key, the old one retired but still published, from its public
+    // half alone: the old private key is destroyed at rotation.
+    let old_public = app.keys.dir.join("signing-1.pub.pem");
+    let old_signer = comptoir_auth::Signer::from_pem_file(&old_key, "test-1").expect("old key");
+    std::fs::write(&old_public, old_signer.public_key_pem()).expect("write public key");
+    std::fs::remove_file(&old_key).expect("destroy the old private key");
     let app = app
         .restart_with({
-            let (old_key, new_key) = (old_key.clone(), new_key.clone());
+            let (old_public, new_key) = (old_public.clone(), new_key.clone());
             move |s| {
                 s.tokens.signing_key_file = Some(new_key);
                 s.tokens.signing_kid = "test-2".to_owned();
                 s.tokens.retired_signing_keys = vec![comptoir_identity::RetiredSigningKey {
                     kid: "test-1".to_owned(),
-                    file: old_key,
+                    public_key_file: old_public,
                 }];
             }
         })

@@ -122,3 +122,45 @@ fn a_retired_kek_with_the_active_id_is_refused() {
     ]);
     assert_refused(&output, &["keys.retired_keks", "kek-a"]);
 }
+
+#[test]
+fn a_retired_signing_key_given_as_a_private_key_is_refused() {
+    // A retired key only verifies old tokens: its private half must not stay deployed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = support::KeyFiles::generate(dir.path());
+    let old_private = dir.path().join("old-signing.pem");
+    support::write_secret(
+        &old_private,
+        comptoir_auth::Signer::generate_pem().as_bytes(),
+    );
+    let output = identity(&[
+        (
+            "COMPTOIR_IDENTITY__KEYS__ACTIVE_KEK__ID",
+            "kek-a".to_owned(),
+        ),
+        (
+            "COMPTOIR_IDENTITY__KEYS__ACTIVE_KEK__FILE",
+            keys.kek_a.display().to_string(),
+        ),
+        (
+            "COMPTOIR_IDENTITY__KEYS__BLIND_INDEX_KEY_FILE",
+            keys.blind_index.display().to_string(),
+        ),
+        (
+            "COMPTOIR_IDENTITY__TOKENS__SIGNING_KEY_FILE",
+            keys.signing.display().to_string(),
+        ),
+        (
+            "COMPTOIR_IDENTITY__TOKENS__RETIRED_SIGNING_KEYS",
+            format!(
+                "[{{kid=\"old-1\",public_key_file=\"{}\"}}]",
+                old_private.display()
+            ),
+        ),
+    ]);
+    let stderr = assert_refused(
+        &output,
+        &["tokens.retired_signing_keys (old-1)", "holds a private key"],
+    );
+    assert!(!stderr.contains("BEGIN"), "{stderr}");
+}

@@ -106,12 +106,14 @@ pub async fn archive(
         return Ok(None);
     };
     let key = vault::open_subject_key(&gdpr.keys.keyring, customer, &wrapped)?;
-    Ok(Some(vault::open_document(
+    // The response body needs an owned copy (hyper's from here); the decrypted buffer is wiped.
+    let archive = vault::open_document(
         &key,
         customer,
         Document::ExportArchive { export: id },
         &sealed,
-    )?))
+    )?;
+    Ok(Some(archive.to_vec()))
 }
 
 /// Applies the `ExportSlice`s one participant publishes on its `export-slices` topic.
