@@ -191,6 +191,20 @@ impl JwksCache {
         Ok(())
     }
 
+    /// `Ok` once keys are held; before that, one fetch at most per
+    /// `min_refresh_interval_ms` (a readiness probe calls this on every probe).
+    pub async fn ensure_loaded(&self) -> Result<(), VerifyError> {
+        if self.current().is_none() {
+            self.refresh_rate_limited(None).await;
+        }
+        match self.current() {
+            Some(_) => Ok(()),
+            None => Err(VerifyError::KeysUnavailable(
+                "identity's keys are not loaded yet".to_owned(),
+            )),
+        }
+    }
+
     /// Fetches unless a fetch started less than `min_refresh_interval_ms` ago. Returns whether
     /// the keys may have changed (a fetch ran, here or concurrently).
     async fn refresh_rate_limited(&self, seen: Option<&Arc<Verifier>>) -> bool {

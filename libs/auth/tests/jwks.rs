@@ -352,3 +352,35 @@ async fn the_jwks_is_fetched_over_tls_against_the_configured_ca_only() {
     assert!(untrusting.verify(&token(&signer, subject)).await.is_err());
     assert_eq!(served.fetches.load(Ordering::SeqCst), 1, "no JWKS served");
 }
+
+#[tokio::test]
+async fn probing_for_keys_before_they_load_fetches_at_most_once_per_interval() {
+    // A JWKS endpoint that is failing: readiness probes must not hammer it.
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let app = Router::new()
+        .route(
+            "/.well-known/jwks.json",
+            get(|State(count): State<Arc<AtomicUsize>>| async move {
+                count.fetch_add(1, Ordering::SeqCst);
+                StatusCode::SERVICE_UNAVAILABLE
+            }),
+        )
+        .with_state(Arc::clone(&fetches));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let cache = JwksCache::new(settings(
+        format!("http://{addr}/.well-known/jwks.json"),
+        60_000,
+    ))
+    .expect("cache");
+    for _ in 0..20 {
+        assert!(matches!(
+            cache.ensure_loaded().await,
+            Err(VerifyError::KeysUnavailable(_))
+        ));
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "one fetch per interval");
+}

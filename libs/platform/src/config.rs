@@ -73,6 +73,10 @@ pub struct HttpSettings {
     pub body_limit_bytes: usize,
     /// How long shutdown waits for requests in flight before giving up on them.
     pub shutdown_grace_ms: u64,
+    /// A second, internal listener for `/livez`, `/readyz` and `/metrics` (what the k3s
+    /// probes and Prometheus use); when set, the public listener does not serve them. Required
+    /// when `listen` is not loopback: operational data is not for the public.
+    pub ops_listen: Option<SocketAddr>,
 }
 
 impl Default for HttpSettings {
@@ -83,6 +87,7 @@ impl Default for HttpSettings {
             concurrency_limit: 1024,
             body_limit_bytes: 256 * 1024,
             shutdown_grace_ms: 20_000,
+            ops_listen: None,
         }
     }
 }
@@ -98,6 +103,17 @@ impl Validate for HttpSettings {
         }
         if self.body_limit_bytes < 1024 {
             problems.push("http.body_limit_bytes must be at least 1024".to_owned());
+        }
+        match self.ops_listen {
+            None if !self.listen.ip().is_loopback() => problems.push(format!(
+                "http.ops_listen must be set when http.listen ({}) is not loopback: /metrics and \
+                 /readyz belong on an internal listener, not the public one",
+                self.listen
+            )),
+            Some(ops) if ops == self.listen && ops.port() != 0 => {
+                problems.push("http.ops_listen must differ from http.listen".to_owned());
+            }
+            _ => {}
         }
         problems
     }

@@ -64,16 +64,20 @@ pub(crate) async fn readyz(State(checks): State<Arc<Vec<ReadinessCheck>>>) -> Re
         (c.name, outcome)
     }))
     .await;
+    // The reasons (addresses, driver errors) go to the log; the answer names the failing
+    // dependencies only.
     let failures: Vec<FieldError> = results
         .into_iter()
-        .filter_map(|(name, r)| r.err().map(|reason| FieldError::new(name, reason)))
+        .filter_map(|(name, r)| {
+            r.err().map(|reason| {
+                tracing::warn!(dependency = name, %reason, "Not ready");
+                FieldError::new(name, "unreachable (the reason is in the service's log)")
+            })
+        })
         .collect();
     if failures.is_empty() {
         Json(json!({ "status": "ready" })).into_response()
     } else {
-        for failure in &failures {
-            tracing::warn!(dependency = %failure.field, reason = %failure.message, "Not ready");
-        }
         Problem {
             errors: failures,
             ..Problem::typed(

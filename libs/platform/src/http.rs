@@ -33,24 +33,52 @@ use crate::problem::{self, Problem};
 /// Header carrying the request id, generated when the client sent none.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Wraps a service's API router with the health and metrics routes and the middleware stack.
+/// What a service serves: its public router and, when `http.ops_listen` is set, the
+/// operational routes on their own internal listener.
+#[derive(Debug)]
+pub struct ServiceApp {
+    /// The API (and the operational routes, when they have no listener of their own).
+    pub public: Router,
+    /// `/livez`, `/readyz` and `/metrics`, and where to serve them.
+    pub ops: Option<(std::net::SocketAddr, Router)>,
+}
+
+/// The operational routes: liveness, readiness (the service's checks) and Prometheus metrics.
+fn ops_router(checks: Vec<ReadinessCheck>) -> Router {
+    Router::new()
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .with_state(Arc::new(checks))
+        .route("/metrics", get(render_metrics))
+        .fallback(|| async { Problem::not_found("route") })
+}
+
+/// Wraps a service's API router with the middleware stack, and puts the health and metrics
+/// routes on the internal listener (`http.ops_listen`) or, without one, beside the API.
 pub fn app(
     service: &'static str,
     api: Router,
     settings: &HttpSettings,
     checks: Vec<ReadinessCheck>,
-) -> Router {
+) -> ServiceApp {
     // Install the recorder before the first request so no early sample is lost.
     crate::metrics::handle();
-    let ops = Router::new()
-        .route("/livez", get(health::livez))
-        .route("/readyz", get(health::readyz))
-        .with_state(Arc::new(checks))
-        .route("/metrics", get(render_metrics));
+    let ops = ops_router(checks);
+    let (api, ops) = match settings.ops_listen {
+        Some(address) => (api, Some((address, ops))),
+        None => (api.merge(ops), None),
+    };
+    ServiceApp {
+        public: stack(service, api, settings),
+        ops,
+    }
+}
 
+/// The middleware stack around a service's public routes.
+fn stack(service: &'static str, api: Router, settings: &HttpSettings) -> Router {
     // Each `Router::layer` call wraps everything added before it, so the layers below read
     // innermost first. Why each sits where it does:
-    api.merge(ops)
+    api
         // RED metrics are per route so the matched route template (not the raw path) is known.
         .layer(axum::middleware::from_fn(move |req, next| {
             crate::metrics::record_red(service, req, next)
@@ -91,9 +119,37 @@ pub fn app(
         ]))
 }
 
-/// Serves `app` on `listener` until `shutdown` is cancelled, then stops accepting and waits
-/// for requests in flight, at most `grace`.
+/// Serves `app` on `listener` (and its operational routes on their own listener, bound
+/// here) until `shutdown` is cancelled, then stops accepting and waits for requests in
+/// flight, at most `grace`.
 pub async fn serve(
+    listener: TcpListener,
+    app: ServiceApp,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let ops = match app.ops {
+        Some((address, router)) => {
+            let ops_listener = TcpListener::bind(address).await?;
+            tracing::info!(address = %ops_listener.local_addr()?, "Operational routes listening");
+            let stop = shutdown.clone();
+            Some(tokio::spawn(
+                axum::serve(ops_listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .into_future(),
+            ))
+        }
+        None => None,
+    };
+    let served = serve_router(listener, app.public, shutdown, grace).await;
+    if let Some(ops) = ops {
+        // Probes and scrapes are short; the public drain above already gave them the grace.
+        ops.abort();
+    }
+    served
+}
+
+async fn serve_router(
     listener: TcpListener,
     app: Router,
     shutdown: CancellationToken,

@@ -24,7 +24,6 @@ pub mod upstream;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -84,12 +83,8 @@ pub async fn run(
         .collect::<anyhow::Result<_>>()?;
 
     let keys = Arc::new(JwksCache::new(settings.auth.clone())?);
-    let keys_loaded = Arc::new(AtomicBool::new(false));
-    match keys.refresh().await {
-        Ok(()) => keys_loaded.store(true, Ordering::Release),
-        Err(error) => {
-            tracing::warn!(%error, url = %settings.auth.url, "Cannot fetch identity's keys yet; not ready until then");
-        }
+    if let Err(error) = keys.refresh().await {
+        tracing::warn!(%error, url = %settings.auth.url, "Cannot fetch identity's keys yet; not ready until then");
     }
     let background = shutdown.child_token();
     tokio::spawn(Arc::clone(&keys).run_periodic_refresh(background.clone()));
@@ -111,8 +106,10 @@ pub async fn run(
         body_limit: settings.http.body_limit_bytes,
     });
     let api = router(&routes, &proxy, openapi);
-    let checks = vec![keys_check(keys, keys_loaded)];
-    let app = comptoir_platform::http::app("gateway", api, &settings.http, checks)
+    let checks = vec![keys_check(keys)];
+    let mut app = comptoir_platform::http::app("gateway", api, &settings.http, checks);
+    app.public = app
+        .public
         // Outside the platform stack, so that its own error answers (404, 408, 413) carry the
         // CORS headers a browser needs to read them. Preflights are answered here.
         .layer(cors(&settings.cors))
@@ -165,18 +162,13 @@ pub fn router(routes: &[Route], proxy: &Arc<Proxy>, openapi: Arc<OpenApi>) -> Ro
 /// are deliberately not checked (ADR 0013): one service down must not take every gateway out
 /// of the load balancer, which would fail the routes of the services that are up; the
 /// breaker and the 503 problems deal with it per route.
-fn keys_check(keys: Arc<JwksCache>, loaded: Arc<AtomicBool>) -> ReadinessCheck {
+/// Ready once identity's keys are held. Until then a probe may try a fetch, but no more
+/// often than the unknown-`kid` refreshes may (`auth.min_refresh_interval_ms`): probes, or
+/// anyone who can reach `/readyz`, cannot turn into a flood of calls to identity.
+fn keys_check(keys: Arc<JwksCache>) -> ReadinessCheck {
     ReadinessCheck::new("jwks", move || {
         let keys = Arc::clone(&keys);
-        let loaded = Arc::clone(&loaded);
-        async move {
-            if loaded.load(Ordering::Acquire) {
-                return Ok(());
-            }
-            keys.refresh().await.map_err(|e| e.to_string())?;
-            loaded.store(true, Ordering::Release);
-            Ok(())
-        }
+        async move { keys.ensure_loaded().await.map_err(|e| e.to_string()) }
     })
 }
 

@@ -69,3 +69,10 @@ fn a_jwks_over_plain_http_to_another_host_is_refused() {
     );
     assert_refused(&output, &["auth.url", "identity.internal", "https://"]);
 }
+
+#[test]
+fn a_public_listener_without_an_internal_ops_listener_is_refused() {
+    // /metrics and /readyz must not be served to the Internet with the API.
+    let output = gateway(&[("COMPTOIR_GATEWAY__HTTP__LISTEN", "0.0.0.0:8000")], &[]);
+    assert_refused(&output, &["http.ops_listen must be set", "0.0.0.0:8000"]);
+}

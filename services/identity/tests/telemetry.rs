@@ -53,7 +53,8 @@ async fn logs_of_a_full_journey_hold_no_personal_data() {
             ),
             var(
                 "INTERNAL_CLIENTS__NOTIFICATIONS__PURPOSES",
-                "{\"order-confirmation\" = [\"email\", \"name\", \"phone\", \"addresses\"]}".to_owned(),
+                "{\"order-confirmation\" = [\"email\", \"name\", \"phone\", \"addresses\"]}"
+                    .to_owned(),
             ),
         ])
         .stdout(std::process::Stdio::piped())
