@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks the Bazel build files without Bazel (CI has no Bazel >= 7, ARCHITECTURE.md §11):
+# Checks the Bazel build files without Bazel (CI has no Bazel >= 7, docs/architecture.md §11):
 #   1. buildifier (pinned, installed from the Go module proxy when missing): formatting in
 #      check mode and lint warnings, over every BUILD.bazel, MODULE.bazel, WORKSPACE, *.bzl;
 #   2. .bazelversion is a Bazel 8 release; WORKSPACE holds comments only (bzlmod);

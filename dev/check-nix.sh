@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Nix checks CI can run without Nix builds (ARCHITECTURE.md §11): this machine has no
+# The Nix checks CI can run without Nix builds (docs/architecture.md §11): this machine has no
 # binary cache and no nixpkgs, so the flake is never built here; what can be checked is.
 #   1. every *.nix file parses          (nix-instantiate --parse, Debian's nix-bin)
 #   2. every *.nix file is formatted    (alejandra --check)

@@ -1,4 +1,4 @@
-//! Personal data (PII) protection primitives for Comptoir (ARCHITECTURE.md §5).
+//! Personal data (PII) protection primitives for Comptoir (docs/architecture.md §5).
 //!
 //! - [`pii`]: [`Pii<T>`], a wrapper whose `Debug` and `Display` redact and which can be
 //!   deserialized from a request body but never serialized into an event or a log record.

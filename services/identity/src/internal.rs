@@ -1,4 +1,4 @@
-//! `/internal`: the one way another service reads personal data (ARCHITECTURE.md §5).
+//! `/internal`: the one way another service reads personal data (docs/architecture.md §5).
 //!
 //! `POST /internal/v1/customers/{id}/pii` with `Authorization: Bearer <client token>` and
 //! `{"purpose": "...", "fields": ["email", ...]}`. The client is recognised by its token

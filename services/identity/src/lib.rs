@@ -1,5 +1,5 @@
 //! The identity service: customers, credentials, consents, subject keys and the PII access
-//! log. It is the only holder of personal data in Comptoir (ARCHITECTURE.md §3, §5) and the
+//! log. It is the only holder of personal data in Comptoir (docs/architecture.md §3, §5) and the
 //! issuer of the access tokens every other service verifies (`comptoir-auth`).
 //!
 //! Layout: [`domain`] turns request bodies into validated values held in `Pii`, [`vault`]

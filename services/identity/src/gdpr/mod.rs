@@ -1,4 +1,4 @@
-//! The GDPR flows, identity's side (ARCHITECTURE.md §5; ADR 0014).
+//! The GDPR flows, identity's side (docs/architecture.md §5; ADR 0014).
 //!
 //! - **Export** (Art. 15 and 20): `POST /v1/me/exports` records a job and, in the same
 //!   transaction, enqueues `ExportRequested` in identity's outbox. Every participant (the
