@@ -179,6 +179,11 @@ def read_build_file(path: Path) -> tuple[list[BazelTarget], list[ast.Call]]:
             return out
 
         name = attr("name")
+        if rule in MACROS:
+            if not isinstance(name, str):
+                raise Unreadable(f"{path}: a {rule} without a literal name")
+            targets.extend(expand_macro(rule, name, attr, evaluator))
+            continue
         if rule not in RUST_RULES:
             # Other rules matter only for testonly (a filegroup or macro can be testonly too).
             if isinstance(name, str) and rule is not None:
@@ -220,6 +225,101 @@ def read_build_file(path: Path) -> tuple[list[BazelTarget], list[ast.Call]]:
             )
         )
     return targets, calls
+
+
+# --------------------------------------------------------------------------- //bazel:comptoir.bzl
+
+# The macros of bazel/comptoir.bzl, expanded here into the rust_* targets they declare (keep
+# the two in step: the tests in dev/tests/ exercise this expansion).
+MACROS = {"comptoir_crate", "comptoir_integration_test"}
+_PLATFORM_TAGS = ["external", "integration", "local", "requires-network"]
+
+
+def _strings(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def expand_macro(rule: str, name: str, attr, evaluator: _Evaluator) -> list[BazelTarget]:
+    """The targets `comptoir_crate` / `comptoir_integration_test` create, as Bazel would."""
+    deps = _strings(attr("deps"))
+    data = _strings(attr("data"))
+    if rule == "comptoir_crate":
+        crate_name = attr("crate_name")
+        crate_name = crate_name if isinstance(crate_name, str) else None
+        srcs = [
+            src
+            for src in evaluator.eval(ast.parse('glob(["src/**/*.rs"])', mode="eval").body) or []
+            if src != "src/main.rs"
+        ]
+        testonly = attr("testonly") is True
+        targets = [
+            BazelTarget(
+                rule="rust_library",
+                name=name,
+                crate_name=crate_name,
+                crate_root="src/lib.rs",
+                srcs=srcs,
+                testonly=testonly,
+                tags=_strings(attr("tags")),
+                deps=deps + data,
+                data=data,
+            ),
+            BazelTarget(
+                rule="rust_test",
+                name="unit_test",
+                crate_name=None,
+                crate_root=None,
+                has_crate_attr=True,
+                crate=f":{name}",
+                testonly=True,
+                tags=_strings(attr("unit_test_tags")),
+                deps=[f":{name}"],
+            ),
+        ]
+        binary = attr("binary")
+        if isinstance(binary, str):
+            targets += [
+                BazelTarget(
+                    rule="rust_binary",
+                    name=binary,
+                    crate_name=crate_name,
+                    crate_root="src/main.rs",
+                    srcs=["src/main.rs"],
+                    testonly=testonly,
+                    deps=[f":{name}"] + deps,
+                ),
+                BazelTarget(
+                    rule="rust_test",
+                    name="bin_unit_test",
+                    crate_name=None,
+                    crate_root=None,
+                    has_crate_attr=True,
+                    crate=f":{binary}",
+                    testonly=True,
+                    deps=[f":{binary}"],
+                ),
+            ]
+        return targets
+    crate = attr("crate")
+    binaries = _strings(attr("binaries"))
+    tags = (_PLATFORM_TAGS if attr("platform") is True else []) + (
+        ["exclusive"] if attr("exclusive") is True else []
+    )
+    root = f"tests/{name}.rs"
+    return [
+        BazelTarget(
+            rule="rust_test",
+            name=f"{name}_test",
+            crate_name=None,
+            crate_root=root,
+            srcs=[root] + _strings(attr("support")),
+            testonly=True,
+            tags=tags,
+            deps=([crate] if isinstance(crate, str) else []) + deps + data + binaries,
+            data=data + binaries,
+            rustc_env={f"CARGO_BIN_EXE_{b.lstrip(':')}": f"$(rootpath {b})" for b in binaries},
+        )
+    ]
 
 
 # --------------------------------------------------------------------------- Cargo reading

@@ -231,3 +231,82 @@ class DriftTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+# The same package written with the macros of bazel/comptoir.bzl, which the checker expands.
+MACRO_SHOP = """
+load("//bazel:comptoir.bzl", "comptoir_crate", "comptoir_integration_test")
+
+comptoir_crate(
+    name = "lib",
+    binary = "shop",
+    crate_name = "shop",
+)
+
+comptoir_integration_test(
+    name = "api",
+    binaries = [":shop"],
+    crate = ":lib",
+    platform = True,
+    deps = ["//libs/kit"],
+)
+
+comptoir_integration_test(
+    name = "schemas",
+    crate = ":lib",
+    data = ["//:event_schemas"],
+)
+"""
+
+
+class MacroDriftTest(DriftTest):
+    """Every check again, through the macros (the expansion must see what Bazel creates)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.write("services/shop/BUILD.bazel", MACRO_SHOP)
+
+    def test_binary_read_by_a_test_must_be_in_its_data(self) -> None:
+        self.edit("services/shop/BUILD.bazel", 'binaries = [":shop"],', "")
+        self.assert_problem("api_test", "CARGO_BIN_EXE_shop", "not in its data")
+
+    def test_binary_read_by_a_test_must_be_in_its_rustc_env(self) -> None:
+        # The macro sets rustc_env from `binaries`: naming another binary leaves it unset.
+        self.edit("services/shop/BUILD.bazel", 'binaries = [":shop"],', 'binaries = [":other"],')
+        self.assert_problem("api_test", "CARGO_BIN_EXE_shop", "rustc_env")
+
+    def test_binary_read_through_a_shared_support_module_counts(self) -> None:
+        self.write(
+            "services/shop/tests/support/mod.rs",
+            'pub fn bin() -> &\'static str { env!("CARGO_BIN_EXE_shop") }\n',
+        )
+        self.edit(
+            "services/shop/BUILD.bazel",
+            'data = ["//:event_schemas"],',
+            'data = ["//:event_schemas"],\n    support = ["tests/support/mod.rs"],',
+        )
+        self.assert_problem("schemas_test", "CARGO_BIN_EXE_shop", "not in its data")
+
+    def test_a_non_testonly_target_may_not_depend_on_a_testonly_one(self) -> None:
+        self.edit("services/shop/BUILD.bazel", 'crate_name = "shop",\n)', 'crate_name = "shop",\n    deps = ["//libs/kit"],\n)')
+        self.assert_problem("//services/shop:lib", "testonly //libs/kit:kit")
+
+    def test_a_testonly_library_depending_on_a_testonly_one_is_fine(self) -> None:
+        self.edit(
+            "services/shop/BUILD.bazel",
+            'crate_name = "shop",\n)',
+            'crate_name = "shop",\n    testonly = True,\n    deps = ["//libs/kit"],\n)',
+        )
+        self.assertEqual([p for p in self.problems() if "//services/shop:lib depends" in p], [])
+        # The binary is testonly with its library, as the macro makes it (the alias above
+        # them in the root package is what would now need testonly).
+        self.assertEqual(
+            [p for p in self.problems() if p.startswith("services/shop/BUILD.bazel") and "testonly" in p],
+            [],
+        )
+        self.assert_problem("//:shop depends on testonly //services/shop:shop")
+
+    def test_a_macro_test_without_platform_is_hermetic(self) -> None:
+        # A macro test that loses `platform = True` becomes hermetic: nextest must run it too.
+        self.edit("services/shop/BUILD.bazel", "platform = True,", "")
+        self.assert_problem("profile.hermetic does not run shop::api")
