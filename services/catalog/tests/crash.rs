@@ -83,7 +83,7 @@ async fn a_crash_between_publish_and_cleanup_is_applied_once() {
     let (mut doomed, base) = support::spawn_binary(&catalog_db, &namespace, &failpoint).await;
     let response = reqwest::Client::new()
         .post(format!("{base}/v1/admin/products"))
-        .bearer_auth("token")
+        .bearer_auth(support::BINARY_ADMIN_TOKEN)
         .json(&support::product_body("CRA-001", "Crash-tested kettle"))
         .send()
         .await

@@ -253,6 +253,9 @@ pub async fn assert_problem(response: Response, status: StatusCode) -> Value {
     body
 }
 
+/// The admin token [`spawn_binary`] configures (the catalog refuses one under 16 characters).
+pub const BINARY_ADMIN_TOKEN: &str = "binary-admin-token-for-tests";
+
 /// The real `comptoir-catalog` binary as a child process on `db` and `namespace`, listening on
 /// a free port; `extra` adds environment variables. Returns the child and its base URL, once
 /// it answers `/readyz`.
@@ -262,7 +265,7 @@ pub async fn spawn_binary(
     extra: &[(&str, String)],
 ) -> (std::process::Child, String) {
     let token_file = db.scratch_dir().join("binary-admin-token");
-    std::fs::write(&token_file, "token").expect("write token");
+    std::fs::write(&token_file, BINARY_ADMIN_TOKEN).expect("write token");
     let port = comptoir_testkit::free_port();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_comptoir-catalog"))
         .env(
