@@ -33,6 +33,7 @@ use axum::routing::{any, get};
 use comptoir_auth::{Authenticator, JwksCache};
 use comptoir_platform::health::ReadinessCheck;
 use comptoir_platform::http::REQUEST_ID;
+use comptoir_platform::shutdown::Stages;
 use http::{HeaderName, HeaderValue, Method, header};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -86,14 +87,19 @@ pub async fn run(
     if let Err(error) = keys.refresh().await {
         tracing::warn!(%error, url = %settings.auth.url, "Cannot fetch identity's keys yet; not ready until then");
     }
-    let background = shutdown.child_token();
-    tokio::spawn(Arc::clone(&keys).run_periodic_refresh(background.clone()));
+    // Background tasks, stopped (and awaited) once the last request has drained.
+    let mut stages = Stages::new(["background"]);
+    stages.spawn("background", |stop| {
+        Arc::clone(&keys).run_periodic_refresh(stop)
+    });
 
     let edge = Arc::new(Edge::new(
         &settings.rate_limit,
         Authenticator::Remote(Arc::clone(&keys)),
     ));
-    tokio::spawn(Arc::clone(&edge).run_housekeeping(LIMITER_HOUSEKEEPING, background.clone()));
+    stages.spawn("background", |stop| {
+        Arc::clone(&edge).run_housekeeping(LIMITER_HOUSEKEEPING, stop)
+    });
 
     let openapi = Arc::new(OpenApi::new(
         upstreams.values().cloned(),
@@ -123,7 +129,7 @@ pub async fn run(
         Duration::from_millis(settings.http.shutdown_grace_ms),
     )
     .await;
-    background.cancel();
+    stages.stop().await;
     served.context("HTTP server failed")
 }
 
