@@ -21,6 +21,7 @@ pub mod contracts;
 pub mod dlq;
 pub mod envelope;
 pub mod gdpr;
+pub mod health;
 pub mod outbox;
 pub mod pulsar;
 pub mod topology;

@@ -31,6 +31,21 @@ impl Default for PulsarSettings {
     }
 }
 
+/// The one rule for a Pulsar namespace name in settings and tools: `tenant/namespace`, two
+/// non-empty parts of letters, digits, `-`, `_` or `.` (what Pulsar accepts in names).
+pub fn check_namespace(value: &str) -> Result<(), String> {
+    let valid_part = |part: &str| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    match value.split_once('/') {
+        Some((tenant, namespace)) if valid_part(tenant) && valid_part(namespace) => Ok(()),
+        _ => Err(format!("must look like tenant/namespace, got {value:?}")),
+    }
+}
+
 impl PulsarSettings {
     /// Readable problems with these settings, each naming its key under `prefix`.
     pub fn problems(&self, prefix: &str) -> Vec<String> {
@@ -41,11 +56,8 @@ impl PulsarSettings {
                 self.url
             ));
         }
-        if self.namespace.split('/').filter(|p| !p.is_empty()).count() != 2 {
-            problems.push(format!(
-                "{prefix}.namespace must look like tenant/namespace, got {:?}",
-                self.namespace
-            ));
+        if let Err(problem) = check_namespace(&self.namespace) {
+            problems.push(format!("{prefix}.namespace {problem}"));
         }
         if self.token_file.is_some()
             && self.url.scheme() == "pulsar"
@@ -133,6 +145,25 @@ pub async fn connect(settings: &PulsarSettings) -> Result<Pulsar<TokioExecutor>,
 #[cfg(test)]
 mod guard_tests {
     use super::*;
+
+    #[test]
+    fn namespaces_are_tenant_slash_namespace() {
+        for good in ["comptoir/catalog", "comptoir-test/ns-1.a_b"] {
+            assert_eq!(check_namespace(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "comptoir",
+            "comptoir/",
+            "/catalog",
+            "a/b/c",
+            "comptoir/cat alog",
+            "comptoir//x",
+        ] {
+            let error = check_namespace(bad).expect_err(bad);
+            assert!(error.contains("tenant/namespace"), "{error}");
+        }
+    }
 
     #[test]
     fn a_token_is_refused_over_plain_pulsar_off_loopback() {
