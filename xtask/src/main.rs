@@ -127,8 +127,8 @@ async fn provision_pulsar(
 ) -> anyhow::Result<()> {
     let admin = access.client(url)?;
     for namespace in namespaces {
-        if namespace.split('/').count() != 2 {
-            bail!("{namespace:?} is not tenant/namespace");
+        if let Err(problem) = comptoir_events::pulsar::check_namespace(namespace) {
+            bail!("the namespace {problem}");
         }
         admin.ensure_namespace(namespace).await?;
         eprintln!("comptoir-xtask: namespace {namespace} ready");

@@ -1,5 +1,5 @@
 //! HTTP routes of the catalog and their OpenAPI description. Errors become problem+json in one
-//! place: `impl From<RepoError> for Problem`.
+//! place ([`crate::error`]).
 
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +15,8 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::domain::{Category, CategoryInput, Product, ProductInput};
-use crate::repo::{self, ProductFilter, RepoError};
+use crate::error::expected_version;
+use crate::repo::{self, ProductFilter};
 
 /// The catalog's routes.
 pub fn router(state: AppState) -> Router {
@@ -41,45 +42,6 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/openapi.json", get(openapi))
         .with_state(state)
-}
-
-impl From<RepoError> for Problem {
-    fn from(error: RepoError) -> Self {
-        match error {
-            RepoError::NotFound => Problem::not_found("resource"),
-            RepoError::VersionConflict { current } => Problem::typed(
-                StatusCode::CONFLICT,
-                "version-conflict",
-                "The resource was changed by someone else",
-            )
-            .with_detail(format!(
-                "The current version is \"{current}\"; fetch it again and retry"
-            )),
-            RepoError::DuplicateSku => Problem::typed(
-                StatusCode::CONFLICT,
-                "duplicate-sku",
-                "A product with this SKU already exists",
-            ),
-            RepoError::DuplicateSlug => Problem::typed(
-                StatusCode::CONFLICT,
-                "duplicate-slug",
-                "A category with this slug already exists",
-            ),
-            RepoError::UnknownCategory => {
-                Problem::validation(vec![FieldError::new("category_id", "no such category")])
-            }
-            RepoError::CategoryInUse => Problem::typed(
-                StatusCode::CONFLICT,
-                "category-in-use",
-                "The category still has products",
-            ),
-            other => {
-                // Logged once, here, with its cause chain; the client gets no internals.
-                tracing::error!(error = %comptoir_platform::telemetry::error_chain(&other), "Catalog storage failed");
-                Problem::internal()
-            }
-        }
-    }
 }
 
 /// Proof that the request carries the admin bearer token.
@@ -125,21 +87,6 @@ fn etag(version: i64) -> HeaderValue {
 fn with_etag(status: StatusCode, product: Product) -> Response {
     let tag = etag(product.version);
     (status, [(header::ETAG, tag)], AxumJson(product)).into_response()
-}
-
-/// The version an `If-Match` header names. Missing → 428, not one of our ETags → 400.
-fn expected_version(headers: &HeaderMap) -> Result<i64, Problem> {
-    let Some(value) = headers.get(header::IF_MATCH) else {
-        return Err(Problem::status(StatusCode::PRECONDITION_REQUIRED)
-            .with_detail("Send If-Match with the ETag of the version you are changing"));
-    };
-    value
-        .to_str()
-        .ok()
-        .map(|v| v.trim().trim_start_matches("W/"))
-        .and_then(|v| v.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
-        .and_then(|v| v.parse::<i64>().ok())
-        .ok_or_else(|| Problem::bad_request("If-Match must be an ETag returned by this service"))
 }
 
 /// Query of a product listing.

@@ -1,6 +1,6 @@
 //! Public routes of identity and their OpenAPI description. Errors become problem+json in
-//! one place (`impl From<ApiError> for Problem`); personal data never appears in a log line,
-//! an error or a span (handlers are instrumented with `skip_all`).
+//! one place ([`crate::error`]); personal data never appears in a log line, an error or a span
+//! (handlers are instrumented with `skip_all`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,8 +26,10 @@ use crate::AppState;
 use crate::domain::{
     Address, Email, Password, Profile, ProfilePatch, ProfileView, RegistrationInput,
 };
-use crate::repo::{self, Refresh, RepoError};
-use crate::vault::{self, VaultError};
+use crate::error::{client_ip, invalid_credentials, problem, too_many};
+use crate::limits::{count_failure, lockout, login_key};
+use crate::repo::{self, Refresh};
+use crate::vault::{self};
 
 /// Consent purposes a customer can grant or withdraw.
 pub const PURPOSES: [&str; 2] = ["marketing", "analytics"];
@@ -51,122 +53,6 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/jwks.json", get(jwks))
         .route("/openapi.json", get(openapi))
         .with_state(state)
-}
-
-/// Failures of the handlers, mapped to problems in one place.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error(transparent)]
-    Repo(#[from] RepoError),
-    #[error(transparent)]
-    Vault(#[from] VaultError),
-    #[error(transparent)]
-    Hash(#[from] crate::password::HashError),
-    #[error("cannot sign the access token")]
-    Sign(#[from] comptoir_auth::KeyError),
-    #[error(transparent)]
-    Gdpr(#[from] crate::gdpr::GdprError),
-}
-
-impl From<ApiError> for Problem {
-    fn from(error: ApiError) -> Self {
-        match error {
-            ApiError::Repo(RepoError::NotFound) => Problem::not_found("customer"),
-            // Load shedding, not a failure: every argon2 slot stayed busy for the queue wait.
-            ApiError::Hash(crate::password::HashError::Busy) => {
-                metrics::counter!("identity_requests_shed_total", "reason" => "hashing")
-                    .increment(1);
-                Problem::typed(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "busy",
-                    "Too many password checks at once",
-                )
-                .with_detail("Retry shortly")
-                .with_retry_after(Duration::from_secs(1))
-            }
-            other => {
-                // Logged once, here, with its cause chain; no cause carries personal data.
-                tracing::error!(error = %comptoir_platform::telemetry::error_chain(&other), "Identity request failed");
-                Problem::internal()
-            }
-        }
-    }
-}
-
-pub(crate) fn problem(error: impl Into<ApiError>) -> Problem {
-    Problem::from(error.into())
-}
-
-/// The 401 every failed sign-in gets, whether the email exists or not.
-pub(crate) fn invalid_credentials() -> Problem {
-    Problem::typed(
-        StatusCode::UNAUTHORIZED,
-        "invalid-credentials",
-        "The email or password is incorrect",
-    )
-}
-
-/// 429 with `Retry-After`. The same for a locked email, a known one or not.
-pub(crate) fn too_many(kind: &str, title: &str, wait: Duration) -> Response {
-    Problem::typed(StatusCode::TOO_MANY_REQUESTS, kind, title)
-        .with_detail("Try again later")
-        .retry_after(wait)
-}
-
-pub(crate) fn client_ip(
-    state: &AppState,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-) -> std::net::IpAddr {
-    state.login.trusted_proxies.client_addr(peer.ip(), headers)
-}
-
-/// Whose failures count together for the lockout: this email from this client.
-pub(crate) fn login_key(
-    state: &AppState,
-    email_index: [u8; 32],
-    client: std::net::IpAddr,
-) -> repo::LoginKey {
-    repo::LoginKey {
-        email_index,
-        client_index: vault::client_index(&state.keys.blind_index, client),
-    }
-}
-
-/// The lockout answer when this client is locked out of this email: the same 429 for a
-/// customer's email and for nobody's.
-pub(crate) async fn lockout(
-    state: &AppState,
-    key: &repo::LoginKey,
-) -> Result<Option<Response>, Problem> {
-    let Some(until) = repo::locked_until(&state.pool, key)
-        .await
-        .map_err(problem)?
-    else {
-        return Ok(None);
-    };
-    let wait = (until - OffsetDateTime::now_utc()).unsigned_abs();
-    Ok(Some(too_many(
-        "login-locked",
-        "Too many failed sign-ins for this account",
-        wait,
-    )))
-}
-
-/// Counts a wrong password (sign-in or re-authentication) against this client and email.
-pub(crate) async fn count_failure(state: &AppState, key: &repo::LoginKey) -> Result<(), Problem> {
-    let locked = repo::record_login_failure(
-        &state.pool,
-        key,
-        state.login.lockout_threshold,
-        state.login.lockout_secs,
-    )
-    .await
-    .map_err(problem)?;
-    if locked.is_some() {
-        tracing::warn!("Sign-ins locked for an email from one client after consecutive failures");
-    }
-    Ok(())
 }
 
 /// What registration answers, whether the email was free or taken (see the ADR: telling

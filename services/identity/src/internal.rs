@@ -88,7 +88,7 @@ fn forbidden(detail: &str) -> Problem {
     .with_detail(detail)
 }
 
-fn internal(error: impl Into<crate::api::ApiError>) -> Problem {
+fn internal(error: impl Into<crate::error::ApiError>) -> Problem {
     Problem::from(error.into())
 }
 

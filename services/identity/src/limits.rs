@@ -2,6 +2,9 @@
 //! memory, `governor`'s GCRA), and lockout after consecutive failures (in PostgreSQL, so it
 //! holds across restarts and replicas; see `repo::record_login_failure`).
 //!
+//! [`login_key`], [`lockout`] and [`count_failure`] are the lockout bookkeeping shared by
+//! sign-in and re-authentication (erasure).
+//!
 //! The in-memory rates are per process: with N replicas a client gets at most N times the
 //! rate, which is still bounded; the lockout is the hard limit and is shared.
 
@@ -10,7 +13,13 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::response::Response;
+use comptoir_platform::Problem;
 use comptoir_platform::client::{TrustedProxies, rate_limit_key};
+use time::OffsetDateTime;
+
+use crate::error::{problem, too_many};
+use crate::{AppState, repo, vault};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
@@ -111,6 +120,54 @@ pub async fn run_housekeeping(limiter: Arc<LoginLimiter>, shutdown: Cancellation
             () = tokio::time::sleep(Duration::from_secs(60)) => limiter.forget_idle(),
         }
     }
+}
+
+/// Whose failures count together for the lockout: this email from this client.
+pub(crate) fn login_key(
+    state: &AppState,
+    email_index: [u8; 32],
+    client: std::net::IpAddr,
+) -> repo::LoginKey {
+    repo::LoginKey {
+        email_index,
+        client_index: vault::client_index(&state.keys.blind_index, client),
+    }
+}
+
+/// The lockout answer when this client is locked out of this email: the same 429 for a
+/// customer's email and for nobody's.
+pub(crate) async fn lockout(
+    state: &AppState,
+    key: &repo::LoginKey,
+) -> Result<Option<Response>, Problem> {
+    let Some(until) = repo::locked_until(&state.pool, key)
+        .await
+        .map_err(problem)?
+    else {
+        return Ok(None);
+    };
+    let wait = (until - OffsetDateTime::now_utc()).unsigned_abs();
+    Ok(Some(too_many(
+        "login-locked",
+        "Too many failed sign-ins for this account",
+        wait,
+    )))
+}
+
+/// Counts a wrong password (sign-in or re-authentication) against this client and email.
+pub(crate) async fn count_failure(state: &AppState, key: &repo::LoginKey) -> Result<(), Problem> {
+    let locked = repo::record_login_failure(
+        &state.pool,
+        key,
+        state.login.lockout_threshold,
+        state.login.lockout_secs,
+    )
+    .await
+    .map_err(problem)?;
+    if locked.is_some() {
+        tracing::warn!("Sign-ins locked for an email from one client after consecutive failures");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -293,26 +293,43 @@ pub struct StoredCustomer {
 
 pub async fn load_customer(pool: &Pool, id: Uuid) -> Result<StoredCustomer, RepoError> {
     let client = pool.get().await?;
-    let row = client
+    customer(&client, id)
+        .await?
+        .map(|(stored, _)| stored)
+        .ok_or(RepoError::NotFound)
+}
+
+/// A customer's sealed profile and when it last changed, on any client (a pool's, or a
+/// transaction's: the GDPR export reads it inside its own).
+pub async fn customer<C: deadpool_postgres::GenericClient + Sync>(
+    client: &C,
+    id: Uuid,
+) -> Result<Option<(StoredCustomer, OffsetDateTime)>, RepoError> {
+    Ok(client
         .query_opt(
-            "SELECT c.email, c.name, c.phone, c.addresses, k.wrapped_key, c.created_at, c.version
+            "SELECT c.email, c.name, c.phone, c.addresses, k.wrapped_key, c.created_at, c.version,
+                    c.updated_at
              FROM customers c JOIN subject_keys k ON k.customer_id = c.id
              WHERE c.id = $1",
             &[&id],
         )
         .await?
-        .ok_or(RepoError::NotFound)?;
-    Ok(StoredCustomer {
-        sealed: SealedProfile {
-            email: row.get(0),
-            name: row.get(1),
-            phone: row.get(2),
-            addresses: row.get(3),
-        },
-        wrapped_key: row.get(4),
-        created_at: row.get(5),
-        version: row.get(6),
-    })
+        .map(|row| {
+            (
+                StoredCustomer {
+                    sealed: SealedProfile {
+                        email: row.get(0),
+                        name: row.get(1),
+                        phone: row.get(2),
+                        addresses: row.get(3),
+                    },
+                    wrapped_key: row.get(4),
+                    created_at: row.get(5),
+                    version: row.get(6),
+                },
+                row.get(7),
+            )
+        }))
 }
 
 /// Replaces a customer's sealed profile if it is still at `version` (optimistic: two

@@ -29,10 +29,9 @@ use uuid::Uuid;
 use super::export::{self, Requested};
 use super::{erasure, store};
 use crate::AppState;
-use crate::api::{
-    client_ip, count_failure, invalid_credentials, lockout, login_key, problem, too_many,
-};
 use crate::domain::Password;
+use crate::error::{client_ip, invalid_credentials, problem, too_many};
+use crate::limits::{count_failure, lockout, login_key};
 
 pub fn router(state: AppState) -> Router {
     Router::new()

@@ -307,7 +307,7 @@ async fn identity_slice<C: GenericClient + Sync>(
     customer: Uuid,
     key: &DataKey,
 ) -> Result<Value, GdprError> {
-    let (stored, updated_at) = store::customer(tx, customer)
+    let (stored, updated_at) = crate::repo::customer(tx, customer)
         .await?
         .ok_or(GdprError::NoSubjectKey)?;
     let profile = vault::open(key, customer, &stored.sealed)?;

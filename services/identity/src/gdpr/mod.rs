@@ -32,8 +32,6 @@ use comptoir_events::consumer::{ConsumerConfig, EventConsumer};
 use comptoir_events::contracts::gdpr::{ERASURE_CONFIRMATIONS_TOPIC, EXPORT_SLICES_TOPIC};
 use comptoir_events::contracts::identity::{CUSTOMER_ERASED_TOPIC, EXPORT_REQUESTS_TOPIC};
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::Keys;
 
@@ -148,15 +146,10 @@ impl GdprSettings {
             if !seen.insert(name.to_owned()) {
                 problems.push(format!("{prefix}.participants: {name} is listed twice"));
             }
-            if participant
-                .namespace()
-                .split('/')
-                .filter(|p| !p.is_empty())
-                .count()
-                != 2
+            if let Err(problem) = comptoir_events::pulsar::check_namespace(&participant.namespace())
             {
                 problems.push(format!(
-                    "{prefix}.participants: the namespace of {name} must look like tenant/namespace"
+                    "{prefix}.participants: the namespace of {name} {problem}"
                 ));
             }
         }
@@ -258,9 +251,8 @@ pub fn spawn_consumers(
     pool: &deadpool_postgres::Pool,
     pulsar: &pulsar::Pulsar<pulsar::TokioExecutor>,
     gdpr: &Arc<Gdpr>,
-    stop: &CancellationToken,
-) -> Vec<JoinHandle<()>> {
-    let mut tasks = Vec::new();
+    stages: &mut comptoir_platform::shutdown::Stages,
+) {
     for participant in &gdpr.settings.participants {
         let name = participant.name();
         let namespace = participant.namespace();
@@ -282,10 +274,9 @@ pub fn spawn_consumers(
             ),
             erasure::ConfirmationHandler::new(name),
         );
-        tasks.push(tokio::spawn(slices.run(stop.clone())));
-        tasks.push(tokio::spawn(confirmations.run(stop.clone())));
+        stages.spawn("consumers", |stop| slices.run(stop));
+        stages.spawn("consumers", |stop| confirmations.run(stop));
     }
-    tasks
 }
 
 /// Metric names, in one place.

@@ -7,8 +7,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::repo::{RepoError, StoredCustomer};
-use crate::vault::SealedProfile;
+use crate::repo::RepoError;
 
 /// An export job as stored (the archive apart).
 #[derive(Debug, Clone)]
@@ -53,38 +52,6 @@ pub async fn wrapped_key<C: GenericClient + Sync>(
         )
         .await?
         .map(|row| row.get(0)))
-}
-
-/// A customer as stored, read inside a transaction (see `repo::load_customer`).
-pub async fn customer<C: GenericClient + Sync>(
-    client: &C,
-    customer: Uuid,
-) -> Result<Option<(StoredCustomer, OffsetDateTime)>, RepoError> {
-    Ok(client
-        .query_opt(
-            "SELECT c.email, c.name, c.phone, c.addresses, k.wrapped_key, c.created_at, c.version,
-                    c.updated_at
-             FROM customers c JOIN subject_keys k ON k.customer_id = c.id
-             WHERE c.id = $1",
-            &[&customer],
-        )
-        .await?
-        .map(|row| {
-            (
-                StoredCustomer {
-                    sealed: SealedProfile {
-                        email: row.get(0),
-                        name: row.get(1),
-                        phone: row.get(2),
-                        addresses: row.get(3),
-                    },
-                    wrapped_key: row.get(4),
-                    created_at: row.get(5),
-                    version: row.get(6),
-                },
-                row.get(7),
-            )
-        }))
 }
 
 /// What asking for an export came to.

@@ -1,0 +1,86 @@
+//! The catalog's typed settings: defaults, then a TOML file, then `COMPTOIR_CATALOG__...`
+//! variables; every problem is reported at once, before a port is bound.
+
+use std::path::PathBuf;
+
+use comptoir_events::pulsar::PulsarSettings;
+use comptoir_platform::config::{HttpSettings, TelemetrySettings, Validate};
+use comptoir_platform::secret::{MIN_BEARER_TOKEN_LEN, read_secret_file};
+use comptoir_store::DatabaseSettings;
+use serde::{Deserialize, Serialize};
+
+/// Catalog settings. See `comptoir_platform::config` for how they are layered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub telemetry: TelemetrySettings,
+    pub database: DatabaseSettings,
+    pub pulsar: PulsarSettings,
+    /// File holding the bearer token the admin routes require.
+    pub admin_token_file: Option<PathBuf>,
+    /// Load the demo catalogue at startup when the catalogue is empty.
+    pub demo_data: bool,
+    /// Identity's namespace, where GDPR export and erasure requests are published.
+    pub gdpr_requests_namespace: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            http: HttpSettings::default(),
+            telemetry: TelemetrySettings::default(),
+            database: DatabaseSettings {
+                name: "catalog".to_owned(),
+                user: "catalog".to_owned(),
+                ..DatabaseSettings::default()
+            },
+            pulsar: PulsarSettings {
+                namespace: "comptoir/catalog".to_owned(),
+                ..PulsarSettings::default()
+            },
+            admin_token_file: None,
+            demo_data: false,
+            gdpr_requests_namespace: "comptoir/identity".to_owned(),
+        }
+    }
+}
+
+impl comptoir_platform::service::ServiceSettings for Settings {
+    fn http(&self) -> &HttpSettings {
+        &self.http
+    }
+
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
+    }
+}
+
+impl Validate for Settings {
+    fn validate(&self) -> Vec<String> {
+        let mut problems = self.http.validate();
+        problems.extend(self.telemetry.validate());
+        problems.extend(self.database.problems("database"));
+        problems.extend(self.pulsar.problems("pulsar"));
+        if let Err(problem) =
+            comptoir_events::pulsar::check_namespace(&self.gdpr_requests_namespace)
+        {
+            problems.push(format!("gdpr_requests_namespace {problem}"));
+        }
+        match &self.admin_token_file {
+            None => problems
+                .push("admin_token_file must be set: the admin routes need a token".to_owned()),
+            Some(path) => match read_secret_file(path) {
+                Err(error) => problems.push(format!(
+                    "admin_token_file: {}",
+                    comptoir_platform::telemetry::error_chain(&error)
+                )),
+                Ok(token) if token.expose().len() < MIN_BEARER_TOKEN_LEN => problems.push(format!(
+                    "admin_token_file: the token must be at least {MIN_BEARER_TOKEN_LEN} characters"
+                )),
+                Ok(_) => {}
+            },
+        }
+        problems
+    }
+}
