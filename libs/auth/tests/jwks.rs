@@ -24,8 +24,9 @@ struct Served {
     fetches: Arc<AtomicUsize>,
 }
 
-async fn serve_jwks(served: Served) -> String {
-    let app = Router::new()
+/// Serves whatever key set the test holds, counting the fetches.
+fn jwks_app(served: Served) -> Router {
+    Router::new()
         .route(
             "/.well-known/jwks.json",
             get(|State(s): State<Served>| async move {
@@ -33,7 +34,11 @@ async fn serve_jwks(served: Served) -> String {
                 axum::Json(s.jwks.lock().expect("lock").clone())
             }),
         )
-        .with_state(served);
+        .with_state(served)
+}
+
+async fn serve_jwks(served: Served) -> String {
+    let app = jwks_app(served);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -281,15 +286,7 @@ async fn serve_jwks_over_tls(served: Served) -> (String, String) {
     )
     .expect("server config");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let app = Router::new()
-        .route(
-            "/.well-known/jwks.json",
-            get(|State(s): State<Served>| async move {
-                s.fetches.fetch_add(1, Ordering::SeqCst);
-                axum::Json(s.jwks.lock().expect("lock").clone())
-            }),
-        )
-        .with_state(served);
+    let app = jwks_app(served);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -280,6 +280,55 @@ where
     }
 }
 
+/// Asserts that `response` is an RFC 9457 problem with `status` (the status line, the
+/// `application/problem+json` type, the body's `status` and `title`), and returns its body.
+/// The one check every service's tests and the end-to-end tests make of an error answer.
+pub async fn assert_problem(
+    response: reqwest::Response,
+    status: reqwest::StatusCode,
+) -> serde_json::Value {
+    let url = response.url().clone();
+    assert_eq!(response.status(), status, "status of {url}");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        content_type, "application/problem+json",
+        "problem+json from {url}"
+    );
+    let body: serde_json::Value = response.json().await.expect("problem body");
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert!(body["title"].is_string(), "{body}");
+    body
+}
+
+/// Writes a secret file readable by its owner only (what services insist on for keys).
+pub fn write_secret(path: &Path, content: &[u8]) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, content).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
+/// Writes a random 32-byte key, base64, as a secret file (a KEK, a blind-index key).
+pub fn write_key(path: &Path) {
+    use base64::Engine as _;
+    use rand::TryRngCore as _;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .expect("the operating system's random generator failed");
+    write_secret(
+        path,
+        base64::engine::general_purpose::STANDARD
+            .encode(bytes)
+            .as_bytes(),
+    );
+}
+
 /// A TCP port free at the time of the call, on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -728,15 +728,7 @@ async fn the_internal_route_resolves_pii_for_declared_purposes_and_audits_every_
         );
     }
     // The refusals are counted instead.
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = app.metrics().await;
     for reason in ["client", "purpose", "fields", "fields-not-allowed"] {
         let needle = format!("identity_pii_refusals_total{{reason=\"{reason}\"}} 1");
         assert!(metrics.contains(&needle), "{needle} not in /metrics");

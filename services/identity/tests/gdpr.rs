@@ -197,15 +197,7 @@ async fn an_export_holds_every_services_slice_for_its_subject_only_then_expires(
     .await
     .expect("archive deleted");
 
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     for needle in [
         "identity_gdpr_requests_total{kind=\"export\"}",
         "identity_gdpr_completed_total{kind=\"export\"}",
@@ -796,15 +788,7 @@ async fn an_erasure_request_lost_by_the_broker_is_published_again_until_confirme
     let _catalog = spawn_catalog(&app.namespace).await;
     let complete = app.wait_erasure_complete(&erasure).await;
     assert!(complete["services"][0]["confirmed_at"].is_string());
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     // The counter exists from the first sweep on; what matters is that it counted.
     let resent: f64 = metrics
         .lines()

@@ -9,14 +9,16 @@
 #![forbid(unsafe_code)]
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
 use comptoir_events::admin::PulsarAdmin;
-use comptoir_testkit::{TestDatabase, TestNamespace, pulsar_url, wait_for};
+use comptoir_testkit::{
+    TestDatabase, TestNamespace, pulsar_url, wait_for, write_key, write_secret,
+};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -62,21 +64,6 @@ fn capture_logs() -> Logs {
         logs
     })
     .clone()
-}
-
-fn write_secret(path: &Path, content: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::write(path, content).with_context(|| format!("write {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(())
-}
-
-fn write_key(path: &Path) -> anyhow::Result<()> {
-    use rand::TryRngCore as _;
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.try_fill_bytes(&mut bytes)?;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
-    write_secret(path, encoded.as_bytes())
 }
 
 /// One running service.
@@ -149,17 +136,17 @@ impl Platform {
         let identity_db = Arc::new(TestDatabase::create("e2e_identity").await?);
 
         let catalog_token_file = catalog_db.scratch_dir().join("admin-token");
-        write_secret(&catalog_token_file, uuid_like().as_bytes())?;
+        write_secret(&catalog_token_file, uuid_like().as_bytes());
 
         let keys = identity_db.scratch_dir().join("keys");
         std::fs::create_dir_all(&keys)?;
         for name in ["kek-1", "blind-index"] {
-            write_key(&keys.join(name))?;
+            write_key(&keys.join(name));
         }
         write_secret(
             &keys.join("signing.pem"),
             comptoir_auth::Signer::generate_pem().as_bytes(),
-        )?;
+        );
         let mut identity = comptoir_identity::Settings {
             database: comptoir_store::DatabaseSettings {
                 pool_size: 4,

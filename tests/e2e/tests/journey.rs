@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use comptoir_e2e::{Platform, occurrences};
-use comptoir_testkit::wait_for;
+use comptoir_testkit::{assert_problem, wait_for};
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 
@@ -174,20 +174,6 @@ impl Gateway {
                 .to_owned(),
         )
     }
-}
-
-async fn assert_problem(response: Response, status: StatusCode) -> Value {
-    assert_eq!(response.status(), status, "status of {}", response.url());
-    assert_eq!(
-        response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-        Some("application/problem+json"),
-        "problem+json from {}",
-        response.url()
-    );
-    response.json().await.expect("problem body")
 }
 
 /// Every place PII must not be: both databases, the broker, the logs.

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use comptoir_catalog::Settings;
 use comptoir_catalog::domain::Product;
+#[allow(unused_imports)] // Each test binary uses a different subset of the helpers.
+pub use comptoir_testkit::assert_problem;
 use comptoir_testkit::{TestDatabase, TestNamespace, pulsar_url, wait_for};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -235,22 +237,6 @@ pub fn product_body(sku: &str, name: &str) -> Value {
         "price_cents": 1290,
         "currency": "EUR"
     })
-}
-
-/// Asserts a problem+json response with `status`, returning its body.
-pub async fn assert_problem(response: Response, status: StatusCode) -> Value {
-    assert_eq!(response.status(), status);
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert_eq!(content_type, "application/problem+json");
-    let body: Value = response.json().await.expect("problem body");
-    assert_eq!(body["status"], status.as_u16());
-    assert!(body["title"].is_string());
-    body
 }
 
 /// The admin token [`spawn_binary`] configures (the catalog refuses one under 16 characters).

@@ -21,6 +21,8 @@ use axum::routing::{any, get};
 use comptoir_auth::{Claims, Jwks, Signer};
 use comptoir_gateway::Settings;
 use comptoir_gateway::settings::{RouteSettings, UpstreamSettings};
+#[allow(unused_imports)] // Each test binary uses a different subset of the helpers.
+pub use comptoir_testkit::assert_problem;
 use comptoir_testkit::{TestDatabase, TestNamespace, pulsar_url, wait_for};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -365,22 +367,6 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
-}
-
-/// Asserts a problem+json response with `status`, returning its body.
-pub async fn assert_problem(response: reqwest::Response, status: StatusCode) -> Value {
-    assert_eq!(response.status().as_u16(), status.as_u16());
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert_eq!(content_type, PROBLEM_JSON);
-    let body: Value = response.json().await.expect("problem body");
-    assert_eq!(body["status"], status.as_u16());
-    assert!(body["title"].is_string());
-    body
 }
 
 /// The value of the sample of `metric` whose labels hold every one of `labels`.

@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use comptoir_events::admin::PulsarAdmin;
 use comptoir_identity::gdpr::{ParticipantEntry, ParticipantTable};
 use comptoir_identity::password::Argon2Settings;
 use comptoir_identity::{InternalClientSettings, KekFile, Settings};
 use comptoir_testkit::{TestDatabase, TestNamespace, pulsar_url, wait_for};
+#[allow(unused_imports)] // Each test binary uses a different subset of the helpers.
+pub use comptoir_testkit::{assert_problem, write_key, write_secret};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -23,27 +24,6 @@ use tokio_util::sync::CancellationToken;
 pub const NOTIFICATIONS_TOKEN: &str = "notifications-test-token-0123456789";
 /// A password zxcvbn rates strong.
 pub const PASSWORD: &str = "correct horse battery staple";
-
-/// Writes a random 32-byte key, base64, readable by its owner only.
-pub fn write_key(path: &Path) {
-    use rand::TryRngCore as _;
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng
-        .try_fill_bytes(&mut bytes)
-        .expect("random");
-    write_secret(
-        path,
-        base64::engine::general_purpose::STANDARD
-            .encode(bytes)
-            .as_bytes(),
-    );
-}
-
-pub fn write_secret(path: &Path, content: &[u8]) {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::write(path, content).expect("write key");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-}
 
 /// Key files of one identity deployment.
 #[derive(Debug, Clone)]
@@ -252,6 +232,18 @@ impl TestApp {
             .send()
             .await
             .expect("request")
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
     }
 
     pub async fn register(&self, email: &str, name: &str) -> Response {
@@ -478,22 +470,6 @@ pub async fn tokens(response: Response) -> Tokens {
         access: body["access_token"].as_str().expect("access").to_owned(),
         refresh: body["refresh_token"].as_str().expect("refresh").to_owned(),
     }
-}
-
-/// Asserts a problem+json response with `status`, returning its body.
-pub async fn assert_problem(response: Response, status: StatusCode) -> Value {
-    assert_eq!(response.status(), status);
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert_eq!(content_type, "application/problem+json");
-    let body: Value = response.json().await.expect("problem body");
-    assert_eq!(body["status"], status.as_u16());
-    assert!(body["title"].is_string());
-    body
 }
 
 /// The real catalog, as the GDPR participant: its own database, publishing its replies into
