@@ -1,4 +1,4 @@
--- Identity schema. Personal data is stored only encrypted (ARCHITECTURE.md §5): each
+-- Identity schema. Personal data is stored only encrypted (docs/architecture.md §5): each
 -- customer's fields are AES-256-GCM ciphertexts under that customer's data key, which is
 -- stored only wrapped by a key-encryption key (subject_keys). Deleting a customer's
 -- subject_keys row crypto-shreds every copy of their data. No column holds plaintext PII.
@@ -89,7 +89,7 @@ $$;
 CREATE TRIGGER consent_history_no_update BEFORE UPDATE ON consent_history
     FOR EACH ROW EXECUTE FUNCTION consent_history_append_only();
 
--- Every request for PII by another service, granted or refused (ARCHITECTURE.md §5).
+-- Every read of PII by another service (docs/architecture.md §5); refusals are counted, not stored.
 -- subject is not a foreign key: refusals for unknown ids are logged too, and the log
 -- outlives an erased customer (it holds no personal data, only the opaque id).
 CREATE TABLE pii_access_log (

@@ -1,4 +1,4 @@
--- GDPR flows (ARCHITECTURE.md §5, docs/adr/0014-crypto-shredding-and-gdpr-flows.md): export
+-- GDPR flows (docs/architecture.md §5, docs/adr/0014-crypto-shredding-and-gdpr-flows.md): export
 -- jobs and the slices services send back, erasure requests and the services' confirmations,
 -- and the inbox of the consumers of those replies. No column holds plaintext personal data:
 -- archives and slices are ciphertexts under the customer's data key, so erasing the customer

@@ -9,6 +9,3 @@ ALTER TABLE login_failures
     ADD COLUMN client_index bytea NOT NULL CHECK (length(client_index) = 32);
 ALTER TABLE login_failures ADD PRIMARY KEY (email_index, client_index);
 
--- Since this migration pii_access_log holds reads only (granted, or for an unknown customer):
--- refused requests are counted in metrics, never stored against a subject (src/internal.rs).
--- V1's comment on that table predates the change; applied migrations are never edited.
