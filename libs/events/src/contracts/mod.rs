@@ -5,6 +5,9 @@
 pub mod catalog;
 pub mod gdpr;
 pub mod identity;
+pub mod inventory;
+pub mod orders;
+pub mod payments;
 
 /// The JSON Schema of every event type, as `(CloudEvents type, schema)`. Each is also
 /// committed under `docs/events/<type>.json`; a test fails when the two drift apart.
@@ -20,5 +23,11 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         schema::<identity::CustomerErased>(),
         schema::<gdpr::ExportSlice>(),
         schema::<gdpr::ErasureConfirmed>(),
+        schema::<orders::StockCommand>(),
+        schema::<orders::PaymentCommand>(),
+        schema::<orders::OrderChanged>(),
+        schema::<inventory::StockOutcome>(),
+        schema::<inventory::StockLevelChanged>(),
+        schema::<payments::PaymentOutcome>(),
     ]
 }
