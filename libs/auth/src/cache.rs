@@ -255,6 +255,18 @@ impl JwksCache {
         }
     }
 
+    /// The readiness check of a service that verifies tokens: ready once identity's keys are
+    /// held. Until then a probe may try a fetch, but no more often than the unknown-`kid`
+    /// refreshes may (`min_refresh_interval_ms`): probes, or anyone who can reach `/readyz`,
+    /// cannot turn into a flood of calls to identity.
+    pub fn readiness_check(self: &Arc<Self>) -> comptoir_platform::health::ReadinessCheck {
+        let keys = Arc::clone(self);
+        comptoir_platform::health::ReadinessCheck::new("jwks", move || {
+            let keys = Arc::clone(&keys);
+            async move { keys.ensure_loaded().await.map_err(|e| e.to_string()) }
+        })
+    }
+
     /// Refreshes every `refresh_interval_ms` until `shutdown` is cancelled.
     pub async fn run_periodic_refresh(self: Arc<Self>, shutdown: CancellationToken) {
         let period = Duration::from_millis(self.settings.refresh_interval_ms);

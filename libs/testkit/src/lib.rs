@@ -89,6 +89,34 @@ pub async fn subscribe(
         .unwrap_or_else(|e| panic!("cannot subscribe to {topic}: {e}"))
 }
 
+/// Publishes `event` to `topic` keyed by its subject, as a service's outbox relay would, and
+/// waits for the broker's acknowledgement: how a test plays the part of another service's
+/// event (a catalog product change, a saga command) on the real broker.
+pub async fn publish<T: serde::Serialize>(
+    pulsar: &pulsar::Pulsar<pulsar::TokioExecutor>,
+    topic: &str,
+    event: &comptoir_events::CloudEvent<T>,
+) {
+    let mut producer = pulsar
+        .producer()
+        .with_topic(topic)
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("cannot produce to {topic}: {e}"));
+    let message = pulsar::producer::Message {
+        payload: serde_json::to_vec(event).expect("event as JSON"),
+        partition_key: Some(event.subject.clone()),
+        ..Default::default()
+    };
+    producer
+        .send_non_blocking(message)
+        .await
+        .expect("send")
+        .await
+        .expect("broker acknowledgement");
+    producer.close().await.expect("close the producer");
+}
+
 /// Binary-protocol URL of the test broker.
 pub fn pulsar_url() -> Url {
     let raw = std::env::var("COMPTOIR_TEST_PULSAR_URL")

@@ -36,7 +36,7 @@ mod embedded {
 }
 
 /// Name of the topic product events go to, inside the configured namespace.
-pub const PRODUCT_TOPIC: &str = "product-events";
+pub const PRODUCT_TOPIC: &str = comptoir_events::contracts::catalog::PRODUCT_EVENTS_TOPIC;
 /// The CloudEvents `source` of every catalog event.
 pub const EVENT_SOURCE: &str = "/comptoir/catalog";
 

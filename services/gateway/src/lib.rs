@@ -31,7 +31,6 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Request};
 use axum::routing::{any, get};
 use comptoir_auth::{Authenticator, JwksCache};
-use comptoir_platform::health::ReadinessCheck;
 use comptoir_platform::http::REQUEST_ID;
 use comptoir_platform::shutdown::Stages;
 use http::{HeaderName, HeaderValue, Method, header};
@@ -112,7 +111,7 @@ pub async fn run(
         body_limit: settings.http.body_limit_bytes,
     });
     let api = router(&routes, &proxy, openapi);
-    let checks = vec![keys_check(keys)];
+    let checks = vec![keys.readiness_check()];
     let mut app = comptoir_platform::http::app("gateway", api, &settings.http, checks);
     app.public = app
         .public
@@ -168,16 +167,6 @@ pub fn router(routes: &[Route], proxy: &Arc<Proxy>, openapi: Arc<OpenApi>) -> Ro
 /// are deliberately not checked (ADR 0013): one service down must not take every gateway out
 /// of the load balancer, which would fail the routes of the services that are up; the
 /// breaker and the 503 problems deal with it per route.
-/// Ready once identity's keys are held. Until then a probe may try a fetch, but no more
-/// often than the unknown-`kid` refreshes may (`auth.min_refresh_interval_ms`): probes, or
-/// anyone who can reach `/readyz`, cannot turn into a flood of calls to identity.
-fn keys_check(keys: Arc<JwksCache>) -> ReadinessCheck {
-    ReadinessCheck::new("jwks", move || {
-        let keys = Arc::clone(&keys);
-        async move { keys.ensure_loaded().await.map_err(|e| e.to_string()) }
-    })
-}
-
 fn cors(settings: &settings::CorsSettings) -> CorsLayer {
     let origins: Vec<HeaderValue> = settings
         .allowed_origins

@@ -5,6 +5,9 @@ use uuid::Uuid;
 
 use crate::envelope::EventType;
 
+/// Topic (in catalog's namespace) of [`ProductChanged`], keyed by product id.
+pub const PRODUCT_EVENTS_TOPIC: &str = "product-events";
+
 /// What happened to the product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]

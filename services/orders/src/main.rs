@@ -1,0 +1,12 @@
+//! `comptoir-orders`: loads settings, starts telemetry, binds, runs. Logic lives in the library.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    comptoir_platform::service::main::<comptoir_orders::Settings, _, _, _>(
+        "orders",
+        "",
+        comptoir_orders::run,
+    )
+}

@@ -1,0 +1,304 @@
+//! `spawn_app()`: orders on port 0 with a fresh database and a fresh Pulsar namespace (used as
+//! every namespace orders reads from), driven like a client would.
+//!
+//! Access tokens come from [`Keys`], a JWKS endpoint serving a key generated here: it stands
+//! in for identity's `/.well-known/jwks.json`, so these tests can act as any customer. The
+//! end-to-end tests (`tests/e2e`) sign in through the real identity.
+#![allow(dead_code)] // Each test binary uses a different subset of the helpers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use comptoir_auth::{Claims, Jwks, Signer};
+use comptoir_events::CloudEvent;
+use comptoir_events::contracts::catalog::{PRODUCT_EVENTS_TOPIC, ProductChange, ProductChanged};
+use comptoir_orders::Settings;
+#[allow(unused_imports)] // Each test binary uses a different subset of the helpers.
+pub use comptoir_testkit::assert_problem;
+use comptoir_testkit::{TestDatabase, TestNamespace, pulsar_url, wait_for};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// A JWKS endpoint and the key behind it.
+pub struct Keys {
+    pub url: String,
+    signer: Arc<Signer>,
+    shutdown: CancellationToken,
+}
+
+impl Keys {
+    pub async fn start() -> Self {
+        let signer = Arc::new(Signer::generate("orders-test").expect("key"));
+        let jwks = Jwks::new(vec![signer.jwk()]);
+        let app = axum::Router::new().route(
+            "/.well-known/jwks.json",
+            get(move || {
+                let jwks = jwks.clone();
+                async move { axum::Json(jwks) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!(
+            "http://{}/.well-known/jwks.json",
+            listener.local_addr().expect("addr")
+        );
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        });
+        Self {
+            url,
+            signer,
+            shutdown,
+        }
+    }
+
+    /// An access token for `customer`, as identity would issue at sign-in.
+    pub fn token(&self, customer: Uuid) -> String {
+        let claims = Claims::new(
+            comptoir_auth::DEFAULT_ISSUER,
+            comptoir_auth::DEFAULT_AUDIENCE,
+            customer,
+            "customer",
+            Duration::from_secs(600),
+            None,
+        );
+        self.signer.issue(&claims).expect("token")
+    }
+}
+
+impl Drop for Keys {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub db: Arc<TestDatabase>,
+    pub namespace: Arc<TestNamespace>,
+    pub keys: Arc<Keys>,
+    pub pulsar: pulsar::Pulsar<pulsar::TokioExecutor>,
+    pub shutdown: CancellationToken,
+    pub handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
+    let db = TestDatabase::create("orders_test")
+        .await
+        .expect("test database");
+    let namespace = TestNamespace::create().await.expect("test namespace");
+    let keys = Keys::start().await;
+    spawn_on(Arc::new(db), Arc::new(namespace), Arc::new(keys), customise).await
+}
+
+/// The settings orders gets in these tests: `namespace` stands for every namespace.
+pub fn settings_for(db: &TestDatabase, namespace: &TestNamespace, keys: &Keys) -> Settings {
+    let mut settings = Settings::default();
+    settings.database = comptoir_store::DatabaseSettings {
+        pool_size: 4,
+        ..db.settings()
+    };
+    settings.pulsar.url = pulsar_url();
+    settings.pulsar.namespace = namespace.name.clone();
+    settings.catalog_namespace = namespace.name.clone();
+    settings.inventory_namespace = namespace.name.clone();
+    settings.payments_namespace = namespace.name.clone();
+    settings.gdpr_requests_namespace = namespace.name.clone();
+    settings.auth.url = keys.url.clone();
+    settings.http.shutdown_grace_ms = 5_000;
+    settings.saga.sweep_interval_ms = 100;
+    settings
+}
+
+/// Orders on an existing database and namespace (a restart, or a second replica).
+pub async fn spawn_on(
+    db: Arc<TestDatabase>,
+    namespace: Arc<TestNamespace>,
+    keys: Arc<Keys>,
+    customise: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let mut settings = settings_for(&db, &namespace, &keys);
+    customise(&mut settings);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(comptoir_orders::run(listener, settings, shutdown.clone()));
+    let http = reqwest::Client::new();
+    wait_for("orders to be ready", Duration::from_secs(60), || {
+        let http = http.clone();
+        let url = format!("{base}/readyz");
+        async move {
+            let ready = http.get(&url).send().await.ok()?.status() == StatusCode::OK;
+            ready.then_some(())
+        }
+    })
+    .await
+    .expect("orders ready");
+    let pulsar = comptoir_events::pulsar::connect(&comptoir_events::pulsar::PulsarSettings {
+        url: pulsar_url(),
+        namespace: namespace.name.clone(),
+        ..Default::default()
+    })
+    .await
+    .expect("pulsar");
+    TestApp {
+        base,
+        http,
+        db,
+        namespace,
+        keys,
+        pulsar,
+        shutdown,
+        handle: Some(handle),
+    }
+}
+
+/// A product of the demo kind, 12.90 EUR unless told otherwise.
+pub fn product(price_cents: i64) -> ProductChanged {
+    ProductChanged {
+        product_id: Uuid::now_v7(),
+        change: ProductChange::Created,
+        version: 1,
+        sku: format!("SKU-{}", comptoir_testkit::unique_suffix()),
+        name: "Kenya AA, whole beans, 250 g".to_owned(),
+        category_id: None,
+        price_cents,
+        currency: "EUR".to_owned(),
+        active: true,
+    }
+}
+
+impl TestApp {
+    /// Publishes a catalog product event and waits until orders' projection holds it.
+    pub async fn catalog_says(&self, product: &ProductChanged) {
+        let event = CloudEvent::new(
+            "/comptoir/catalog",
+            product.product_id.to_string(),
+            product.clone(),
+        );
+        comptoir_testkit::publish(
+            &self.pulsar,
+            &self.namespace.topic(PRODUCT_EVENTS_TOPIC),
+            &event,
+        )
+        .await;
+        let admin = self.db.admin().await.expect("admin");
+        wait_for("the product projection", Duration::from_secs(30), || {
+            let admin = &admin;
+            async move {
+                let row = admin
+                    .query_opt(
+                        "SELECT version FROM products WHERE product_id = $1",
+                        &[&product.product_id],
+                    )
+                    .await
+                    .ok()??;
+                (row.get::<_, i64>(0) >= product.version).then_some(())
+            }
+        })
+        .await
+        .expect("projection");
+    }
+
+    pub fn token(&self, customer: Uuid) -> String {
+        self.keys.token(customer)
+    }
+
+    pub async fn put_line(&self, customer: Uuid, product: Uuid, quantity: i64) -> Response {
+        self.http
+            .put(format!("{}/v1/cart/lines/{product}", self.base))
+            .bearer_auth(self.token(customer))
+            .json(&json!({ "quantity": quantity }))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get(&self, customer: Uuid, path: &str) -> Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(self.token(customer))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post(&self, customer: Uuid, path: &str) -> Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(self.token(customer))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn checkout(&self, customer: Uuid, key: &str, token: &str) -> Response {
+        self.http
+            .post(format!("{}/v1/orders", self.base))
+            .bearer_auth(self.token(customer))
+            .header("idempotency-key", key)
+            .json(&json!({ "payment_token": token }))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Waits until the customer's order has `status`, and returns it.
+    pub async fn wait_status(&self, customer: Uuid, order: Uuid, status: &str) -> Value {
+        let path = format!("/v1/orders/{order}");
+        let found = wait_for(
+            &format!("order {order} to be {status}"),
+            Duration::from_secs(60),
+            || {
+                let path = path.clone();
+                async move {
+                    let body: Value = self.get(customer, &path).await.json().await.ok()?;
+                    (body["status"] == status).then_some(body)
+                }
+            },
+        )
+        .await;
+        match found {
+            Ok(body) => body,
+            Err(error) => {
+                let last: Value = self
+                    .get(customer, &path)
+                    .await
+                    .json()
+                    .await
+                    .unwrap_or_default();
+                panic!("{error}; last seen: {last}")
+            }
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("join").expect("orders stopped cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
