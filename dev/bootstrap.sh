@@ -10,7 +10,9 @@
 #      their binaries linked into $COMPTOIR_CACHE/bin (on PATH through dev/lib/common.sh):
 #      cargo-nextest, cargo-deny (bans, licences, sources) and taplo (TOML formatting).
 #      Seconds, where `cargo install` would compile for minutes on a fresh CI machine.
-#   3. Pulsar classpath: `mvn dependency:build-classpath` of dev/pulsar/pom.xml into
+#   3. Mailpit (the local SMTP server the notifications service mails to, with a web UI and an
+#      HTTP API the tests read), built from the Go module proxy into $COMPTOIR_CACHE/bin.
+#   4. Pulsar classpath: `mvn dependency:build-classpath` of dev/pulsar/pom.xml into
 #      $COMPTOIR_CACHE/pulsar/classpath.txt, when missing, older than pom.xml/settings.xml,
 #      or naming a jar no longer in the local Maven repository (~/.m2).
 #
@@ -123,6 +125,27 @@ build_pulsar_classpath() {
   log "Pulsar classpath written: $out ($(tr ':' '\n' <"$out" | wc -l) jars)"
 }
 
+# The SMTP server of dev/up and the tests: pinned, built once (about a minute) with Go.
+MAILPIT_MODULE="github.com/axllent/mailpit@v1.33.1"
+
+install_mailpit() {
+  if [[ "${COMPTOIR_TOOLS_FROM_NIX:-}" == 1 ]]; then
+    log "tools from Nix: skipping Mailpit"
+    return 0
+  fi
+  local bin_dir="$COMPTOIR_CACHE/bin" stamp
+  stamp="$bin_dir/.installed-${MAILPIT_MODULE//\//_}"
+  if [[ -x "$bin_dir/mailpit" && -e "$stamp" ]]; then
+    log "Mailpit present: $MAILPIT_MODULE"
+    return 0
+  fi
+  command -v go >/dev/null || die "go not found (install Go to build Mailpit)"
+  log "building $MAILPIT_MODULE with Go (about a minute)"
+  mkdir -p "$bin_dir"
+  GOBIN="$bin_dir" go install "$MAILPIT_MODULE" || die "go install $MAILPIT_MODULE failed"
+  touch "$stamp"
+}
+
 install_rust_components() {
   command -v rustup >/dev/null || return 0
   local component
@@ -135,10 +158,11 @@ install_rust_components() {
 }
 
 main() {
-  [[ $# -eq 0 ]] || { sed -n '5,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+  [[ $# -eq 0 ]] || { sed -n '5,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
   install_debian_packages
   install_rust_components
   install_pypi_tools
+  install_mailpit
   build_pulsar_classpath
   log "bootstrap complete"
 }

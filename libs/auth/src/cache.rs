@@ -10,7 +10,7 @@
 //! not be open to tampering: a plain `http://` URL is refused unless it names loopback (a
 //! developer machine, a test, a sidecar); in a cluster the JWKS comes over `https://`,
 //! verified against the platform's CA (`ca_file`) or the system roots
-//! (docs/adr/0017-tls-between-services.md).
+//! (docs/adr/0015-tls-between-services.md).
 
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -2,7 +2,8 @@
 //!
 //! Loaded like every service's (defaults → TOML file → `COMPTOIR_GATEWAY__*`), see
 //! `comptoir_platform::config`. The defaults describe the local platform: catalog on
-//! 127.0.0.1:8081, identity on 127.0.0.1:8082.
+//! 127.0.0.1:8081, identity on :8082, orders on :8083, inventory on :8084, payments on :8085,
+//! notifications on :8086.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -202,14 +203,32 @@ impl Default for Settings {
                 "identity".to_owned(),
                 UpstreamSettings::at("http://127.0.0.1:8082"),
             ),
+            (
+                "orders".to_owned(),
+                UpstreamSettings::at("http://127.0.0.1:8083"),
+            ),
+            (
+                "inventory".to_owned(),
+                UpstreamSettings::at("http://127.0.0.1:8084"),
+            ),
+            (
+                "payments".to_owned(),
+                UpstreamSettings::at("http://127.0.0.1:8085"),
+            ),
+            (
+                "notifications".to_owned(),
+                UpstreamSettings::at("http://127.0.0.1:8086"),
+            ),
         ]);
+        // Operator routes take the service's own admin token, which the service checks.
+        let admin = |prefix: &str, upstream: &str| RouteSettings {
+            verify_token: false,
+            ..RouteSettings::new(prefix, upstream)
+        };
         let routes = vec![
             RouteSettings::new("/v1/products", "catalog"),
             RouteSettings::new("/v1/categories", "catalog"),
-            RouteSettings {
-                verify_token: false,
-                ..RouteSettings::new("/v1/admin", "catalog")
-            },
+            admin("/v1/admin", "catalog"),
             RouteSettings::new("/v1/customers", "identity"),
             RouteSettings::new("/v1/sessions", "identity"),
             RouteSettings::new("/v1/me", "identity"),
@@ -217,6 +236,12 @@ impl Default for Settings {
             // request id is the capability (no token needed, none accepted as proof).
             RouteSettings::new("/v1/erasures", "identity"),
             RouteSettings::new("/.well-known/jwks.json", "identity"),
+            RouteSettings::new("/v1/cart", "orders"),
+            RouteSettings::new("/v1/orders", "orders"),
+            RouteSettings::new("/v1/stock", "inventory"),
+            admin("/v1/admin/stock", "inventory"),
+            admin("/v1/admin/payments", "payments"),
+            admin("/v1/admin/deliveries", "notifications"),
         ];
         Self {
             http,
@@ -403,13 +428,13 @@ mod tests {
         let mut settings = Settings::default();
         settings
             .routes
-            .push(RouteSettings::new("/v1/orders", "orders"));
+            .push(RouteSettings::new("/v1/shipments", "shipping"));
         settings
             .routes
             .push(RouteSettings::new("/v1/me", "identity"));
         let problems = settings.validate().join("\n");
         assert!(
-            problems.contains("\"orders\" is not in upstreams"),
+            problems.contains("\"shipping\" is not in upstreams"),
             "{problems}"
         );
         assert!(

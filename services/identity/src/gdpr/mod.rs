@@ -107,7 +107,18 @@ pub struct GdprSettings {
 impl Default for GdprSettings {
     fn default() -> Self {
         Self {
-            participants: vec![ParticipantEntry::Name("catalog".to_owned())],
+            // Every service that stores anything keyed by a customer, or could: the platform's
+            // services but the gateway (docs/adding-a-service.md).
+            participants: [
+                "catalog",
+                "orders",
+                "inventory",
+                "payments",
+                "notifications",
+            ]
+            .into_iter()
+            .map(|name| ParticipantEntry::Name(name.to_owned()))
+            .collect(),
             export_ttl_secs: 7 * 24 * 3600,
             export_max_bytes: 16 * 1024 * 1024,
             erasure_record_retention_days: 5 * 365,
@@ -325,7 +336,16 @@ mod tests {
             ]
         );
         assert!(settings.problems("gdpr").is_empty());
-        assert_eq!(GdprSettings::default().service_names(), ["catalog"]);
+        assert_eq!(
+            GdprSettings::default().service_names(),
+            [
+                "catalog",
+                "orders",
+                "inventory",
+                "payments",
+                "notifications"
+            ]
+        );
         assert_eq!(GdprSettings::default().export_ttl_secs, 604_800);
     }
 
