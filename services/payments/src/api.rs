@@ -1,0 +1,118 @@
+//! HTTP routes of payments and their OpenAPI description: one admin read of an order's payment.
+//! The saga itself runs over Pulsar ([`crate::commands`]); there is no public route.
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json as AxumJson, Router};
+use comptoir_platform::{FieldError, Problem};
+use http::request::Parts;
+use http::{HeaderValue, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::domain::{Operation, Payment, PaymentStatus};
+use crate::repo;
+
+/// Payments' routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/admin/payments/{order_id}", get(get_payment))
+        .route("/openapi.json", get(openapi))
+        .with_state(state)
+}
+
+/// Proof that the request carries the admin bearer token.
+#[derive(Debug)]
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match presented {
+            Some(token)
+                if constant_time_eq::constant_time_eq(
+                    token.as_bytes(),
+                    state.admin_token.expose().as_bytes(),
+                ) =>
+            {
+                Ok(Admin)
+            }
+            _ => {
+                let mut response = Problem::status(StatusCode::UNAUTHORIZED)
+                    .with_detail("The admin routes need `Authorization: Bearer <token>`")
+                    .into_response();
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"comptoir-payments\""),
+                );
+                Err(response)
+            }
+        }
+    }
+}
+
+/// An order's payment and everything done about it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PaymentView {
+    #[serde(flatten)]
+    pub payment: Payment,
+    /// Provider calls and state changes, oldest first.
+    pub operations: Vec<Operation>,
+}
+
+/// An order's payment, with its operations.
+#[utoipa::path(get, path = "/v1/admin/payments/{order_id}", tag = "admin", security(("admin" = [])),
+    params(("order_id" = Uuid, Path, description = "The order's id")),
+    responses((status = 200, body = PaymentView), (status = 400, body = Problem),
+              (status = 401, body = Problem), (status = 404, body = Problem)))]
+#[tracing::instrument(skip_all, fields(order_id = %order_id))]
+pub async fn get_payment(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(order_id): Path<Uuid>,
+) -> Result<AxumJson<PaymentView>, Problem> {
+    let client = state.pool.get().await.map_err(repo::RepoError::from)?;
+    let (payment, operations) = repo::payment_with_operations(&client, order_id).await?;
+    Ok(AxumJson(PaymentView {
+        payment,
+        operations,
+    }))
+}
+
+struct AdminSecurity;
+
+impl Modify for AdminSecurity {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Payments' OpenAPI 3.1 document, generated from the handlers above.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Comptoir payments", description = "Payments of orders, through a payment provider (simulated in this repository)."),
+    paths(get_payment),
+    components(schemas(PaymentView, Payment, PaymentStatus, Operation, Problem, FieldError)),
+    modifiers(&AdminSecurity),
+    tags((name = "admin", description = "Payment inspection (bearer token)"))
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+async fn openapi() -> AxumJson<utoipa::openapi::OpenApi> {
+    AxumJson(ApiDoc::openapi())
+}
