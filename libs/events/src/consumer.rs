@@ -204,14 +204,16 @@ where
             }
         };
         tracing::info!(topic = %self.config.topic, subscription = %self.config.subscription, "Consuming");
-        let mut retries: DelayQueue<MessageIdData> = DelayQueue::new();
+        let mut retries: DelayQueue<(String, MessageIdData)> = DelayQueue::new();
         let mut attempts: HashMap<(u64, u64, i32, i32), u32> = HashMap::new();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 Some(expired) = retries.next(), if !retries.is_empty() => {
-                    let id = expired.into_inner();
-                    if let Err(error) = consumer.nack_with_id(&self.config.topic, id).await {
+                    // The topic the message came from: on a partitioned topic that is its
+                    // partition (`…-partition-N`), the only name the client nacks it under.
+                    let (topic, id) = expired.into_inner();
+                    if let Err(error) = consumer.nack_with_id(&topic, id).await {
                         tracing::warn!(%error, "Negative acknowledgement failed; the broker will redeliver on reconnect");
                     }
                 }
@@ -283,7 +285,7 @@ where
         &self,
         consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
         messages: Vec<Message<Vec<u8>>>,
-        retries: &mut DelayQueue<MessageIdData>,
+        retries: &mut DelayQueue<(String, MessageIdData)>,
         attempts: &mut HashMap<(u64, u64, i32, i32), u32>,
         shutdown: &CancellationToken,
     ) -> bool {
@@ -301,7 +303,7 @@ where
                 }
                 Err(error) => {
                     tracing::warn!(%error, "Undecodable event; it will reach the dead-letter topic");
-                    self.fail(retries, attempts, message.message_id().clone(), &labels);
+                    self.fail(retries, attempts, &message, &labels);
                 }
             }
         }
@@ -317,7 +319,7 @@ where
         &self,
         consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
         batch: Vec<Received<T>>,
-        retries: &mut DelayQueue<MessageIdData>,
+        retries: &mut DelayQueue<(String, MessageIdData)>,
         attempts: &mut HashMap<(u64, u64, i32, i32), u32>,
         shutdown: &CancellationToken,
     ) -> bool {
@@ -338,7 +340,7 @@ where
                 Err(ApplyError::Handler(error)) if batch.len() == 1 => {
                     let Received { message, event, .. } = &batch[0];
                     tracing::warn!(event_id = %event.id, event_type = %event.kind, error = %chain(error.as_ref()), "Handler failed");
-                    self.fail(retries, attempts, message.message_id().clone(), &labels);
+                    self.fail(retries, attempts, message, &labels);
                     return false;
                 }
                 Err(ApplyError::Handler(_)) => {
@@ -411,11 +413,12 @@ where
 
     fn fail(
         &self,
-        retries: &mut DelayQueue<MessageIdData>,
+        retries: &mut DelayQueue<(String, MessageIdData)>,
         attempts: &mut HashMap<(u64, u64, i32, i32), u32>,
-        id: MessageIdData,
+        message: &Message<Vec<u8>>,
         labels: &[(&'static str, String); 2],
     ) {
+        let id = message.message_id().clone();
         let count = {
             let entry = attempts.entry(id_key(&id)).or_insert(0);
             *entry += 1;
@@ -429,7 +432,7 @@ where
             attempts.remove(&id_key(&id));
         }
         let delay = self.config.backoff(count);
-        retries.insert(id, delay);
+        retries.insert((message.topic.clone(), id), delay);
     }
 
     /// Records the events in the inbox and applies the new ones, in order, in one transaction.

@@ -1,0 +1,134 @@
+//! HTTP routes of the notifications service and their OpenAPI description: one admin route to
+//! see where an order's messages stand. Errors become problem+json in one place
+//! ([`crate::error`]).
+
+use axum::extract::{FromRequestParts, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json as AxumJson, Router};
+use comptoir_platform::{FieldError, Problem};
+use http::request::Parts;
+use http::{HeaderValue, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::domain::{Delivery, Kind, Status};
+use crate::repo;
+
+/// The service's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/admin/deliveries", get(list_deliveries))
+        .route("/openapi.json", get(openapi))
+        .with_state(state)
+}
+
+/// Proof that the request carries the admin bearer token.
+#[derive(Debug)]
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match presented {
+            Some(token)
+                if constant_time_eq::constant_time_eq(
+                    token.as_bytes(),
+                    state.admin_token.expose().as_bytes(),
+                ) =>
+            {
+                Ok(Admin)
+            }
+            _ => {
+                let mut response = Problem::status(StatusCode::UNAUTHORIZED)
+                    .with_detail("The admin routes need `Authorization: Bearer <token>`")
+                    .into_response();
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"comptoir-notifications\""),
+                );
+                Err(response)
+            }
+        }
+    }
+}
+
+/// Which deliveries to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryQuery {
+    /// The order whose deliveries to list (a UUID).
+    pub order_id: Option<String>,
+}
+
+/// An order's deliveries, oldest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryList {
+    pub items: Vec<Delivery>,
+}
+
+/// The deliveries of an order: which messages, where their sending stands.
+#[utoipa::path(get, path = "/v1/admin/deliveries", params(DeliveryQuery), tag = "admin",
+    security(("admin" = [])),
+    responses((status = 200, body = DeliveryList), (status = 400, body = Problem),
+              (status = 401, body = Problem), (status = 422, body = Problem)))]
+#[tracing::instrument(skip_all)]
+pub async fn list_deliveries(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(query): Query<DeliveryQuery>,
+) -> Result<AxumJson<DeliveryList>, Problem> {
+    let order_id = match query.order_id.as_deref().map(str::trim) {
+        None | Some("") => {
+            return Err(Problem::validation(vec![FieldError::new(
+                "order_id",
+                "is required",
+            )]));
+        }
+        Some(raw) => Uuid::parse_str(raw).map_err(|_| {
+            Problem::validation(vec![FieldError::new("order_id", "must be a UUID")])
+        })?,
+    };
+    let client = state.pool.get().await.map_err(repo::RepoError::from)?;
+    let items = repo::deliveries_of_order(&client, order_id).await?;
+    Ok(AxumJson(DeliveryList { items }))
+}
+
+struct AdminSecurity;
+
+impl Modify for AdminSecurity {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The service's OpenAPI 3.1 document, generated from the handlers above.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Comptoir notifications",
+         description = "Transactional mail about orders; the delivery log holds no personal data."),
+    paths(list_deliveries),
+    components(schemas(Delivery, DeliveryList, Kind, Status, Problem, FieldError)),
+    modifiers(&AdminSecurity),
+    tags((name = "admin", description = "Delivery log (bearer token)"))
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+async fn openapi() -> AxumJson<utoipa::openapi::OpenApi> {
+    AxumJson(ApiDoc::openapi())
+}

@@ -1,0 +1,13 @@
+//! `comptoir-notifications`: loads settings, starts telemetry, binds, runs. Logic lives in the
+//! library.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    comptoir_platform::service::main::<comptoir_notifications::Settings, _, _, _>(
+        "notifications",
+        "",
+        comptoir_notifications::run,
+    )
+}
