@@ -1,0 +1,12 @@
+//! `comptoir-inventory`: loads settings, starts telemetry, binds, runs. Logic lives in the library.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    comptoir_platform::service::main::<comptoir_inventory::Settings, _, _, _>(
+        "inventory",
+        "",
+        comptoir_inventory::run,
+    )
+}
