@@ -15,6 +15,8 @@
 
 pub mod standalone;
 
+pub mod mailpit;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -363,4 +365,74 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("cannot find a free port")
+}
+
+/// A service binary started as its own process (`kill -9` tests, configuration tests), with
+/// its settings from `COMPTOIR_<SERVICE>__*` variables as in a deployment.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+}
+
+impl ServiceProcess {
+    /// The command that runs `binary` (a `CARGO_BIN_EXE_*` path) as `service` on a free port,
+    /// against `db` (its own role, plain TCP on loopback) and Pulsar's `namespace`. Add the
+    /// service's other settings with `.env(...)`, then [`ServiceProcess::start`].
+    pub fn command(
+        binary: &str,
+        service: &str,
+        db: &TestDatabase,
+        namespace: &str,
+    ) -> (std::process::Command, u16) {
+        let prefix = format!("COMPTOIR_{}__", service.to_ascii_uppercase());
+        let port = free_port();
+        let mut command = std::process::Command::new(binary);
+        command
+            .env(format!("{prefix}HTTP__LISTEN"), format!("127.0.0.1:{port}"))
+            .env(format!("{prefix}DATABASE__HOST"), &db.host)
+            .env(format!("{prefix}DATABASE__PORT"), db.port.to_string())
+            .env(format!("{prefix}DATABASE__NAME"), &db.name)
+            .env(format!("{prefix}DATABASE__USER"), &db.name)
+            .env(
+                format!("{prefix}DATABASE__PASSWORD_FILE"),
+                db.password_file(),
+            )
+            .env(format!("{prefix}PULSAR__URL"), pulsar_url().as_str())
+            .env(format!("{prefix}PULSAR__NAMESPACE"), namespace)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit());
+        (command, port)
+    }
+
+    /// Spawns `command` (from [`ServiceProcess::command`]) and waits until it is ready.
+    pub async fn start(mut command: std::process::Command, port: u16) -> anyhow::Result<Self> {
+        let mut child = command.spawn().context("cannot start the service binary")?;
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let ready = wait_for("the binary to be ready", Duration::from_secs(60), || {
+            let request = http.get(format!("{base}/readyz")).send();
+            async move { request.await.ok().filter(|r| r.status() == 200).map(drop) }
+        })
+        .await;
+        if let Err(error) = ready {
+            let _ = child.kill();
+            return Err(error);
+        }
+        Ok(Self { child, base })
+    }
+
+    /// `kill -9`: no drain, no shutdown hook.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

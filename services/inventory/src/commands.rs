@@ -7,7 +7,7 @@
 //!
 //! | reservation \ command | reserve | commit | release |
 //! |---|---|---|---|
-//! | *none* | all lines fit: hold them → `reserved`; else → `refused` (`out-of-stock`, `unknown-product`) | `commit-refused` not-reserved | tombstone → `released` |
+//! | *none* | all lines fit: hold them → `reserved`; else → `refused` (`out-of-stock`); a product not known yet → retried | `commit-refused` not-reserved | tombstone → `released` |
 //! | reserved | `reserved` | units leave on_hand → `committed` (lapsed: given back → `commit-refused` not-reserved) | units back to available → `released` |
 //! | committed | `committed` | `committed` | units back on hand → `released` |
 //! | released | `released` (`expired` if lapsed; `refused` released-before-reserve for a tombstone) | `commit-refused` not-reserved | `released` |
@@ -104,8 +104,16 @@ impl StockCommands {
         };
         let products = lines.products();
         let held = repo::lock_stock(tx, &products).await?;
-        if held.len() < products.len() {
-            return refuse(tx, order, reason::UNKNOWN_PRODUCT).await;
+        if let Some(missing) = products
+            .iter()
+            .find(|p| !held.iter().any(|s| s.product_id == **p))
+        {
+            // Orders only sells products of the catalog, which inventory learns from the same
+            // catalog's events: a product unknown here is one whose event is still on its way
+            // (inventory was down, or lags). Refusing would cancel a good order; the consumer
+            // retries with backoff instead (`commands_max_redeliveries`), and the order's own
+            // deadline compensates if it never arrives.
+            return Err(RepoError::ProductNotYetKnown(*missing));
         }
         let short = held
             .iter()

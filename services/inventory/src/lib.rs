@@ -127,6 +127,9 @@ pub async fn run(
             // One command per transaction: each takes its stock locks in product id order,
             // which a batch (the locks of several commands, in arrival order) would not.
             max_batch: 1,
+            // A reserve for a product whose catalog event has not arrived yet is retried with
+            // backoff (up to 30 s apart): 20 deliveries give the catalog about 7 minutes.
+            max_redeliveries: 20,
             ..ConsumerConfig::new(&commands_topic, COMMANDS_SUBSCRIPTION)
         },
         commands::StockCommands::new(topics.clone(), settings.reservation_ttl_secs),

@@ -28,6 +28,10 @@ pub enum RepoError {
     BelowReserved { reserved: i64 },
     #[error("on_hand would exceed {MAX_ON_HAND}")]
     AboveMaximum,
+    /// A reserve names a product inventory has not heard of from the catalog yet: the
+    /// catalog's event is behind the order's command. Retried, not refused.
+    #[error("product {0} is not known yet; the catalog's event has not arrived")]
+    ProductNotYetKnown(Uuid),
     #[error("reservation {0} has an unknown status {1:?}")]
     CorruptStatus(Uuid, String),
     #[error("cannot get a database connection")]

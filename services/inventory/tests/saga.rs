@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use comptoir_events::contracts::catalog::ProductChange;
 use comptoir_events::contracts::inventory::{StockOutcome, StockResult};
 use comptoir_events::contracts::orders::StockAction::{Commit, Release, Reserve};
 use comptoir_testkit::wait_for;
@@ -167,20 +168,6 @@ async fn a_reserve_is_all_or_nothing() {
         )
         .await,
         outcome(short, StockResult::Refused, Some("out-of-stock"))
-    );
-    let unknown = Uuid::now_v7();
-    assert_eq!(
-        ask(
-            &app,
-            &mut outcomes,
-            command(
-                unknown,
-                Reserve,
-                vec![line(plenty, 1), line(Uuid::now_v7(), 1)]
-            )
-        )
-        .await,
-        outcome(unknown, StockResult::Refused, Some("unknown-product"))
     );
     let empty = Uuid::now_v7();
     assert_eq!(
@@ -363,4 +350,22 @@ async fn every_stock_change_publishes_its_level() {
         seen,
         [(0, 0, 0, 1), (6, 0, 6, 2), (6, 2, 4, 3), (4, 0, 4, 4)]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reserve_for_a_product_not_yet_known_waits_for_the_catalog() {
+    // Inventory learns products from the catalog's events; a command may overtake the event
+    // (inventory was down, or lags). The reserve is not refused: it is retried and goes
+    // through once the catalog's event arrives.
+    let app = spawn_app_with(|s| s.demo_stock_per_product = Some(5)).await;
+    let mut outcomes = app.outcomes("saga-test").await;
+    let late_product = Uuid::now_v7();
+    let order = Uuid::now_v7();
+    app.send(command(order, Reserve, vec![line(late_product, 2)]))
+        .await;
+    app.catalog_says(late_product, ProductChange::Created).await;
+    let (_, event) = next_outcome(&mut outcomes).await;
+    assert_eq!(event.data, outcome(order, StockResult::Reserved, None));
+    let stock = app.stock(late_product).await;
+    assert_eq!((stock.on_hand, stock.reserved), (5, 2));
 }

@@ -142,7 +142,7 @@ async fn an_authorised_payment_is_captured_and_the_token_is_stored_nowhere() {
     assert!(captured.is_some_and(|n| n >= 1.0), "{captured:?}");
     let metrics = app.get("/metrics").await.text().await.expect("metrics");
     assert!(
-        metrics.contains("payments_provider_duration_seconds{action=\"capture\""),
+        metrics.contains("payments_provider_duration_seconds_count{action=\"capture\""),
         "{metrics}"
     );
 }

@@ -6,6 +6,8 @@
 //! end-to-end tests (`tests/e2e`) sign in through the real identity.
 #![allow(dead_code)] // Each test binary uses a different subset of the helpers.
 
+pub mod commerce;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -262,18 +264,21 @@ impl TestApp {
 
     /// Waits until the customer's order has `status`, and returns it.
     pub async fn wait_status(&self, customer: Uuid, order: Uuid, status: &str) -> Value {
+        self.wait_status_in(customer, order, &[status]).await
+    }
+
+    /// Waits until the customer's order has one of `statuses`, and returns it.
+    pub async fn wait_status_in(&self, customer: Uuid, order: Uuid, statuses: &[&str]) -> Value {
         let path = format!("/v1/orders/{order}");
-        let found = wait_for(
-            &format!("order {order} to be {status}"),
-            Duration::from_secs(60),
-            || {
-                let path = path.clone();
-                async move {
-                    let body: Value = self.get(customer, &path).await.json().await.ok()?;
-                    (body["status"] == status).then_some(body)
-                }
-            },
-        )
+        let what = format!("order {order} to be {}", statuses.join(" or "));
+        let found = wait_for(&what, Duration::from_secs(60), || {
+            let path = path.clone();
+            async move {
+                let body: Value = self.get(customer, &path).await.json().await.ok()?;
+                let status = body["status"].as_str()?;
+                statuses.contains(&status).then_some(body)
+            }
+        })
         .await;
         match found {
             Ok(body) => body,
