@@ -22,4 +22,24 @@
     binary = "comptoir-identity";
     port = 8080;
   };
+  inventory = {
+    crate = "comptoir-inventory";
+    binary = "comptoir-inventory";
+    port = 8080;
+  };
+  notifications = {
+    crate = "comptoir-notifications";
+    binary = "comptoir-notifications";
+    port = 8080;
+  };
+  orders = {
+    crate = "comptoir-orders";
+    binary = "comptoir-orders";
+    port = 8080;
+  };
+  payments = {
+    crate = "comptoir-payments";
+    binary = "comptoir-payments";
+    port = 8080;
+  };
 }

@@ -1,9 +1,10 @@
 //! The whole platform in one test process, driven through the gateway like a client would.
 //!
-//! [`Platform::start`] runs catalog, identity and the gateway (their real `run` functions) on
-//! port 0, each against a fresh database of its own, all in one fresh Pulsar namespace (as
-//! identity's, catalog's and the GDPR requests' namespace), and captures every log line the
-//! services write. The PII scanners then look for a customer's strings where they must never
+//! [`Platform::start`] runs every service (catalog, identity, orders, inventory, payments,
+//! notifications and the gateway: their real `run` functions) on port 0, each against a fresh
+//! database of its own, all in one fresh Pulsar namespace (standing for every service's
+//! namespace), with a real SMTP server (Mailpit) for the mails, and captures every log line
+//! the services write. The PII scanners then look for a customer's strings where they must never
 //! be: a `pg_dump` of each service database, every message retained on every topic, and the
 //! logs.
 #![forbid(unsafe_code)]
@@ -16,9 +17,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use base64::Engine as _;
 use comptoir_events::admin::PulsarAdmin;
+use comptoir_testkit::mailpit::Mailpit;
 use comptoir_testkit::{
     TestDatabase, TestNamespace, pulsar_url, wait_for, write_key, write_secret,
 };
+
+/// Units of each new product inventory stocks (its demo setting).
+pub const DEMO_STOCK: i64 = 20;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -97,16 +102,26 @@ async fn ready(base: &str) -> anyhow::Result<()> {
     .await
 }
 
-/// Catalog, identity and gateway, running.
+/// Every service, running.
 pub struct Platform {
     /// The gateway's base URL: the only one tests talk to, except to stop a service.
     pub gateway: String,
     pub identity_db: Arc<TestDatabase>,
     pub catalog_db: Arc<TestDatabase>,
+    pub orders_db: Arc<TestDatabase>,
+    pub inventory_db: Arc<TestDatabase>,
+    pub payments_db: Arc<TestDatabase>,
+    pub notifications_db: Arc<TestDatabase>,
+    /// Where the shoppers' mails arrive.
+    pub mailpit: Mailpit,
     pub namespace: Arc<TestNamespace>,
     pub logs: Logs,
     pub admin: PulsarAdmin,
     catalog_token_file: PathBuf,
+    /// Admin token of inventory, payments and notifications (one for the three, in tests).
+    operator_token_file: PathBuf,
+    /// What notifications presents to identity's `/internal` route.
+    notifications_token_file: PathBuf,
     identity_settings: comptoir_identity::Settings,
     services: Vec<(&'static str, Service)>,
 }
@@ -132,11 +147,31 @@ impl Platform {
                 serde_json::json!({ "retentionTimeInMinutes": 60, "retentionSizeInMB": 64 }),
             )
             .await?;
+        // Orders' events are partitioned in production (the topology file): so here too.
+        admin
+            .ensure_partitioned_topic(
+                &format!(
+                    "{}/{}",
+                    namespace.name,
+                    comptoir_events::contracts::orders::ORDER_EVENTS_TOPIC
+                ),
+                4,
+            )
+            .await?;
         let catalog_db = Arc::new(TestDatabase::create("e2e_catalog").await?);
         let identity_db = Arc::new(TestDatabase::create("e2e_identity").await?);
+        let orders_db = Arc::new(TestDatabase::create("e2e_orders").await?);
+        let inventory_db = Arc::new(TestDatabase::create("e2e_inventory").await?);
+        let payments_db = Arc::new(TestDatabase::create("e2e_payments").await?);
+        let notifications_db = Arc::new(TestDatabase::create("e2e_notifications").await?);
+        let mailpit = Mailpit::start().await;
 
         let catalog_token_file = catalog_db.scratch_dir().join("admin-token");
         write_secret(&catalog_token_file, uuid_like().as_bytes());
+        let operator_token_file = orders_db.scratch_dir().join("operator-token");
+        write_secret(&operator_token_file, uuid_like().as_bytes());
+        let notifications_token_file = notifications_db.scratch_dir().join("identity-token");
+        write_secret(&notifications_token_file, uuid_like().as_bytes());
 
         let keys = identity_db.scratch_dir().join("keys");
         std::fs::create_dir_all(&keys)?;
@@ -170,12 +205,35 @@ impl Platform {
         };
         identity.pulsar.url = pulsar_url();
         identity.pulsar.namespace = namespace.name.clone();
-        identity.gdpr.participants = vec![comptoir_identity::gdpr::ParticipantEntry::Table(
-            comptoir_identity::gdpr::ParticipantTable {
-                name: "catalog".to_owned(),
-                namespace: Some(namespace.name.clone()),
+        identity.gdpr.participants = [
+            "catalog",
+            "orders",
+            "inventory",
+            "payments",
+            "notifications",
+        ]
+        .into_iter()
+        .map(|name| {
+            comptoir_identity::gdpr::ParticipantEntry::Table(
+                comptoir_identity::gdpr::ParticipantTable {
+                    name: name.to_owned(),
+                    namespace: Some(namespace.name.clone()),
+                },
+            )
+        })
+        .collect();
+        // Notifications reads a customer's email and name to send a transactional mail.
+        identity.internal_clients.insert(
+            "notifications".to_owned(),
+            comptoir_identity::InternalClientSettings {
+                token_file: notifications_token_file.clone(),
+                purposes: [(
+                    "transactional".to_owned(),
+                    vec!["email".to_owned(), "name".to_owned()],
+                )]
+                .into(),
             },
-        )];
+        );
         identity.http.shutdown_grace_ms = 5_000;
         // As every deployment does: identity believes the gateway's X-Forwarded-For, from
         // the gateway's network (here loopback), so its per-address limits see the clients.
@@ -188,15 +246,26 @@ impl Platform {
             gateway: String::new(),
             identity_db,
             catalog_db,
+            orders_db,
+            inventory_db,
+            payments_db,
+            notifications_db,
+            mailpit,
             namespace,
             logs,
             admin,
             catalog_token_file,
+            operator_token_file,
+            notifications_token_file,
             identity_settings: identity,
             services: Vec::new(),
         };
         platform.start_catalog().await?;
         platform.start_identity().await?;
+        platform.start_inventory().await?;
+        platform.start_payments().await?;
+        platform.start_orders().await?;
+        platform.start_notifications().await?;
         platform.start_gateway().await?;
         Ok(platform)
     }
@@ -243,15 +312,141 @@ impl Platform {
         Ok(())
     }
 
-    async fn start_gateway(&mut self) -> anyhow::Result<()> {
-        let catalog = self.base("catalog")?;
+    /// Runs a service's `run` on port 0 and waits until it is ready.
+    async fn spawn<S, F, Fut>(
+        &mut self,
+        name: &'static str,
+        settings: S,
+        run: F,
+    ) -> anyhow::Result<()>
+    where
+        F: FnOnce(TcpListener, S, CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (listener, base) = listener().await?;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(listener, settings, stop.clone()));
+        ready(&base).await?;
+        self.services.push((name, Service { base, stop, task }));
+        Ok(())
+    }
+
+    fn database(db: &TestDatabase) -> comptoir_store::DatabaseSettings {
+        comptoir_store::DatabaseSettings {
+            pool_size: 4,
+            ..db.settings()
+        }
+    }
+
+    pub async fn start_inventory(&mut self) -> anyhow::Result<()> {
+        let ns = self.namespace.name.clone();
+        let mut settings = comptoir_inventory::Settings::default();
+        settings.database = Self::database(&self.inventory_db);
+        settings.pulsar.url = pulsar_url();
+        settings.pulsar.namespace = ns.clone();
+        settings.catalog_namespace = ns.clone();
+        settings.orders_namespace = ns.clone();
+        settings.gdpr_requests_namespace = ns;
+        settings.admin_token_file = Some(self.operator_token_file.clone());
+        settings.demo_stock_per_product = Some(DEMO_STOCK);
+        settings.http.shutdown_grace_ms = 5_000;
+        self.spawn("inventory", settings, comptoir_inventory::run)
+            .await
+    }
+
+    pub async fn start_payments(&mut self) -> anyhow::Result<()> {
+        let ns = self.namespace.name.clone();
+        let mut settings = comptoir_payments::Settings::default();
+        settings.database = Self::database(&self.payments_db);
+        settings.pulsar.url = pulsar_url();
+        settings.pulsar.namespace = ns.clone();
+        settings.orders_namespace = ns.clone();
+        settings.gdpr_requests_namespace = ns;
+        settings.admin_token_file = Some(self.operator_token_file.clone());
+        settings.simulated_provider.latency_ms = 5;
+        settings.http.shutdown_grace_ms = 5_000;
+        self.spawn("payments", settings, comptoir_payments::run)
+            .await
+    }
+
+    pub async fn start_orders(&mut self) -> anyhow::Result<()> {
+        let ns = self.namespace.name.clone();
         let identity = self.base("identity")?;
+        let mut settings = comptoir_orders::Settings::default();
+        settings.database = Self::database(&self.orders_db);
+        settings.pulsar.url = pulsar_url();
+        settings.pulsar.namespace = ns.clone();
+        settings.catalog_namespace = ns.clone();
+        settings.inventory_namespace = ns.clone();
+        settings.payments_namespace = ns.clone();
+        settings.gdpr_requests_namespace = ns;
+        settings.auth.url = format!("{identity}/.well-known/jwks.json");
+        settings.saga.sweep_interval_ms = 200;
+        settings.http.shutdown_grace_ms = 5_000;
+        self.spawn("orders", settings, comptoir_orders::run).await
+    }
+
+    pub async fn start_notifications(&mut self) -> anyhow::Result<()> {
+        let ns = self.namespace.name.clone();
+        let identity = self.base("identity")?;
+        let mut settings = comptoir_notifications::Settings::default();
+        settings.database = Self::database(&self.notifications_db);
+        settings.pulsar.url = pulsar_url();
+        settings.pulsar.namespace = ns.clone();
+        settings.orders_namespace = ns.clone();
+        settings.gdpr_requests_namespace = ns;
+        settings.admin_token_file = Some(self.operator_token_file.clone());
+        settings.identity.url = identity;
+        settings.identity.token_file = Some(self.notifications_token_file.clone());
+        settings.smtp.port = self.mailpit.smtp_port;
+        settings.sender.poll_interval_ms = 100;
+        settings.http.shutdown_grace_ms = 5_000;
+        self.spawn("notifications", settings, comptoir_notifications::run)
+            .await
+    }
+
+    /// The catalog's admin token, to create products through the gateway.
+    pub fn catalog_admin_token(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(&self.catalog_token_file)?
+            .trim()
+            .to_owned())
+    }
+
+    /// The admin token of inventory, payments and notifications.
+    pub fn operator_token(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(&self.operator_token_file)?
+            .trim()
+            .to_owned())
+    }
+
+    /// Every service database, by service, for the personal-data scan.
+    pub fn databases(&self) -> [(&'static str, &TestDatabase); 6] {
+        [
+            ("catalog", &self.catalog_db),
+            ("identity", &self.identity_db),
+            ("orders", &self.orders_db),
+            ("inventory", &self.inventory_db),
+            ("payments", &self.payments_db),
+            ("notifications", &self.notifications_db),
+        ]
+    }
+
+    async fn start_gateway(&mut self) -> anyhow::Result<()> {
         let mut settings = comptoir_gateway::Settings::default();
-        for (name, url) in [("catalog", &catalog), ("identity", &identity)] {
+        for name in [
+            "catalog",
+            "identity",
+            "orders",
+            "inventory",
+            "payments",
+            "notifications",
+        ] {
+            let url = self.base(name)?;
             if let Some(upstream) = settings.upstreams.get_mut(name) {
-                upstream.url = url.clone();
+                upstream.url = url;
             }
         }
+        let identity = self.base("identity")?;
         settings.auth.url = format!("{identity}/.well-known/jwks.json");
         // One client (this test) makes every request: limits high enough not to interfere,
         // which the gateway's own tests cover.
@@ -303,6 +498,25 @@ impl Platform {
             );
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Where `needles` (a customer's strings) appear among the places personal data must never
+    /// be in plaintext: a dump of every service database, every message the broker retained,
+    /// every log line. Identity's database holds them only encrypted.
+    pub async fn leaks(&self, needles: &[String]) -> anyhow::Result<Vec<String>> {
+        let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
+        let mut places: Vec<(String, String)> = Vec::new();
+        for (service, db) in self.databases() {
+            places.push((format!("the {service} database"), self.pg_dump(db)?));
+        }
+        places.push(("the service logs".to_owned(), self.logs.text()));
+        for (topic, text) in self.retained_messages().await? {
+            places.push((format!("a message on {topic}"), text));
+        }
+        Ok(occurrences(
+            &needles,
+            places.iter().map(|(p, t)| (p.as_str(), t.as_str())),
+        ))
     }
 
     /// Every message retained on every topic of the namespace: payload and properties.

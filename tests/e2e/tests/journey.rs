@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use comptoir_e2e::{Platform, occurrences};
+use comptoir_e2e::Platform;
 use comptoir_testkit::{assert_problem, wait_for};
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
@@ -176,26 +176,9 @@ impl Gateway {
     }
 }
 
-/// Every place PII must not be: both databases, the broker, the logs.
+/// Every place PII must not be: every service database, the broker, the logs.
 async fn leaks(platform: &Platform, needles: &[String]) -> Vec<String> {
-    let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
-    let catalog = platform
-        .pg_dump(&platform.catalog_db)
-        .expect("dump catalog");
-    let identity = platform
-        .pg_dump(&platform.identity_db)
-        .expect("dump identity");
-    let messages = platform.retained_messages().await.expect("messages");
-    let logs = platform.logs.text();
-    let mut places: Vec<(String, &str)> = vec![
-        ("the catalog database".to_owned(), catalog.as_str()),
-        ("the identity database".to_owned(), identity.as_str()),
-        ("the service logs".to_owned(), logs.as_str()),
-    ];
-    for (topic, text) in &messages {
-        places.push((format!("a message on {topic}"), text.as_str()));
-    }
-    occurrences(&needles, places.iter().map(|(p, t)| (p.as_str(), *t)))
+    platform.leaks(needles).await.expect("scan")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
