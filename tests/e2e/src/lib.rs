@@ -340,8 +340,10 @@ impl Platform {
 
     pub async fn start_inventory(&mut self) -> anyhow::Result<()> {
         let ns = self.namespace.name.clone();
-        let mut settings = comptoir_inventory::Settings::default();
-        settings.database = Self::database(&self.inventory_db);
+        let mut settings = comptoir_inventory::Settings {
+            database: Self::database(&self.inventory_db),
+            ..Default::default()
+        };
         settings.pulsar.url = pulsar_url();
         settings.pulsar.namespace = ns.clone();
         settings.catalog_namespace = ns.clone();
@@ -356,8 +358,10 @@ impl Platform {
 
     pub async fn start_payments(&mut self) -> anyhow::Result<()> {
         let ns = self.namespace.name.clone();
-        let mut settings = comptoir_payments::Settings::default();
-        settings.database = Self::database(&self.payments_db);
+        let mut settings = comptoir_payments::Settings {
+            database: Self::database(&self.payments_db),
+            ..Default::default()
+        };
         settings.pulsar.url = pulsar_url();
         settings.pulsar.namespace = ns.clone();
         settings.orders_namespace = ns.clone();
@@ -372,8 +376,10 @@ impl Platform {
     pub async fn start_orders(&mut self) -> anyhow::Result<()> {
         let ns = self.namespace.name.clone();
         let identity = self.base("identity")?;
-        let mut settings = comptoir_orders::Settings::default();
-        settings.database = Self::database(&self.orders_db);
+        let mut settings = comptoir_orders::Settings {
+            database: Self::database(&self.orders_db),
+            ..Default::default()
+        };
         settings.pulsar.url = pulsar_url();
         settings.pulsar.namespace = ns.clone();
         settings.catalog_namespace = ns.clone();
@@ -389,8 +395,10 @@ impl Platform {
     pub async fn start_notifications(&mut self) -> anyhow::Result<()> {
         let ns = self.namespace.name.clone();
         let identity = self.base("identity")?;
-        let mut settings = comptoir_notifications::Settings::default();
-        settings.database = Self::database(&self.notifications_db);
+        let mut settings = comptoir_notifications::Settings {
+            database: Self::database(&self.notifications_db),
+            ..Default::default()
+        };
         settings.pulsar.url = pulsar_url();
         settings.pulsar.namespace = ns.clone();
         settings.orders_namespace = ns.clone();
