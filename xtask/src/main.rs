@@ -15,6 +15,10 @@
 //!     [--consumers C]
 //!     outbox → relay → Pulsar → inbox consumers: events/s and insert-to-effect latency
 //!     (needs COMPTOIR_PG_ADMIN_URL; see docs/performance.md)
+//! comptoir-xtask bench-checkout --inventory-token-file F [--gateway URL] [--shoppers N]
+//!     [--seconds S] [--rate R]
+//!     checkouts through the gateway to `confirmed`: checkouts/s, p50/p99, write transactions
+//!     per checkout (needs COMPTOIR_PG_ADMIN_URL and dev/up; see dev/bench-checkout.sh)
 //! comptoir-xtask dlq list|inspect|replay|discard ...
 //!     dead letters: pending counts, contents, replay to the original topic (see dlq.rs)
 //! ```
@@ -26,6 +30,7 @@
 
 mod admin;
 mod bench;
+mod checkout;
 mod dlq;
 
 use std::path::Path;
@@ -40,6 +45,7 @@ const USAGE: &str = "usage:\n  comptoir-xtask provision-db <admin-url|-> <name> 
                      comptoir-xtask provision-topology <admin-http-url> [FILE]\n  \
                      comptoir-xtask bench-producer --topic T [--url U] [--messages N] [--size B]\n  \
                      comptoir-xtask bench-pipeline [--backlog N] [--burst N] [--rate R] [--seconds S]\n  \
+                     comptoir-xtask bench-checkout --inventory-token-file F [--gateway U] [--shoppers N] [--seconds S] [--rate R]\n  \
                      comptoir-xtask dlq list <admin-url> <tenant/namespace>...\n  \
                      comptoir-xtask dlq inspect <admin-url> <dlq-topic> [--limit N]\n  \
                      comptoir-xtask dlq replay|discard <admin-url> <pulsar-url> <dlq-topic> (--all | --id ID...)\n\
@@ -94,6 +100,7 @@ async fn dispatch(args: &[String]) -> anyhow::Result<()> {
         }
         ["bench-producer", rest @ ..] => bench::ProducerBench::parse(rest)?.run().await,
         ["bench-pipeline", rest @ ..] => bench::PipelineBench::parse(rest)?.run().await,
+        ["bench-checkout", rest @ ..] => checkout::CheckoutBench::parse(rest)?.run().await,
         ["dlq", rest @ ..] => dlq::run(&pulsar_admin, rest).await,
         _ => bail!("{USAGE}"),
     }
