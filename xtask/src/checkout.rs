@@ -67,11 +67,17 @@ impl CheckoutBench {
             }
         }
         anyhow::ensure!(
-            bench.inventory_token_file.as_os_str().len() > 0,
+            !bench.inventory_token_file.as_os_str().is_empty(),
             "--inventory-token-file is required (to top up the stock)"
         );
-        anyhow::ensure!(!bench.pg_admin_url.is_empty(), "COMPTOIR_PG_ADMIN_URL is not set");
-        anyhow::ensure!(bench.shoppers > 0 && bench.seconds > 0, "counts must be positive");
+        anyhow::ensure!(
+            !bench.pg_admin_url.is_empty(),
+            "COMPTOIR_PG_ADMIN_URL is not set"
+        );
+        anyhow::ensure!(
+            bench.shoppers > 0 && bench.seconds > 0,
+            "counts must be positive"
+        );
         if let Some(rate) = bench.rate {
             anyhow::ensure!(rate > 0.0, "--rate must be positive");
         }
@@ -146,7 +152,10 @@ impl CheckoutBench {
             .iter()
             .filter_map(|p| p["id"].as_str().map(str::to_owned))
             .collect();
-        anyhow::ensure!(!ids.is_empty(), "no products: start the platform with dev/up");
+        anyhow::ensure!(
+            !ids.is_empty(),
+            "no products: start the platform with dev/up"
+        );
         let token = std::fs::read_to_string(&self.inventory_token_file)
             .with_context(|| format!("cannot read {}", self.inventory_token_file.display()))?;
         for id in &ids {
