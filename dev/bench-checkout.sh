@@ -6,9 +6,14 @@
 # resident memory of the commerce services, idle and at peak. Not a test: the numbers go to
 # docs/performance.md by hand, with the settings they were taken with.
 #
-# Usage (identity's sign-in limits raised: the run signs in one customer per shopper):
+# Usage (identity's sign-in limits and the gateway's rate limits raised: the run signs in one
+# customer per shopper, and every request comes from this one address):
 #   export COMPTOIR_IDENTITY__LOGIN__PER_IP_PER_MINUTE=100000000 \
-#          COMPTOIR_IDENTITY__LOGIN__PER_EMAIL_PER_MINUTE=100000000
+#          COMPTOIR_IDENTITY__LOGIN__PER_EMAIL_PER_MINUTE=100000000 \
+#          COMPTOIR_GATEWAY__RATE_LIMIT__PER_IP_PER_SECOND=1000000 \
+#          COMPTOIR_GATEWAY__RATE_LIMIT__PER_IP_BURST=1000000 \
+#          COMPTOIR_GATEWAY__RATE_LIMIT__PER_SUBJECT_PER_SECOND=1000000 \
+#          COMPTOIR_GATEWAY__RATE_LIMIT__PER_SUBJECT_BURST=1000000
 #   COMPTOIR_PROFILE=release dev/up && dev/bench-checkout.sh [SECONDS, default 30] [SHOPPERS, default 16]
 #
 # Three runs of SECONDS each: saturation (SHOPPERS shoppers in a closed loop), then a fixed

@@ -286,6 +286,9 @@ impl Run {
                 if tally.failed <= 3 {
                     eprintln!("bench-checkout: a checkout failed: {error:#}");
                 }
+                drop(tally);
+                // A refusal (429, 503) answers fast: do not turn it into a tight loop.
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
