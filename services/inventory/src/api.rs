@@ -41,31 +41,12 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match presented {
-            Some(token)
-                if constant_time_eq::constant_time_eq(
-                    token.as_bytes(),
-                    state.admin_token.expose().as_bytes(),
-                ) =>
-            {
-                Ok(Admin)
-            }
-            _ => {
-                let mut response = Problem::status(StatusCode::UNAUTHORIZED)
-                    .with_detail("The admin routes need `Authorization: Bearer <token>`")
-                    .into_response();
-                response.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"comptoir-inventory\""),
-                );
-                Err(response)
-            }
-        }
+        comptoir_platform::secret::require_bearer(
+            &parts.headers,
+            &state.admin_token,
+            "comptoir-inventory",
+        )
+        .map(|()| Admin)
     }
 }
 

@@ -3,12 +3,11 @@
 //! ([`crate::error`]).
 
 use axum::extract::{FromRequestParts, Query, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json as AxumJson, Router};
 use comptoir_platform::{FieldError, Problem};
 use http::request::Parts;
-use http::{HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
@@ -34,31 +33,12 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match presented {
-            Some(token)
-                if constant_time_eq::constant_time_eq(
-                    token.as_bytes(),
-                    state.admin_token.expose().as_bytes(),
-                ) =>
-            {
-                Ok(Admin)
-            }
-            _ => {
-                let mut response = Problem::status(StatusCode::UNAUTHORIZED)
-                    .with_detail("The admin routes need `Authorization: Bearer <token>`")
-                    .into_response();
-                response.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"comptoir-notifications\""),
-                );
-                Err(response)
-            }
-        }
+        comptoir_platform::secret::require_bearer(
+            &parts.headers,
+            &state.admin_token,
+            "comptoir-notifications",
+        )
+        .map(|()| Admin)
     }
 }
 

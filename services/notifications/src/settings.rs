@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use comptoir_events::pulsar::PulsarSettings;
 use comptoir_platform::config::{HttpSettings, TelemetrySettings, Validate};
-use comptoir_platform::secret::{MIN_BEARER_TOKEN_LEN, read_secret_file};
 use comptoir_store::DatabaseSettings;
 use serde::{Deserialize, Serialize};
 
@@ -175,23 +174,6 @@ pub fn is_loopback(host: &str) -> bool {
     !host.starts_with('/') && comptoir_store::is_loopback_host(host)
 }
 
-/// Problems with a bearer token file: unset, unreadable, or too short.
-fn token_problems(key: &str, path: Option<&Path>, why: &str) -> Option<String> {
-    let Some(path) = path else {
-        return Some(format!("{key} must be set: {why}"));
-    };
-    match read_secret_file(path) {
-        Err(error) => Some(format!(
-            "{key}: {}",
-            comptoir_platform::telemetry::error_chain(&error)
-        )),
-        Ok(token) if token.expose().len() < MIN_BEARER_TOKEN_LEN => Some(format!(
-            "{key}: the token must be at least {MIN_BEARER_TOKEN_LEN} characters"
-        )),
-        Ok(_) => None,
-    }
-}
-
 /// The CA certificates of `path` (PEM), at least one.
 pub(crate) fn read_ca(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -220,7 +202,7 @@ impl IdentitySettings {
             }
             _ => problems.push(format!("{prefix}.url must be an http(s) URL")),
         }
-        if let Some(problem) = token_problems(
+        if let Some(problem) = comptoir_platform::secret::bearer_token_file_problem(
             &format!("{prefix}.token_file"),
             self.token_file.as_deref(),
             "identity only answers a known client",
@@ -307,7 +289,7 @@ impl Validate for Settings {
                 problems.push(format!("{key} {problem}"));
             }
         }
-        if let Some(problem) = token_problems(
+        if let Some(problem) = comptoir_platform::secret::bearer_token_file_problem(
             "admin_token_file",
             self.admin_token_file.as_deref(),
             "the admin routes need a token",

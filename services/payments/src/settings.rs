@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use comptoir_events::pulsar::{PulsarSettings, check_namespace};
 use comptoir_platform::config::{HttpSettings, TelemetrySettings, Validate};
-use comptoir_platform::secret::{MIN_BEARER_TOKEN_LEN, read_secret_file};
 use comptoir_store::DatabaseSettings;
 use serde::{Deserialize, Serialize};
 
@@ -132,20 +131,11 @@ impl Validate for Settings {
                 simulated.latency_ms, self.provider_timeout_ms
             ));
         }
-        match &self.admin_token_file {
-            None => problems
-                .push("admin_token_file must be set: the admin routes need a token".to_owned()),
-            Some(path) => match read_secret_file(path) {
-                Err(error) => problems.push(format!(
-                    "admin_token_file: {}",
-                    comptoir_platform::telemetry::error_chain(&error)
-                )),
-                Ok(token) if token.expose().len() < MIN_BEARER_TOKEN_LEN => problems.push(format!(
-                    "admin_token_file: the token must be at least {MIN_BEARER_TOKEN_LEN} characters"
-                )),
-                Ok(_) => {}
-            },
-        }
+        problems.extend(comptoir_platform::secret::bearer_token_file_problem(
+            "admin_token_file",
+            self.admin_token_file.as_deref(),
+            "the admin routes need a token",
+        ));
         problems
     }
 }
