@@ -301,27 +301,29 @@ fn order_from(row: &Row, lines: Vec<OrderLineView>, history: Vec<HistoryEntry>) 
     }
 }
 
+/// The lines of `orders`, by order, in one query.
 async fn lines_of<C: GenericClient + Sync>(
     client: &C,
-    order: Uuid,
-) -> Result<Vec<OrderLineView>, RepoError> {
+    orders: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Vec<OrderLineView>>, RepoError> {
     let rows = client
         .query(
-            "SELECT product_id, sku, name, quantity, unit_price_minor FROM order_lines \
-             WHERE order_id = $1 ORDER BY product_id",
-            &[&order],
+            "SELECT order_id, product_id, sku, name, quantity, unit_price_minor FROM order_lines \
+             WHERE order_id = ANY($1) ORDER BY order_id, product_id",
+            &[&orders],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| OrderLineView {
-            product_id: r.get(0),
-            sku: r.get(1),
-            name: r.get(2),
-            quantity: r.get(3),
-            unit_price_minor: r.get(4),
-        })
-        .collect())
+    let mut lines: std::collections::HashMap<Uuid, Vec<OrderLineView>> = Default::default();
+    for r in &rows {
+        lines.entry(r.get(0)).or_default().push(OrderLineView {
+            product_id: r.get(1),
+            sku: r.get(2),
+            name: r.get(3),
+            quantity: r.get(4),
+            unit_price_minor: r.get(5),
+        });
+    }
+    Ok(lines)
 }
 
 /// One order of this customer, with its lines and history. Another customer's order is
@@ -351,7 +353,11 @@ pub async fn order<C: GenericClient + Sync>(
             at: r.get(2),
         })
         .collect();
-    Ok(order_from(&row, lines_of(client, id).await?, history))
+    let lines = lines_of(client, &[id])
+        .await?
+        .remove(&id)
+        .unwrap_or_default();
+    Ok(order_from(&row, lines, history))
 }
 
 /// A page of the customer's orders, newest first, and how many there are in all.
@@ -377,11 +383,15 @@ pub async fn orders<C: GenericClient + Sync>(
             &[&customer, &limit, &offset],
         )
         .await?;
-    let mut orders = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let id: Uuid = row.get("order_id");
-        orders.push(order_from(row, lines_of(client, id).await?, Vec::new()));
-    }
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.get("order_id")).collect();
+    let mut lines = lines_of(client, &ids).await?;
+    let orders = rows
+        .iter()
+        .map(|row| {
+            let id: Uuid = row.get("order_id");
+            order_from(row, lines.remove(&id).unwrap_or_default(), Vec::new())
+        })
+        .collect();
     Ok((orders, total))
 }
 

@@ -295,14 +295,7 @@ async fn a_customer_cancels_before_capture_and_what_was_asked_for_is_released() 
         "test-stock-commands",
     )
     .await;
-    app.put_line(shopper, coffee.product_id, 1).await;
-    let order: Value = app
-        .checkout(shopper, "k", "tok_success")
-        .await
-        .json()
-        .await
-        .expect("json");
-    let id = order["id"].as_str().expect("id").to_owned();
+    let id = app.buy(shopper, coffee.product_id, 1, "tok_success").await;
 
     // A refund needs a confirmed order.
     let response = app.post(shopper, &format!("/v1/orders/{id}/refund")).await;
@@ -349,14 +342,7 @@ async fn a_step_nobody_answers_times_out_and_is_compensated() {
     let shopper = Uuid::now_v7();
     let coffee = product(500);
     app.catalog_says(&coffee).await;
-    app.put_line(shopper, coffee.product_id, 2).await;
-    let order: Value = app
-        .checkout(shopper, "k", "tok_success")
-        .await
-        .json()
-        .await
-        .expect("json");
-    let id: Uuid = order["id"].as_str().expect("id").parse().expect("uuid");
+    let id = app.buy(shopper, coffee.product_id, 2, "tok_success").await;
     let order = app.wait_status(shopper, id, "cancelled").await;
     assert_eq!(order["reason"], "timeout");
     // The payment token is not kept once the order is over.

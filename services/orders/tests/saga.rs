@@ -67,14 +67,7 @@ async fn a_declined_card_cancels_the_order_and_releases_the_stock() {
     let app = &shop.orders;
     let shopper = Uuid::now_v7();
     let coffee = shop.product(800).await;
-    app.put_line(shopper, coffee.product_id, 4).await;
-    let order: Value = app
-        .checkout(shopper, "k", "tok_decline")
-        .await
-        .json()
-        .await
-        .expect("json");
-    let id = order_id(&order);
+    let id = app.buy(shopper, coffee.product_id, 4, "tok_decline").await;
     let order = app.wait_status(shopper, id, "cancelled").await;
     assert_eq!(order["reason"], "card-declined");
     let inventory = shop.inventory.as_ref().expect("inventory");
@@ -89,14 +82,7 @@ async fn a_provider_that_times_out_is_compensated() {
     let app = &shop.orders;
     let shopper = Uuid::now_v7();
     let coffee = shop.product(800).await;
-    app.put_line(shopper, coffee.product_id, 2).await;
-    let order: Value = app
-        .checkout(shopper, "k", "tok_timeout")
-        .await
-        .json()
-        .await
-        .expect("json");
-    let id = order_id(&order);
+    let id = app.buy(shopper, coffee.product_id, 2, "tok_timeout").await;
     let order = app.wait_status(shopper, id, "cancelled").await;
     assert_eq!(order["reason"], "provider-timeout");
     let inventory = shop.inventory.as_ref().expect("inventory");
@@ -112,14 +98,7 @@ async fn more_than_the_stock_is_refused_and_nothing_is_charged() {
     let app = &shop.orders;
     let shopper = Uuid::now_v7();
     let coffee = shop.product(800).await;
-    app.put_line(shopper, coffee.product_id, 3).await;
-    let order: Value = app
-        .checkout(shopper, "k", "tok_success")
-        .await
-        .json()
-        .await
-        .expect("json");
-    let id = order_id(&order);
+    let id = app.buy(shopper, coffee.product_id, 3, "tok_success").await;
     let order = app.wait_status(shopper, id, "cancelled").await;
     assert_eq!(order["reason"], "out-of-stock");
     assert_eq!(shop.stock(coffee.product_id).await, (2, 0));
@@ -176,15 +155,10 @@ async fn an_order_waits_for_inventory_to_come_back_and_then_completes() {
     let mut shop = Commerce::start_with(5, false, |_| {}, |_| {}).await;
     let coffee = shop.product(700).await;
     let shopper = Uuid::now_v7();
-    shop.orders.put_line(shopper, coffee.product_id, 1).await;
-    let order: Value = shop
+    let id = shop
         .orders
-        .checkout(shopper, "k", "tok_success")
-        .await
-        .json()
-        .await
-        .expect("json");
-    let id = order_id(&order);
+        .buy(shopper, coffee.product_id, 1, "tok_success")
+        .await;
     // The reserve command has left orders (its outbox is empty) and nobody answered.
     let admin = shop.orders.db.admin().await.expect("admin");
     comptoir_testkit::wait_for("the outbox to drain", Duration::from_secs(30), || {

@@ -262,6 +262,19 @@ impl TestApp {
             .expect("request")
     }
 
+    /// Puts `quantity` of `product` in the cart and checks out with `card` and a fresh key:
+    /// the order id (accepted, its saga started).
+    pub async fn buy(&self, customer: Uuid, product: Uuid, quantity: i64, card: &str) -> Uuid {
+        let response = self.put_line(customer, product, quantity).await;
+        assert_eq!(response.status(), StatusCode::OK, "cart line");
+        let response = self
+            .checkout(customer, &Uuid::new_v4().to_string(), card)
+            .await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED, "checkout");
+        let order: Value = response.json().await.expect("json");
+        order["id"].as_str().expect("id").parse().expect("uuid")
+    }
+
     /// Waits until the customer's order has `status`, and returns it.
     pub async fn wait_status(&self, customer: Uuid, order: Uuid, status: &str) -> Value {
         self.wait_status_in(customer, order, &[status]).await
