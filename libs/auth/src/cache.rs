@@ -48,7 +48,7 @@ pub struct JwksCacheSettings {
 impl Default for JwksCacheSettings {
     fn default() -> Self {
         Self {
-            url: "http://127.0.0.1:8081/.well-known/jwks.json".to_owned(),
+            url: "http://127.0.0.1:8082/.well-known/jwks.json".to_owned(), // identity on the local platform
             ca_file: None,
             issuer: crate::DEFAULT_ISSUER.to_owned(),
             audience: crate::DEFAULT_AUDIENCE.to_owned(),

@@ -246,10 +246,7 @@ impl Default for Settings {
         Self {
             http,
             telemetry: TelemetrySettings::default(),
-            auth: JwksCacheSettings {
-                url: "http://127.0.0.1:8082/.well-known/jwks.json".to_owned(),
-                ..JwksCacheSettings::default()
-            },
+            auth: JwksCacheSettings::default(),
             upstreams,
             routes,
             rate_limit: RateLimitSettings::default(),

@@ -64,10 +64,7 @@ impl Default for Settings {
                 namespace: "comptoir/orders".to_owned(),
                 ..PulsarSettings::default()
             },
-            auth: JwksCacheSettings {
-                url: "http://127.0.0.1:8082/.well-known/jwks.json".to_owned(),
-                ..JwksCacheSettings::default()
-            },
+            auth: JwksCacheSettings::default(),
             catalog_namespace: "comptoir/catalog".to_owned(),
             inventory_namespace: "comptoir/inventory".to_owned(),
             payments_namespace: "comptoir/payments".to_owned(),
