@@ -197,15 +197,24 @@ async fn an_export_holds_every_services_slice_for_its_subject_only_then_expires(
     .await
     .expect("archive deleted");
 
-    let metrics = app.metrics().await;
-    for needle in [
+    // The sweep counts the archives it deleted just after its UPDATE commits, so the counter
+    // can trail the row the test saw by a moment: wait for it rather than read once.
+    let needles = [
         "identity_gdpr_requests_total{kind=\"export\"}",
         "identity_gdpr_completed_total{kind=\"export\"}",
         "identity_gdpr_request_lag_seconds_bucket{kind=\"export\"",
         "identity_gdpr_pending{kind=\"export\"}",
         "identity_exports_expired_total",
-    ] {
-        assert!(metrics.contains(needle), "{needle} not in /metrics");
+    ];
+    let found = wait_for("the GDPR metrics", Duration::from_secs(10), || async {
+        let metrics = app.metrics().await;
+        needles.iter().all(|n| metrics.contains(n)).then_some(())
+    })
+    .await;
+    if let Err(timeout) = found {
+        let metrics = app.metrics().await;
+        let missing: Vec<_> = needles.iter().filter(|n| !metrics.contains(**n)).collect();
+        panic!("{timeout}: {missing:?} not in /metrics");
     }
 }
 
