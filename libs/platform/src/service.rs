@@ -22,9 +22,12 @@ pub trait ServiceSettings: Serialize + DeserializeOwned + Validate + Default {
     fn telemetry(&self) -> &TelemetrySettings;
 }
 
-/// Runs the service binary `comptoir-<service>`: `[--config FILE]`, settings from defaults,
-/// FILE and `COMPTOIR_<SERVICE>__*`, then `run(listener, settings, shutdown)` until SIGTERM or
-/// Ctrl-C. `usage_note` ends the usage text (say where keys come from, for instance).
+/// Runs the service binary `comptoir-<service>`: `[--config FILE] [--check-config]`, settings
+/// from defaults, FILE and `COMPTOIR_<SERVICE>__*`, then `run(listener, settings, shutdown)`
+/// until SIGTERM or Ctrl-C. With `--check-config` it stops after loading and validating the
+/// settings (secret files included) and says so: exit 0 when they are valid, 2 otherwise. The
+/// fleet's checks run it against the environment the k3s ConfigMaps carry.
+/// `usage_note` ends the usage text (say where keys come from, for instance).
 pub fn main<S, F, Fut, E>(service: &'static str, usage_note: &str, run: F) -> ExitCode
 where
     S: ServiceSettings,
@@ -33,12 +36,12 @@ where
     E: std::fmt::Display,
 {
     let binary = format!("comptoir-{service}");
-    let file = match parse_args(std::env::args().skip(1)) {
-        Ok(file) => file,
+    let Args { file, check_only } = match parse_args(std::env::args().skip(1)) {
+        Ok(args) => args,
         Err(message) => {
             let upper = service.to_ascii_uppercase();
             eprintln!(
-                "{binary}: {message}\nusage: {binary} [--config FILE]\n\
+                "{binary}: {message}\nusage: {binary} [--config FILE] [--check-config]\n\
                  Settings come from defaults, then FILE (TOML), then COMPTOIR_{upper}__* \
                  variables\n(e.g. COMPTOIR_{upper}__HTTP__LISTEN=0.0.0.0:8080).{usage_note}"
             );
@@ -54,6 +57,10 @@ where
             return ExitCode::from(2);
         }
     };
+    if check_only {
+        println!("{binary}: configuration is valid");
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -93,19 +100,27 @@ where
     })
 }
 
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<PathBuf>, String> {
-    let mut file = None;
+/// The command line: an optional settings file, and whether to stop after checking settings.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Args {
+    file: Option<PathBuf>,
+    check_only: bool,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut parsed = Args::default();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" => match args.next() {
-                Some(path) => file = Some(PathBuf::from(path)),
+                Some(path) => parsed.file = Some(PathBuf::from(path)),
                 None => return Err("--config needs a file".to_owned()),
             },
+            "--check-config" => parsed.check_only = true,
             "-h" | "--help" => return Err("help requested".to_owned()),
             other => return Err(format!("unexpected argument {other:?}")),
         }
     }
-    Ok(file)
+    Ok(parsed)
 }
 
 #[cfg(test)]
@@ -120,11 +135,21 @@ mod tests {
     }
 
     #[test]
-    fn only_a_config_file_is_accepted() {
-        assert_eq!(parse_args(args(&[])), Ok(None));
+    fn only_a_config_file_and_the_check_flag_are_accepted() {
+        assert_eq!(parse_args(args(&[])), Ok(Args::default()));
         assert_eq!(
             parse_args(args(&["--config", "/etc/c.toml"])),
-            Ok(Some(PathBuf::from("/etc/c.toml")))
+            Ok(Args {
+                file: Some(PathBuf::from("/etc/c.toml")),
+                check_only: false
+            })
+        );
+        assert_eq!(
+            parse_args(args(&["--check-config", "--config", "/etc/c.toml"])),
+            Ok(Args {
+                file: Some(PathBuf::from("/etc/c.toml")),
+                check_only: true
+            })
         );
         assert!(parse_args(args(&["--config"])).is_err());
         assert!(parse_args(args(&["--help"])).is_err());

@@ -34,6 +34,9 @@ pub enum TlsMode {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSettings {
+    /// The server, or a comma-separated list of servers (a PostgreSQL HA cluster such as
+    /// Patroni's): each connection tries them in order and keeps the first that accepts
+    /// writes (`target_session_attrs=read-write`), so a failover needs no configuration change.
     pub host: String,
     pub port: u16,
     pub name: String,
@@ -92,7 +95,13 @@ impl DatabaseSettings {
                 path.display()
             ));
         }
-        if self.tls == TlsMode::Disable && !is_loopback_host(&self.host) {
+        if self.hosts().any(str::is_empty) {
+            problems.push(format!(
+                "{prefix}.host {:?} has an empty entry: give one host, or hosts separated by commas",
+                self.host
+            ));
+        }
+        if self.tls == TlsMode::Disable && !self.hosts().all(is_loopback_host) {
             problems.push(format!(
                 "{prefix}.tls is disable but {prefix}.host {:?} is not loopback: the password and \
                  every row would cross the network in clear; use tls = \"verify-full\"",
@@ -100,6 +109,13 @@ impl DatabaseSettings {
             ));
         }
         problems
+    }
+}
+
+impl DatabaseSettings {
+    /// The servers `host` names, in the order connections try them.
+    pub fn hosts(&self) -> impl Iterator<Item = &str> {
+        self.host.split(',').map(str::trim)
     }
 }
 
@@ -165,8 +181,15 @@ pub fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
 
 fn base_config(settings: &DatabaseSettings) -> Result<tokio_postgres::Config, StoreError> {
     let mut config = tokio_postgres::Config::new();
+    for host in settings.hosts() {
+        config.host(host);
+    }
+    if settings.hosts().count() > 1 {
+        // Of several servers only the primary accepts writes; a connection that lands on a
+        // standby moves on to the next host.
+        config.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
+    }
     config
-        .host(&settings.host)
         .port(settings.port)
         .dbname(&settings.name)
         .user(&settings.user)
@@ -275,7 +298,13 @@ mod tests {
 
     #[test]
     fn plaintext_is_refused_off_loopback() {
-        for host in ["db.internal", "10.0.0.5", "fd00::5", "127.0.0.1.example"] {
+        for host in [
+            "db.internal",
+            "10.0.0.5",
+            "fd00::5",
+            "127.0.0.1.example",
+            "127.0.0.1,10.0.0.5",
+        ] {
             let problems = at(host, TlsMode::Disable).problems("database");
             assert_eq!(problems.len(), 1, "{host}: {problems:?}");
             assert!(problems[0].contains("verify-full"), "{problems:?}");
@@ -287,6 +316,7 @@ mod tests {
         }
         for host in [
             "127.0.0.1",
+            "127.0.0.1,localhost",
             "127.0.0.2",
             "::1",
             "[::1]",
@@ -298,5 +328,18 @@ mod tests {
                 "{host}"
             );
         }
+    }
+
+    #[test]
+    fn a_host_list_is_split_on_commas_and_an_empty_entry_is_refused() {
+        let settings = at("10.0.0.1, 10.0.0.2,10.0.0.3", TlsMode::VerifyFull);
+        assert_eq!(
+            settings.hosts().collect::<Vec<_>>(),
+            ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+        );
+        assert!(settings.problems("database").is_empty());
+        let problems = at("10.0.0.1,,10.0.0.3", TlsMode::VerifyFull).problems("database");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("empty entry"), "{problems:?}");
     }
 }

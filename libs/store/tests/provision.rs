@@ -180,3 +180,46 @@ async fn dropping_a_service_database_removes_it_and_its_role() {
         .get(0);
     assert_eq!(left, 0);
 }
+
+/// A Patroni cluster is reached through a host list: connections try the hosts in order and
+/// keep the first that accepts writes. A dead first host is skipped; a server that refuses
+/// writes is not kept (a read-only role stands in for a standby here; the fleet lab fails a
+/// real Patroni primary over).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_list_skips_dead_hosts_and_keeps_only_a_writable_server() {
+    let db = TestDatabase::create("store_test").await.expect("db");
+    let host = db.settings().host;
+
+    // The first "host" is a socket directory where no server listens.
+    let settings = DatabaseSettings {
+        host: format!("/nonexistent-comptoir-socket-dir, {host}"),
+        ..db.settings()
+    };
+    assert!(settings.problems("database").is_empty());
+    let pool = comptoir_store::connect(&settings).expect("pool");
+    comptoir_store::ping(&pool).await.expect("the second host answers");
+
+    // Sessions of the role now refuse writes, as a standby's do.
+    let admin = db.admin().await.expect("admin");
+    admin
+        .batch_execute(&format!(
+            "ALTER ROLE {} SET default_transaction_read_only = on",
+            db.name
+        ))
+        .await
+        .expect("read-only role");
+    let single = comptoir_store::connect(&db.settings()).expect("pool");
+    comptoir_store::ping(&single)
+        .await
+        .expect("one host: no write check, the session is kept");
+    let listed = comptoir_store::connect(&DatabaseSettings {
+        host: format!("{host},{host}"),
+        connect_timeout_ms: 2_000,
+        ..db.settings()
+    })
+    .expect("pool");
+    assert!(
+        comptoir_store::ping(&listed).await.is_err(),
+        "a host list must refuse a server that does not accept writes"
+    );
+}

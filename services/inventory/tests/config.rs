@@ -113,3 +113,38 @@ fn a_short_admin_token_and_plaintext_to_a_remote_database_are_refused() {
         ],
     );
 }
+
+#[test]
+fn check_config_validates_without_starting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("admin-token");
+    std::fs::write(&token, "an-operator-token-long-enough-to-pass").expect("write token");
+    let token = token.to_str().expect("utf-8");
+    // Valid settings for a cluster (a host list, TLS): it says so and exits 0 at once,
+    // connecting to nothing — the hosts below do not exist.
+    let output = inventory(
+        &[
+            ("COMPTOIR_INVENTORY__ADMIN_TOKEN_FILE", token),
+            ("COMPTOIR_INVENTORY__DATABASE__HOST", "10.9.9.1,10.9.9.2"),
+            ("COMPTOIR_INVENTORY__DATABASE__TLS", "verify-full"),
+            ("COMPTOIR_INVENTORY__HTTP__LISTEN", "0.0.0.0:8080"),
+            ("COMPTOIR_INVENTORY__HTTP__OPS_LISTEN", "0.0.0.0:9000"),
+        ],
+        &["--check-config"],
+    );
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("configuration is valid"),
+        "{output:?}"
+    );
+    // The same check refuses what the service would refuse.
+    let output = inventory(
+        &[
+            ("COMPTOIR_INVENTORY__ADMIN_TOKEN_FILE", token),
+            ("COMPTOIR_INVENTORY__DATABASE__HOST", "10.9.9.1,,10.9.9.2"),
+            ("COMPTOIR_INVENTORY__DATABASE__TLS", "disable"),
+        ],
+        &["--check-config"],
+    );
+    assert_refused(&output, &["empty entry", "tls is disable"]);
+}
