@@ -197,7 +197,9 @@ async fn a_host_list_skips_dead_hosts_and_keeps_only_a_writable_server() {
     };
     assert!(settings.problems("database").is_empty());
     let pool = comptoir_store::connect(&settings).expect("pool");
-    comptoir_store::ping(&pool).await.expect("the second host answers");
+    comptoir_store::ping(&pool)
+        .await
+        .expect("the second host answers");
 
     // Sessions of the role now refuse writes, as a standby's do.
     let admin = db.admin().await.expect("admin");
