@@ -1,0 +1,226 @@
+# What configures each service in each environment: the COMPTOIR_<SERVICE>__<SECTION>__<KEY>
+# variables its binary reads over its defaults (libs/platform/src/config.rs). The k3s
+# ConfigMaps carry exactly these maps (nixos/lib/manifests.nix) and the fleet lab starts the
+# services with them, so a setting has one source. Evaluate with:
+#   nix-instantiate --eval --strict --json -E '(import ./nixos/lib {}).settings.prod.catalog'
+#
+# Only keys that must differ from the defaults in a cluster are set, and only keys that exist:
+# every settings struct is `deny_unknown_fields`, so a stray key stops the service at start.
+# dev/fleet/check-manifests.sh runs each binary's `--check-config` against each map, with the
+# secret files replaced by temporary ones. Secrets are never values here, only the paths of
+# files mounted from the service's Secret (workloads.nix: cluster.secretsDir).
+{
+  services,
+  graph,
+  ports,
+  inventory,
+  workloads ? import ../workloads.nix,
+  ...
+}: let
+  inherit
+    (builtins)
+    attrNames
+    concatLists
+    concatStringsSep
+    elem
+    genList
+    isAttrs
+    isBool
+    isInt
+    isList
+    listToAttrs
+    map
+    replaceStrings
+    stringLength
+    substring
+    toJSON
+    ;
+
+  inherit (workloads) cluster;
+
+  chars = s: genList (i: substring i 1 s) (stringLength s);
+  toUpper = replaceStrings (chars "abcdefghijklmnopqrstuvwxyz-") (chars "ABCDEFGHIJKLMNOPQRSTUVWXYZ_");
+
+  # { database = { host = "x"; port = 5432; }; } → { COMPTOIR_CATALOG__DATABASE__HOST = "x"; ... }:
+  # the nested form reads like the service's TOML; the variables are what figment splits on
+  # `__` back into it. Values are strings (ConfigMap data), parsed by figment as TOML values:
+  # integers and booleans as such, lists as `["a","b"]`.
+  toEnv = service: tree: let
+    render = value:
+      if isBool value
+      then
+        (
+          if value
+          then "true"
+          else "false"
+        )
+      else if isInt value
+      then toString value
+      else if isList value
+      then toJSON value
+      else value;
+    walk = path: value:
+      if isAttrs value
+      then concatLists (map (key: walk (path ++ [key]) value.${key}) (attrNames value))
+      else [
+        {
+          name = concatStringsSep "__" (map toUpper (["comptoir_${service}"] ++ path));
+          value = render value;
+        }
+      ];
+  in
+    listToAttrs (walk [] tree);
+
+  # In-cluster names: <service>.<namespace>.svc.<cluster domain>.
+  dnsName = name: "${name}.${cluster.namespace}.svc.${cluster.domain}";
+  serviceUrl = name: "http://${dnsName name}:${toString services.${name}.port}";
+
+  secret = file: "${cluster.secretsDir}/${file}";
+  ca = kind: "${cluster.caDir}/${cluster.caFiles.${kind}}";
+
+  # Identity's JWKS route (services/identity/src/api.rs).
+  jwksUrl = "${serviceUrl "identity"}/.well-known/jwks.json";
+
+  forEnv = env: let
+    environment = inventory.environment env;
+    addresses = role: map (host: host.address) (inventory.hostsOf env role);
+
+    # What every service of the cluster sets.
+    common = {
+      http = {
+        # Every interface of the pod, the public port and the internal one the probes and
+        # Prometheus use (ops_listen is required when listen is not loopback).
+        listen = "0.0.0.0:${toString ports.service.http}";
+        ops_listen = "0.0.0.0:${toString ports.service.ops}";
+      };
+      # One JSON object per line, what the cluster's log collection reads (the default, set
+      # so that it stays so).
+      telemetry.log_format = "json";
+    };
+
+    # Its own database on the Patroni cluster: every member, each connection keeping the
+    # one that accepts writes, so a failover needs no change here. TLS with the server's
+    # name (its address: the certificates carry IP SANs) checked against the fleet's CA.
+    database = name: {
+      host = concatStringsSep "," (addresses "postgres");
+      port = ports.postgres.postgres;
+      inherit name;
+      user = name;
+      password_file = secret "database-password";
+      tls = "verify-full";
+      ca_file = ca "postgres";
+      pool_size = workloads.services.${name}.poolSize;
+    };
+
+    # The brokers, TLS and a token of the service's own role (ADR 0010). pulsar.url is one
+    # URL (url::Url, pulsar-rs' service URL: a comma-separated list of hosts does not parse),
+    # so it names the `pulsar` headless Service of the manifests, whose DNS answer is every
+    # broker of the environment: the client tries them in turn and a lost broker does not
+    # stop new connections. The brokers' certificates must carry that DNS name besides
+    # their IP SAN (topic lookups then connect to each broker by its address).
+    pulsar = name: {
+      url = "pulsar+ssl://${dnsName "pulsar"}:${toString ports.pulsar.brokerTls}";
+      namespace = "comptoir/${name}";
+      token_file = secret "pulsar-token";
+      ca_file = ca "pulsar";
+    };
+
+    needs = name: what: elem what graph.needs.${name};
+    hasSecret = name: file: elem file workloads.services.${name}.secrets;
+
+    # The usual parts of a service, from the graph and its secrets.
+    base = name:
+      common
+      // (
+        if needs name "postgres"
+        then {database = database name;}
+        else {}
+      )
+      // (
+        if needs name "pulsar"
+        then {pulsar = pulsar name;}
+        else {}
+      )
+      // (
+        if hasSecret name "admin-token"
+        then {admin_token_file = secret "admin-token";}
+        else {}
+      );
+
+    # Each service's own keys, over its base.
+    own = {
+      catalog = {};
+
+      gateway = {
+        # Every service the gateway calls (graph.nix), by the names of its `upstreams` map
+        # (services/gateway/src/settings.rs), at its in-cluster address.
+        upstreams = listToAttrs (map (name: {
+            inherit name;
+            value.url = serviceUrl name;
+          })
+          graph.calls.gateway);
+        auth.url = jwksUrl;
+        # Browsers may call the API from the shop's own origin, nothing else.
+        cors.allowed_origins = ["https://shop.${environment.domain}"];
+      };
+
+      identity = let
+        w = workloads.services.identity;
+      in {
+        keys = {
+          active_kek = {
+            id = w.activeKekId;
+            file = secret "kek-${w.activeKekId}";
+          };
+          blind_index_key_file = secret "blind-index";
+        };
+        tokens.signing_key_file = secret "token-signing.pem";
+        # Requests reach identity from the gateway's pods, which may be anywhere in the pod
+        # network: their X-Forwarded-For is believed, so the per-address sign-in limits count
+        # the shopper's address rather than the gateway's.
+        login.trusted_proxies = [cluster.podCidr];
+        # Notifications resolves a customer's address through /internal, for one purpose and
+        # the two fields a transactional message needs (services/notifications/src/identity.rs).
+        internal_clients.notifications = {
+          token_file = secret "notifications-token";
+          purposes.transactional = ["email" "name"];
+        };
+        # What the hashes running together may hold: well under the pod's memory limit
+        # (workloads.nix, checked).
+        argon2.memory_budget_mib = w.argon2MemoryBudgetMiB;
+      };
+
+      inventory = {};
+
+      notifications = {
+        identity = {
+          url = serviceUrl "identity";
+          token_file = secret "identity-token";
+        };
+        smtp = {
+          host = environment.smtpRelay.address;
+          inherit (environment.smtpRelay) port;
+          from = "Comptoir <orders@${environment.domain}>";
+        };
+      };
+
+      orders = {
+        auth.url = jwksUrl;
+      };
+
+      payments = {};
+    };
+
+    # A shallow merge is enough: `own` never sets a section `base` has.
+    forService = name: toEnv name (base name // own.${name} or (throw "settings.nix: add an entry for ${name} to `own`"));
+  in
+    listToAttrs (map (name: {
+      inherit name;
+      value = forService name;
+    }) (attrNames services));
+in
+  listToAttrs (map (env: {
+      name = env;
+      value = forEnv env;
+    })
+    inventory.environments)

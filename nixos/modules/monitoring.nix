@@ -1,0 +1,146 @@
+# The monitoring role: Prometheus (its configuration generated from the inventory by
+# nixos/lib/prometheus.nix), Alertmanager, and Grafana provisioned with that Prometheus and
+# the dashboards of nixos/dashboards/. Operators reach the three from the environment's admin
+# networks only (nixos/lib/firewall.nix); none of them has TLS or, Prometheus and
+# Alertmanager, any login of its own: the admin networks are the operators' VPN.
+{
+  config,
+  lib,
+  pkgs,
+  fleetLib,
+  host,
+  ...
+}: let
+  inherit (fleetLib) ports prometheusSecrets;
+
+  # The host-level alerting rules, as a rule file in the store.
+  rulesFile = pkgs.writeText "comptoir-alert-rules.yml" (builtins.toJSON fleetLib.alertRules.${host.env});
+
+  # The generated configuration plus the rule file; its JSON is valid YAML.
+  prometheusConfig = fleetLib.prometheus.${host.env} // {rule_files = ["${rulesFile}"];};
+
+  # The files the configuration reads (CA certificates, the Kubernetes token) are sops
+  # secrets named after their path: /run/secrets/prometheus/k3s-token is the key
+  # prometheus/k3s-token of secrets/<env>.yaml.
+  secretName = path: let
+    name = lib.removePrefix "/run/secrets/" path;
+  in
+    if name == path
+    then throw "monitoring.nix: ${path} is not under /run/secrets"
+    else name;
+
+  grafanaSecret = name: "$__file{${config.sops.secrets."grafana/${name}".path}}";
+in {
+  sops.secrets =
+    lib.mapAttrs' (_: path:
+      lib.nameValuePair (secretName path) {
+        owner = "prometheus";
+        # Prometheus re-reads credential and CA files itself; a reload makes it immediate.
+        reloadUnits = ["prometheus.service"];
+      })
+    prometheusSecrets
+    // {
+      "grafana/admin-password" = {
+        owner = "grafana";
+        restartUnits = ["grafana.service"];
+      };
+      # Encrypts the data source credentials Grafana stores in its database. Grafana's
+      # built-in default is public, so it would protect nothing.
+      "grafana/secret-key" = {
+        owner = "grafana";
+        restartUnits = ["grafana.service"];
+      };
+    };
+
+  services.prometheus = {
+    enable = true;
+    port = ports.monitoring.prometheus;
+    webExternalUrl = "http://${host.address}:${toString ports.monitoring.prometheus}/";
+    # The whole file, not the typed options: the generator's output is already the file, and
+    # dev/fleet/check-hosts.sh checks exactly this with promtool.
+    configText = builtins.toJSON prometheusConfig;
+    # The build sandbox has no /run/secrets: check the syntax there; the full check (files in
+    # place, rule files, unit tests) runs in dev/fleet/check-hosts.sh.
+    checkConfig = "syntax-only";
+    # A configuration change reloads Prometheus instead of restarting it (no gap in scrapes).
+    enableReload = true;
+    retentionTime = "30d";
+  };
+
+  services.prometheus.alertmanager = {
+    enable = true;
+    port = ports.monitoring.alertmanager;
+    webExternalUrl = "http://${host.address}:${toString ports.monitoring.alertmanager}/";
+    # One Alertmanager per environment: no cluster, so no gossip listener on 9094 (the
+    # firewall would drop it anyway). With a second monitoring host, cluster them instead.
+    extraFlags = ["--cluster.listen-address="];
+    configuration = {
+      route = {
+        receiver = "operators";
+        group_by = ["alertname" "env" "host"];
+        group_wait = "30s";
+        group_interval = "5m";
+        repeat_interval = "4h";
+      };
+      # No notification channel yet: the inventory names no operators' address or chat.
+      # Alerts show in Alertmanager and Grafana until one is added here, e.g. an
+      # `email_configs` entry through the environment's smtpRelay.
+      receivers = [{name = "operators";}];
+    };
+  };
+
+  services.grafana = {
+    enable = true;
+    settings = {
+      server = {
+        http_addr = "0.0.0.0";
+        http_port = ports.monitoring.grafana;
+        domain = host.address;
+        root_url = "http://${host.address}:${toString ports.monitoring.grafana}/";
+      };
+      security = {
+        admin_user = "admin";
+        admin_password = grafanaSecret "admin-password";
+        secret_key = grafanaSecret "secret-key";
+        disable_gravatar = true;
+      };
+      users.allow_sign_up = false;
+      analytics = {
+        reporting_enabled = false;
+        check_for_updates = false;
+      };
+    };
+    provision = {
+      enable = true;
+      datasources.settings = {
+        apiVersion = 1;
+        datasources = [
+          {
+            name = "Prometheus";
+            uid = "prometheus";
+            type = "prometheus";
+            access = "proxy";
+            url = "http://localhost:${toString ports.monitoring.prometheus}";
+            isDefault = true;
+            editable = false;
+          }
+        ];
+      };
+      # Every JSON file of nixos/dashboards/, in one folder; edits in the UI are not kept
+      # (the files are the source).
+      dashboards.settings = {
+        apiVersion = 1;
+        providers = [
+          {
+            name = "comptoir";
+            folder = "Comptoir";
+            type = "file";
+            disableDeletion = true;
+            allowUiUpdates = false;
+            options.path = ../dashboards;
+          }
+        ];
+      };
+    };
+  };
+}

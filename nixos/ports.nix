@@ -1,0 +1,48 @@
+# Every port the fleet listens on, once. The firewalls, the role settings, the Prometheus
+# targets and the manifests read them from here.
+{
+  ssh = 22;
+  nodeExporter = 9100;
+  ingressHttp = 80;
+  ingressHttps = 443;
+
+  k3s = {
+    api = 6443;
+    kubelet = 10250;
+    etcdClient = 2379;
+    etcdPeer = 2380;
+    flannelVxlan = 8472; # UDP
+  };
+
+  pulsar = {
+    zookeeperClient = 2181;
+    zookeeperPeer = 2888;
+    zookeeperElection = 3888;
+    zookeeperMetrics = 7000;
+    bookie = 3181;
+    bookieHttp = 8000; # bookie metrics
+    brokerTls = 6651;
+    webTls = 8443; # admin API and broker metrics
+  };
+
+  postgres = {
+    postgres = 5432;
+    patroni = 8008;
+    etcdClient = 2379;
+    etcdPeer = 2380;
+    exporter = 9187;
+  };
+
+  monitoring = {
+    prometheus = 9090;
+    alertmanager = 9093;
+    grafana = 3000;
+  };
+
+  # Inside every service's pod: the public listener and the operational one (/livez,
+  # /readyz, /metrics), which only the kubelet and Prometheus reach.
+  service = {
+    http = 8080;
+    ops = 9000;
+  };
+}
