@@ -20,6 +20,12 @@
       url = "github:rustsec/advisory-db";
       flake = false;
     };
+    # Secrets of the fleet: encrypted in the repository, decrypted on each host with its own
+    # key (docs/adr/0018-secrets-with-sops-nix.md).
+    sops-nix = {
+      url = "github:Mic92/sops-nix";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
   };
 
   outputs = {
@@ -30,13 +36,23 @@
     rust-overlay,
     deploy-rs,
     advisory-db,
+    sops-nix,
   }: let
     # Pure data: the services to package and ship (checked against Cargo by CI).
     services = import ./nix/services.nix;
     rustVersion = "1.95.0";
     sourceUrl = "https://example.invalid/comptoir";
-  in
-    flake-utils.lib.eachSystem ["x86_64-linux" "aarch64-linux"] (system: let
+
+    # The fleet: pure data and generators (nixos/fleet.nix, nixos/lib), docs/fleet.md.
+    fleetLib = import ./nixos/lib {};
+
+    # What the NixOS roles need of this flake, for the hosts' system.
+    comptoirFor = system: {
+      inherit (self.packages.${system}) pulsar xtask;
+      images = builtins.mapAttrs (name: _: self.packages.${system}."${name}-image") services;
+    };
+
+    perSystem = flake-utils.lib.eachSystem ["x86_64-linux" "aarch64-linux"] (system: let
       pkgs = import nixpkgs {
         inherit system;
         overlays = [(import rust-overlay)];
@@ -65,7 +81,19 @@
       };
 
       pulsar = pkgs.callPackage ./nix/pulsar.nix {};
-      deploy = deploy-rs.packages.${system}.default;
+      # `deploy`: deploy-rs itself for one host (`deploy .#prod-k3s-1`), and for a whole
+      # environment (`deploy prod`, `deploy .#prod`) our wrapper: the canary first, then a
+      # health gate, then the rest (deploy-rs/README.md). It finds the real binary through
+      # COMPTOIR_DEPLOY_RS_BIN.
+      deployRs = deploy-rs.packages.${system}.default;
+      deploy = pkgs.writeShellApplication {
+        name = "deploy";
+        runtimeInputs = [pkgs.jq pkgs.curl pkgs.nix];
+        text = ''
+          export COMPTOIR_DEPLOY_RS_BIN="''${COMPTOIR_DEPLOY_RS_BIN:-${deployRs}/bin/deploy}"
+          exec ${pkgs.bash}/bin/bash ${./deploy-rs/deploy} "$@"
+        '';
+      };
 
       # Every tool the project uses, for the dev shell and for the two README commands.
       tools = [
@@ -125,11 +153,23 @@
         // images
         // {
           inherit pulsar;
+          inherit (rust) xtask;
           default = pkgs.linkFarmFromDrvs "comptoir-services" (builtins.attrValues rust.servicePackages);
         };
 
-      # `nix flake check`: every service, every image, and the Rust checks.
-      checks = rust.servicePackages // images // rust.checks;
+      # `nix flake check`: every service, every image, the Rust checks, and deploy-rs' own
+      # checks of the node set (schema, and that every host's system activates).
+      # The fleet's hosts are x86_64-linux, so deploy-rs' checks (which build every host's
+      # activation) are too.
+      checks =
+        rust.servicePackages
+        // images
+        // rust.checks
+        // (
+          if system == "x86_64-linux"
+          then deploy-rs.lib.${system}.deployChecks self.deploy
+          else {}
+        );
 
       devShells.default = craneLib.devShell ({
           # The Rust checks' inputs (protoc, ...) come along.
@@ -145,4 +185,17 @@
 
       formatter = pkgs.alejandra;
     });
+  in
+    perSystem
+    // {
+      # One NixOS system per host of nixos/fleet.nix.
+      nixosConfigurations = import ./nixos {
+        inherit nixpkgs comptoirFor;
+        extraModules = [sops-nix.nixosModules.sops];
+      };
+
+      # deploy-rs nodes, one per host (`deploy .#prod-k3s-1`; `deploy prod` rolls a whole
+      # environment canary first through the dev shell's wrapper, deploy-rs/README.md).
+      deploy = import ./deploy-rs {inherit self deploy-rs fleetLib;};
+    };
 }

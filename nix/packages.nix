@@ -58,6 +58,21 @@
 
   servicePackages = builtins.mapAttrs mkService services;
 
+  # The provisioning tool (databases, the Pulsar topology): the fleet's Pulsar role runs it
+  # after activation, as dev/ does locally.
+  xtask = craneLib.buildPackage (commonArgs
+    // {
+      inherit cargoArtifacts;
+      pname = "comptoir-xtask";
+      cargoExtraArgs = "--locked -p comptoir-xtask --bin comptoir-xtask";
+      doCheck = false;
+      meta = {
+        description = "Comptoir's provisioning commands";
+        license = lib.licenses.asl20;
+        mainProgram = "comptoir-xtask";
+      };
+    });
+
   checks = {
     clippy = craneLib.cargoClippy (commonArgs
       // {
@@ -99,5 +114,5 @@
       });
   };
 in {
-  inherit cargoArtifacts checks commonArgs servicePackages;
+  inherit cargoArtifacts checks commonArgs servicePackages xtask;
 }
