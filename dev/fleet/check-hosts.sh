@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Checks the hosts' baseline outputs (nixos/lib/firewall.nix, nixos/lib/prometheus.nix) for
+# every host of every environment, with the real tools:
+#   1. every host's ruleset, in a throwaway network namespace (created, used, deleted; no
+#      interface but loopback, no route anywhere): `nft -c -f`, then loaded twice (the file
+#      must replace its own table when re-applied), then listed back as JSON
+#   2. invariants (dev/fleet/hosts.py check): the allowances computed independently from
+#      graph.nix, the roles and ports.nix = the generator's firewallRules = what nftables
+#      loaded, and nothing more; input policy drop, forward drop except on k3s hosts; every
+#      host a node-exporter target of its environment's Prometheus, every host of a role a
+#      target of its role's job, the services discovered through a k3s server's API, every
+#      target reachable through the target's firewall from the monitoring hosts
+#   3. per environment, `promtool check config` with the rule file and the secret files in
+#      place (placeholders), `promtool check rules`, and `promtool test rules` on
+#      dev/fleet/alert-rules.test.yaml
+# promtool is Prometheus 3.7.3's, with the Kubernetes discovery the services' job uses
+# (Debian's 2.42 has none): built once from the Go module proxy into $COMPTOIR_CACHE/bin
+# (about 5 minutes on 2 cores), the way nixpkgs selects discovery plugins. Installs what else
+# is missing with apt-get (nix-bin, nftables, iproute2). Must run as root (network namespaces).
+# Usage: dev/fleet/check-hosts.sh
+set -euo pipefail
+
+COMPTOIR_SCRIPT_NAME="check-hosts"
+# shellcheck source=dev/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+cd "$COMPTOIR_DEV_DIR/.."
+
+# The 3.x release current when NixOS 25.11 branched; move it with the flake.lock's nixpkgs.
+PROMETHEUS_VERSION=3.7.3
+PROMETHEUS_MODULE="github.com/prometheus/prometheus@v0.307.3"
+PROMTOOL="$COMPTOIR_CACHE/bin/promtool-$PROMETHEUS_VERSION"
+
+WORK=""
+NETNS=""
+
+cleanup() {
+  if [[ -n "$NETNS" ]]; then
+    ip netns delete "$NETNS" 2>/dev/null || true
+    NETNS=""
+  fi
+  if [[ -n "$WORK" ]]; then
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+
+apt_install() {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" \
+    || { DEBIAN_FRONTEND=noninteractive apt-get update -q \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"; }
+}
+
+install_tools() {
+  local -a missing=()
+  command -v nix-instantiate >/dev/null || missing+=(nix-bin)
+  command -v nft >/dev/null || missing+=(nftables)
+  command -v ip >/dev/null || missing+=(iproute2)
+  if ((${#missing[@]} > 0)); then
+    log "installing ${missing[*]} (apt-get)"
+    apt_install "${missing[@]}"
+  fi
+  install_promtool
+}
+
+# promtool from the release's Go module, with only the Kubernetes service discovery
+# registered (plugins/plugins.go, which nixpkgs regenerates the same way to choose plugins);
+# the configuration loader, rule checker and test runner are the release's own.
+install_promtool() {
+  [[ -x "$PROMTOOL" ]] && return 0
+  command -v go >/dev/null || die "promtool $PROMETHEUS_VERSION must be built and Go is missing (install Go >= 1.24)"
+  log "building promtool $PROMETHEUS_VERSION with Kubernetes discovery (once; about 5 minutes on 2 cores)"
+  local build src
+  build="$(mktemp -d)"
+  src="$(cd "$build" && go mod download -json "$PROMETHEUS_MODULE" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  cp -r "$src" "$build/src"
+  chmod -R u+w "$build/src"
+  cat >"$build/src/plugins/plugins.go" <<'EOF'
+// Written by dev/fleet/check-hosts.sh: the service discovery the fleet's Prometheus uses.
+package plugins
+
+import (
+	_ "github.com/prometheus/prometheus/discovery/kubernetes"
+)
+EOF
+  mkdir -p "$(dirname "$PROMTOOL")"
+  (cd "$build/src" && GOFLAGS=-mod=mod go build -trimpath \
+    -ldflags "-s -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" \
+    -o "$PROMTOOL.partial" ./cmd/promtool) || { rm -rf "$build"; die "building promtool failed"; }
+  mv "$PROMTOOL.partial" "$PROMTOOL"
+  rm -rf "$build"
+}
+
+nix_eval() {
+  nix-instantiate --eval --strict --json "$@" 2>/dev/null \
+    || nix-instantiate --eval --strict --json "$@" >/dev/null
+}
+
+# The data files as they are, and the generators' outputs, as JSON for hosts.py.
+evaluate() {
+  local dir="$1" name
+  for name in fleet graph ports workloads; do
+    nix_eval "nixos/$name.nix" >"$dir/$name.json" || die "nixos/$name.nix does not evaluate"
+  done
+  for name in firewall firewallRules prometheus prometheusSecrets alertRules; do
+    nix_eval -E "(import ./nixos/lib {}).$name" >"$dir/$name.json" \
+      || die "nixos/lib: $name does not evaluate"
+  done
+}
+
+# One host's ruleset in its own namespace: checked, loaded twice, listed back.
+check_ruleset() {
+  local host="$1" file="$2" listing="$3" out
+  NETNS="comptoir-check-hosts-$$"
+  ip netns add "$NETNS"
+  if ! out="$(ip netns exec "$NETNS" nft -c -f "$file" 2>&1)"; then
+    printf '%s\n' "$out" >&2
+    die "$host: nft -c rejects its ruleset ($file)"
+  fi
+  ip netns exec "$NETNS" nft -f "$file" || die "$host: nft cannot load its ruleset"
+  ip netns exec "$NETNS" nft -f "$file" || die "$host: its ruleset cannot be re-applied over itself"
+  ip netns exec "$NETNS" nft -j list ruleset >"$listing"
+  ip netns delete "$NETNS"
+  NETNS=""
+}
+
+main() {
+  [[ $# -eq 0 ]] || { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+  is_root || die "must run as root (network namespaces)"
+  install_tools
+
+  WORK="$(mktemp -d)"
+  local eval_dir="$WORK/eval" out="$WORK/out"
+  mkdir -p "$eval_dir" "$out"
+  log "evaluating the inventory and the generators"
+  evaluate "$eval_dir"
+  python3 dev/fleet/hosts.py prepare "$eval_dir" "$out"
+
+  local file host count=0
+  for file in "$out"/nft/*.nft; do
+    host="$(basename "$file" .nft)"
+    check_ruleset "$host" "$file" "$out/nft/$host.json"
+    count=$((count + 1))
+  done
+  log "nft: $count rulesets checked, loaded and re-applied in throwaway namespaces"
+
+  python3 dev/fleet/hosts.py check "$eval_dir" "$out" || die "the firewalls or Prometheus break an invariant (above)"
+
+  local config env
+  for config in "$out"/prometheus/*.yml; do
+    env="$(basename "$config" .yml)"
+    "$PROMTOOL" check config "$config" >"$WORK/promtool.log" 2>&1 \
+      || { cat "$WORK/promtool.log" >&2; die "$env: promtool check config fails"; }
+    "$PROMTOOL" check rules "$out/prometheus/alert-rules-$env.yaml" >"$WORK/promtool.log" 2>&1 \
+      || { cat "$WORK/promtool.log" >&2; die "$env: promtool check rules fails"; }
+    cp dev/fleet/alert-rules.test.yaml "$out/prometheus/alert-rules.test.yaml"
+    cp "$out/prometheus/alert-rules-$env.yaml" "$out/prometheus/alert-rules.yaml"
+    (cd "$out/prometheus" && "$PROMTOOL" test rules alert-rules.test.yaml) >"$WORK/promtool.log" 2>&1 \
+      || { cat "$WORK/promtool.log" >&2; die "$env: promtool test rules fails (dev/fleet/alert-rules.test.yaml)"; }
+    log "$env: promtool $PROMETHEUS_VERSION: config, rules and rule tests pass"
+  done
+  log "all host checks passed"
+}
+
+main "$@"
