@@ -15,6 +15,7 @@
 {
   inventory,
   ports,
+  workloads ? import ../workloads.nix,
   # host name → the keys of defaultLayout (below) to change: the lab's own directories.
   layout ? _host: {},
   ...
@@ -44,6 +45,10 @@
     ;
 
   p = ports.pulsar;
+
+  # The DNS name of the `pulsar` headless Service in the k3s cluster (nixos/lib/manifests.nix),
+  # which every service's pulsar.url names (dnsName in nixos/lib/settings.nix).
+  brokersDnsName = "pulsar.${workloads.cluster.namespace}.svc.${workloads.cluster.domain}";
 
   # Where a host keeps its data and finds its secrets on NixOS.
   defaultLayout = {
@@ -80,8 +85,8 @@
     concatStringsSep "" (map line (attrNames attrs));
 
   # The secrets of a pulsar host, by purpose → name under the secrets dir (the sops-nix secret
-  # name, so /run/secrets/<name> on NixOS). The broker's certificate must name the host's
-  # address (IP SAN): services and brokers connect by address.
+  # name, so /run/secrets/<name> on NixOS). The broker's certificate must carry the names of
+  # its host's `certificate` (below).
   secretNames = {
     ca = "pulsar/ca.crt"; # the CA clients and brokers trust
     cert = "pulsar/broker.crt"; # this broker's certificate
@@ -291,6 +296,12 @@
       inherit (host) name address;
       inherit zookeeper bookkeeper broker;
       jvm = jvmFor host;
+      # The subjectAltNames of this broker's certificate: the services connect by the brokers'
+      # DNS name and verify it; brokers and topic lookups connect to each broker by address.
+      certificate = {
+        ipAddresses = [host.address];
+        dnsNames = [brokersDnsName];
+      };
       # Paths of this host's secret files (the admin token only on the first host, which
       # applies the topology).
       secrets = listToAttrs (map (name: {

@@ -100,8 +100,8 @@ in {
         "--tls-san=${host.address}"
         # Nobody but root reads the admin kubeconfig.
         "--write-kubeconfig-mode=0600"
-        # Pods get no load balancer of k3s' (the Ingress is served by Traefik on the nodes).
-        "--disable=servicelb"
+        # ServiceLB stays: it is what publishes Traefik's LoadBalancer Service on every node's
+        # ports 80 and 443 (the shop's entry, open in the k3s hosts' rulesets).
       ];
     # Every server carries the manifests: any of them may apply them, and k3s does so again
     # when a server restarts, so a lost server loses nothing.

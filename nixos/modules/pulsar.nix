@@ -7,7 +7,7 @@
 # libs/events/topology/comptoir.toml, applied by comptoir-xtask as `admin` over https.
 #
 # Secrets (sops-nix, decrypted to /run/secrets/pulsar/*): the CA, this broker's certificate and
-# PKCS#8 key (IP SAN = the host's address), the RS256 public key that verifies tokens, the
+# PKCS#8 key (SANs: fleetLib.pulsar.<env>.hosts.<host>.certificate), the RS256 public key that verifies tokens, the
 # brokers' token (role `broker`) and, on the first host only, the operators' token (`admin`).
 # ZooKeeper and the bookies speak plaintext to each other and to the brokers: only the pulsar
 # hosts reach those ports (the role's firewall); services reach the brokers' TLS ports only.
