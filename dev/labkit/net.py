@@ -117,5 +117,8 @@ def down(lab: spec.Lab) -> None:
     if hub in existing:
         kill_namespace(hub)
         _ip("netns", "delete", hub, check=False)
-    _ip("route", "del", "unreachable", lab.subnet, check=False)
+    # The safety route is the machine's, shared by every lab on this range (another prefix's
+    # may still be up): it goes with the last hub.
+    if not any(ns.endswith("lab-hub") for ns in namespaces()):
+        _ip("route", "del", "unreachable", lab.subnet, check=False)
     log("network removed")

@@ -193,9 +193,10 @@ def _write(path: Path, data: bytes, owner: str = "root", mode: int = 0o600) -> N
 
 
 def _let_reach(user: str, directories: list[Path]) -> None:
-    """The lab's files live under root's home, which Debian makes 0700: an account that runs a
-    lab process gets search permission (an ACL entry of its own, x only: no listing, no reading)
-    on each directory above its files that it cannot cross. Like the packages, this is a setting
+    """When the lab's files live where an account cannot reach them (COMPTOIR_LAB_DIR under
+    root's home, which Debian makes 0700), an account that runs a lab process gets search
+    permission (an ACL entry of its own, x only: no listing, no reading) on each directory above
+    its files that it cannot cross; under the default /var/lib/comptoir-lab nothing changes. Like the packages, this is a setting
     of the machine, kept after `down` (a lab of another prefix may be using it)."""
     every = {d for directory in directories for d in (directory, *directory.parents)}
     # Parents first: a directory is only reachable once every one above it is.
