@@ -37,9 +37,7 @@ install_packages() {
   ((${#missing[@]} == 0)) && return 0
   is_root || die "need root to install: ${missing[*]}"
   log "installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
-    || { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null \
-      && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }
+  apt_install "${missing[@]}" >/dev/null
 }
 
 # nix-instantiate of an expression over the generators, as JSON on stdout.
@@ -75,7 +73,7 @@ check_diagrams() {
       die "$committed is not the diagram of nixos/fleet.nix: run dev/check-fleet.sh --write-diagrams and commit it"
     fi
   done
-  log "deployment diagrams match the inventory"
+  $write_diagrams || log "deployment diagrams match the inventory"
 }
 
 main() {

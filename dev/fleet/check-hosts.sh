@@ -44,12 +44,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-apt_install() {
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" \
-    || { DEBIAN_FRONTEND=noninteractive apt-get update -q \
-      && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"; }
-}
-
 install_tools() {
   local -a missing=()
   command -v nix-instantiate >/dev/null || missing+=(nix-bin)

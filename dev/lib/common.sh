@@ -23,3 +23,11 @@ is_root() { [[ "$(id -u)" -eq 0 ]]; }
 port_in_use() {
   ss -Htln "sport = :$1" 2>/dev/null | grep -q .
 }
+
+# apt-get install of Debian packages, with one `apt-get update` first when the lists are stale
+# (a fresh machine has none). Needs root.
+apt_install() {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" \
+    || { DEBIAN_FRONTEND=noninteractive apt-get update -q \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"; }
+}
