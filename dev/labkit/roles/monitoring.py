@@ -47,7 +47,15 @@ def _monitoring_host(lab: spec.Lab) -> spec.Host:
 def _config(lab: spec.Lab, host: spec.Host) -> dict:
     config = spec.nix_eval("(import ./nixos/lib {}).prometheus.lab")
     secrets = spec.nix_eval("(import ./nixos/lib {}).prometheusSecrets")
-    lab_files = {secrets["pulsarCa"]: str(spec.lab_dir() / "secrets" / "pulsar" / "ca.crt")}
+    # The brokers' CA (public) copied where Prometheus, which runs as its own account, may read
+    # it: the pulsar role keeps its secrets root-only.
+    pulsar_ca = host.dir / "prometheus" / "pulsar-ca.crt"
+    source = spec.lab_dir() / "secrets" / "pulsar" / "ca.crt"
+    if source.exists():
+        pulsar_ca.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, pulsar_ca)
+        shutil.chown(pulsar_ca, "prometheus", "prometheus")
+    lab_files = {secrets["pulsarCa"]: str(pulsar_ca)}
     jobs = []
     for job in config["scrape_configs"]:
         if "kubernetes_sd_configs" in job:
@@ -119,7 +127,11 @@ def up(lab: spec.Lab) -> None:
             mon.dir / "run" / "alertmanager.pid",
             user="prometheus",
         )
-    if pid_of(mon.dir / "run" / "prometheus.pid") is None:
+    if pid_of(mon.dir / "run" / "prometheus.pid") is not None:
+        # Already running: it reads the configuration just written (the apps' targets, the
+        # CA) on a reload.
+        ns_run(mon.netns, ["curl", "-sf", "-X", "POST", f"http://{mon.address}:{PROMETHEUS_PORT}/-/reload"], check=False)
+    else:
         spawn(
             mon.netns,
             [
