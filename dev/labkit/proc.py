@@ -154,6 +154,19 @@ def wait_tcp(ns: str, address: str, port: int, timeout: float) -> bool:
     return ns_run(ns, [sys.executable, str(PROBE), "wait-tcp", address, str(port), str(timeout)], check=False).returncode == 0
 
 
+def apt_install(packages: list[str], who: str) -> None:
+    """Installs missing Debian packages (`apt-get update` first only when the install fails on
+    stale lists), waiting for dpkg's lock rather than failing when another install holds it."""
+    if not packages:
+        return
+    log(f"{who}: installing {' '.join(packages)}")
+    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=300", *packages]
+    if subprocess.run(cmd, env=env, capture_output=True, check=False).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=True)
+        subprocess.run(cmd, env=env, capture_output=True, check=True)
+
+
 def rss_kib(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():

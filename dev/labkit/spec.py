@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,25 @@ def lab_dir() -> Path:
     the cache in root's home: PostgreSQL, Prometheus and the exporters run as their own
     accounts, which cannot traverse /root (mode 0700)."""
     return Path(os.environ.get("COMPTOIR_LAB_DIR") or "/var/lib/comptoir-lab")
+
+
+def target_dir() -> Path:
+    """Cargo's target directory: CARGO_TARGET_DIR, else the cache's (where .ci/run builds)."""
+    return Path(os.environ.get("CARGO_TARGET_DIR") or cache_dir() / "target")
+
+
+def cargo_binary(binary: str, package: str) -> Path:
+    """A debug binary of the workspace, built (`cargo build --locked -p PACKAGE`) when missing."""
+    path = target_dir() / "debug" / binary
+    if not path.exists():
+        print(f"lab: building {binary} (cargo build --locked -p {package})", file=sys.stderr, flush=True)
+        subprocess.run(
+            ["cargo", "build", "--locked", "-p", package],
+            cwd=ROOT,
+            env={**os.environ, "CARGO_TARGET_DIR": str(target_dir())},
+            check=True,
+        )
+    return path
 
 
 def nix_eval(expr: str) -> object:

@@ -277,10 +277,6 @@ def _releases_dir() -> Path:
     return spec.lab_dir() / "apps" / "releases"
 
 
-def target_dir() -> Path:
-    return Path(os.environ.get("CARGO_TARGET_DIR") or spec.cache_dir() / "target")
-
-
 def binary_name(service: str) -> str:
     return cluster()["services"][service]["binary"]
 
@@ -293,15 +289,15 @@ def build_release() -> str:
     """The release of the workspace's debug build (built when a binary is missing), copied
     under the lab's directory: the service account cannot read root's cache, and a later
     `cargo build` must not change what runs. Named after its content."""
-    debug = target_dir() / "debug"
+    debug = spec.target_dir() / "debug"
     binaries = {s: debug / binary_name(s) for s in services()}
     if any(not b.exists() for b in binaries.values()):
         crates = [arg for s in services() for arg in ("-p", cluster()["services"][s]["crate"])]
-        log(f"apps: cargo build --locked --bins into {target_dir()} (minutes when nothing is built)")
+        log(f"apps: cargo build --locked --bins into {spec.target_dir()} (minutes when nothing is built)")
         built = subprocess.run(
             ["cargo", "build", "--locked", "--bins", *crates],
             cwd=spec.ROOT,
-            env={**os.environ, "CARGO_TARGET_DIR": str(target_dir())},
+            env={**os.environ, "CARGO_TARGET_DIR": str(spec.target_dir())},
             capture_output=True,
             text=True,
             check=False,

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 
 from .. import spec
-from ..proc import log, ns_run, pid_of, spawn, stop, wait_tcp
+from ..proc import apt_install, log, ns_run, pid_of, spawn, stop, wait_tcp
 
 PACKAGES = {
     "prometheus": "prometheus",
@@ -26,15 +26,7 @@ NODE_EXPORTER_PORT = 9100
 
 
 def _install() -> None:
-    missing = [pkg for binary, pkg in PACKAGES.items() if shutil.which(binary) is None]
-    if not missing:
-        return
-    log(f"monitoring: installing {' '.join(missing)}")
-    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
-    if subprocess.run(cmd, env=env, capture_output=True, check=False).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=True)
-        subprocess.run(cmd, env=env, capture_output=True, check=True)
+    apt_install([pkg for binary, pkg in PACKAGES.items() if shutil.which(binary) is None], "monitoring")
 
 
 def _monitoring_host(lab: spec.Lab) -> spec.Host:

@@ -28,7 +28,7 @@ from secrets import token_urlsafe
 from fleet.data import etcd_args  # dev/fleet/data.py: the flags check-data.sh starts etcd with
 
 from .. import spec
-from ..proc import log, ns_run, pid_of, spawn, stop
+from ..proc import apt_install, log, ns_run, pid_of, spawn, stop
 
 # Debian's accounts (packages postgresql and etcd-server): what reads each secret.
 ADMIN_USER = "postgres"
@@ -83,25 +83,7 @@ def _install() -> None:
     missing = [pkg for binary, pkg in PACKAGES.items() if shutil.which(binary) is None]
     if _pg_bin_dir() is None:
         missing.append("postgresql")
-    if not missing:
-        return
-    log(f"postgres: installing {' '.join(missing)}")
-    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    # Another lab or build may hold dpkg's lock for a while: wait for it rather than fail.
-    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=300", *missing]
-    if subprocess.run(cmd, env=env, capture_output=True, check=False).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=True)
-        subprocess.run(cmd, env=env, capture_output=True, check=True)
-
-
-def _xtask() -> Path:
-    """comptoir-xtask, built once (`cargo build` of the workspace's own lock file)."""
-    target = Path(os.environ.get("CARGO_TARGET_DIR") or spec.ROOT / "target")
-    binary = target / "debug" / "comptoir-xtask"
-    if not binary.exists():
-        log("postgres: building comptoir-xtask (cargo build --locked -p comptoir-xtask)")
-        subprocess.run(["cargo", "build", "--locked", "-p", "comptoir-xtask"], cwd=spec.ROOT, check=True)
-    return binary
+    apt_install(missing, "postgres")
 
 
 # --- Settings ---------------------------------------------------------------------------------
@@ -420,7 +402,7 @@ def _provision(primary: spec.Host) -> None:
     ns_run(primary.netns, psql, input=EXPORTER_SQL, env=base, **as_admin)
     # Over the socket as postgres (peer): no administrator password exists.
     admin = {**base, "COMPTOIR_PG_ADMIN_URL": f"host={paths['socket']} user=postgres dbname=postgres"}
-    xtask = _xtask()
+    xtask = spec.cargo_binary("comptoir-xtask", "comptoir-xtask")
     _let_reach(ADMIN_USER, [xtask.parent])
     for database in c["databases"]:
         ns_run(primary.netns, [str(xtask), "provision-db", "-", database["name"], str(password_file(database))], env=admin, **as_admin)

@@ -469,15 +469,6 @@ def wait_healthy(hosts: list[spec.Host], timeout: float = START_TIMEOUT) -> floa
     return time.monotonic() - started
 
 
-def _xtask() -> Path:
-    target = Path(os.environ.get("CARGO_TARGET_DIR") or "target")
-    binary = (spec.ROOT / target / "debug" / "comptoir-xtask").resolve()
-    if not binary.exists():
-        log("pulsar: building comptoir-xtask")
-        subprocess.run(["cargo", "build", "--locked", "-p", "comptoir-xtask"], cwd=spec.ROOT, check=True)
-    return binary
-
-
 def _apply_topology(lab: spec.Lab, cluster: dict) -> None:
     """The module's pulsar-topology: on the first host, as `admin`, with its secrets."""
     host = lab.host(cluster["initHost"])
@@ -487,7 +478,7 @@ def _apply_topology(lab: spec.Lab, cluster: dict) -> None:
         "COMPTOIR_PULSAR_ADMIN_TOKEN_FILE": secrets["adminToken"],
         "COMPTOIR_PULSAR_CA_FILE": secrets["ca"],
     }
-    argv = ns_argv(host.netns, [*NO_CAPABILITIES, str(_xtask()), "provision-topology", cluster["adminUrl"]])
+    argv = ns_argv(host.netns, [*NO_CAPABILITIES, str(spec.cargo_binary("comptoir-xtask", "comptoir-xtask")), "provision-topology", cluster["adminUrl"]])
     out = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     with open(host.dir / "log" / "pulsar-topology.log", "a") as f:
         f.write(out.stdout + out.stderr)
