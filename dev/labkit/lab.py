@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shutil
 import subprocess
 import sys
@@ -42,8 +43,6 @@ def roles() -> list:
 
 
 def require_root() -> None:
-    import os
-
     if os.geteuid() != 0:
         raise SystemExit("lab: run as root (network namespaces, nftables)")
     for tool in ("ip", "nft", "nix-instantiate", "setpriv"):
@@ -80,19 +79,11 @@ def cmd_down(args) -> int:
 def remove_orphan_shared_memory() -> None:
     """A PostgreSQL killed with SIGKILL can leave its SysV segment behind; remove the segments
     nobody is attached to that belong to the lab's database account."""
-    out = run(["ipcs", "-m", "-c"], check=False).stdout.splitlines()
-    owners = {}
-    for line in out:
+    # `ipcs -m` columns: key shmid owner perms bytes nattch [status]
+    for line in run(["ipcs", "-m"], check=False).stdout.splitlines():
         parts = line.split()
-        if parts and parts[0].isdigit():
-            owners[parts[0]] = parts[4] if len(parts) > 4 else ""
-    details = run(["ipcs", "-m"], check=False).stdout.splitlines()
-    for line in details:
-        parts = line.split()
-        if len(parts) >= 6 and parts[1].isdigit():
-            shmid, nattch = parts[1], parts[5]
-            if nattch == "0" and owners.get(shmid) == "postgres":
-                subprocess.run(["ipcrm", "-m", shmid], check=False)
+        if len(parts) >= 6 and parts[1].isdigit() and parts[2] == "postgres" and parts[5] == "0":
+            subprocess.run(["ipcrm", "-m", parts[1]], check=False)
 
 
 def total_rss_mib(lab: spec.Lab) -> float:
