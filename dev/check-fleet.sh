@@ -42,7 +42,7 @@ install_packages() {
 
 # nix-instantiate of an expression over the generators, as JSON on stdout.
 eval_json() {
-  nix-instantiate --eval --strict --json -E "let lib = import ./nixos/lib {}; in $1" 2> >(grep -v "group 'nixbld'" >&2)
+  nix_eval_json -E "let lib = import ./nixos/lib {}; in $1"
 }
 
 check_inventory() {

@@ -30,7 +30,7 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
 eval_json() {
-  nix-instantiate --eval --strict --json -E "$1" 2> >(grep -v "group 'nixbld'" >&2)
+  nix_eval_json -E "$1"
 }
 
 # 1. The flake's `deploy` output, with placeholders where nixpkgs would build.

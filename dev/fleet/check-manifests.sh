@@ -117,14 +117,9 @@ install_kube_score() {
   rm -rf "$gobin"
 }
 
-# nix-instantiate, as JSON on stdout, without its warning about the nixbld group.
-nix_eval() {
-  nix-instantiate --eval --strict --json "$@" 2> >(grep -v "group 'nixbld'" >&2)
-}
-
 # The generators' outputs and the data files they read, for manifests.py.
 evaluate() {
-  nix_eval -E 'let lib = import ./nixos/lib {}; in {
+  nix_eval_json -E 'let lib = import ./nixos/lib {}; in {
       inherit (lib) manifests settings patroni;
       fleet = import ./nixos/fleet.nix;
       services = import ./nix/services.nix;

@@ -31,3 +31,9 @@ apt_install() {
     || { DEBIAN_FRONTEND=noninteractive apt-get update -q \
       && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"; }
 }
+
+# nix-instantiate --eval --strict --json ARGS..., the JSON on stdout, without Debian's nix-bin
+# warning about the missing nixbld group (it runs evaluations only, no builds).
+nix_eval_json() {
+  nix-instantiate --eval --strict --json "$@" 2> >(grep -v "group 'nixbld'" >&2)
+}
