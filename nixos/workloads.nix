@@ -3,7 +3,19 @@
 # `services` has exactly the keys of nix/services.nix and that the numbers below hold together
 # (HPA minimum above the PDB, identity's memory limit above its Argon2 budget, the database
 # connections of every pod at its maximum under PostgreSQL's limit).
-{
+let
+  # What a service without special needs reserves and may use: see `resources` below.
+  standardResources = {
+    requests = {
+      cpu = "50m";
+      memory = "64Mi";
+    };
+    limits = {
+      cpu = "500m";
+      memory = "256Mi";
+    };
+  };
+in {
   # The cluster every environment's services share: names and paths the settings and the
   # manifests must agree on.
   cluster = {
@@ -60,16 +72,7 @@
       cpuTarget = 70;
       pdbMinAvailable = 1;
       poolSize = 6;
-      resources = {
-        requests = {
-          cpu = "50m";
-          memory = "64Mi";
-        };
-        limits = {
-          cpu = "500m";
-          memory = "256Mi";
-        };
-      };
+      resources = standardResources;
       secrets = ["database-password" "pulsar-token" "admin-token"];
     };
 
@@ -150,16 +153,7 @@
       cpuTarget = 70;
       pdbMinAvailable = 1;
       poolSize = 6;
-      resources = {
-        requests = {
-          cpu = "50m";
-          memory = "64Mi";
-        };
-        limits = {
-          cpu = "500m";
-          memory = "256Mi";
-        };
-      };
+      resources = standardResources;
       secrets = ["database-password" "pulsar-token" "admin-token"];
     };
 
@@ -170,16 +164,7 @@
       cpuTarget = 70;
       pdbMinAvailable = 1;
       poolSize = 4;
-      resources = {
-        requests = {
-          cpu = "50m";
-          memory = "64Mi";
-        };
-        limits = {
-          cpu = "500m";
-          memory = "256Mi";
-        };
-      };
+      resources = standardResources;
       secrets = ["database-password" "pulsar-token" "admin-token" "identity-token"];
     };
 
@@ -189,16 +174,7 @@
       cpuTarget = 70;
       pdbMinAvailable = 1;
       poolSize = 6;
-      resources = {
-        requests = {
-          cpu = "50m";
-          memory = "64Mi";
-        };
-        limits = {
-          cpu = "500m";
-          memory = "256Mi";
-        };
-      };
+      resources = standardResources;
       secrets = ["database-password" "pulsar-token"];
     };
 
@@ -208,16 +184,7 @@
       cpuTarget = 70;
       pdbMinAvailable = 1;
       poolSize = 6;
-      resources = {
-        requests = {
-          cpu = "50m";
-          memory = "64Mi";
-        };
-        limits = {
-          cpu = "500m";
-          memory = "256Mi";
-        };
-      };
+      resources = standardResources;
       secrets = ["database-password" "pulsar-token" "admin-token"];
     };
   };
