@@ -37,8 +37,12 @@ def _monitoring_host(lab: spec.Lab) -> spec.Host:
 
 
 def _config(lab: spec.Lab, host: spec.Host) -> dict:
-    config = spec.nix_eval("(import ./nixos/lib {}).prometheus.lab")
-    secrets = spec.nix_eval("(import ./nixos/lib {}).prometheusSecrets")
+    # One evaluation for the three outputs (each nix-instantiate re-reads the whole fleet).
+    generated = spec.nix_eval(
+        "let lib = import ./nixos/lib {}; in "
+        "{ config = lib.prometheus.lab; secrets = lib.prometheusSecrets; rules = lib.alertRules.lab; }"
+    )
+    config, secrets = generated["config"], generated["secrets"]
     # The brokers' CA (public) copied where Prometheus, which runs as its own account, may read
     # it: the pulsar role keeps its secrets root-only.
     pulsar_ca = host.dir / "prometheus" / "pulsar-ca.crt"
@@ -65,7 +69,7 @@ def _config(lab: spec.Lab, host: spec.Host) -> dict:
     config["scrape_configs"] = jobs
     rules = host.dir / "prometheus" / "alert-rules.json"
     rules.parent.mkdir(parents=True, exist_ok=True)
-    rules.write_text(json.dumps(spec.nix_eval("(import ./nixos/lib {}).alertRules.lab"), indent=1))
+    rules.write_text(json.dumps(generated["rules"], indent=1))
     config["rule_files"] = [str(rules)]
     return config
 
