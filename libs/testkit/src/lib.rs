@@ -6,6 +6,7 @@
 //! - [`TestNamespace`]: a fresh Pulsar namespace;
 //! - [`wait_for`]: polls a condition until a deadline, instead of sleeping a fixed time;
 //! - [`subscribe`]: reads what a service published;
+//! - [`tls::TestCa`]: a fresh CA issuing server certificates, for the TLS paths;
 //! - [`standalone`]: starts and stops a private Pulsar standalone (for restart tests), open or
 //!   secured (TLS, a token per role, authorization).
 //!
@@ -16,6 +17,8 @@
 pub mod standalone;
 
 pub mod mailpit;
+
+pub mod tls;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
