@@ -15,6 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::tls::TlsListenerSettings;
+
 /// Rules a settings struct checks after it has been deserialised.
 pub trait Validate {
     /// Every problem found, each as one readable sentence naming the key.
@@ -77,6 +79,10 @@ pub struct HttpSettings {
     /// probes and Prometheus use); when set, the public listener does not serve them. Required
     /// when `listen` is not loopback: operational data is not for the public.
     pub ops_listen: Option<SocketAddr>,
+    /// An HTTPS listener serving the same public routes, with a certificate from files
+    /// ([`crate::tls`]): for the hops whose clients require TLS (identity's JWKS and
+    /// `/internal`). Absent: HTTP only.
+    pub tls: Option<TlsListenerSettings>,
 }
 
 impl Default for HttpSettings {
@@ -88,6 +94,7 @@ impl Default for HttpSettings {
             body_limit_bytes: 256 * 1024,
             shutdown_grace_ms: 20_000,
             ops_listen: None,
+            tls: None,
         }
     }
 }
@@ -114,6 +121,15 @@ impl Validate for HttpSettings {
                 problems.push("http.ops_listen must differ from http.listen".to_owned());
             }
             _ => {}
+        }
+        if let Some(tls) = &self.tls {
+            problems.extend(tls.problems("http.tls"));
+            let taken = [Some(self.listen), self.ops_listen];
+            if tls.listen.port() != 0 && taken.contains(&Some(tls.listen)) {
+                problems.push(
+                    "http.tls.listen must differ from http.listen and http.ops_listen".to_owned(),
+                );
+            }
         }
         problems
     }

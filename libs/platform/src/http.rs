@@ -2,7 +2,8 @@
 //! tower middleware below, plus `/livez`, `/readyz` and `/metrics`.
 //!
 //! A service builds its API [`Router`], passes it to [`app`] and runs the result with
-//! [`serve`] on a listener the caller bound (port 0 in tests) and a shutdown token.
+//! [`serve`] on a listener the caller bound (port 0 in tests) and a shutdown token; with
+//! `http.tls` set, the same routes are served over HTTPS too ([`crate::tls`]).
 
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use tracing::Span;
 use crate::config::HttpSettings;
 use crate::health::{self, ReadinessCheck};
 use crate::problem::{self, Problem};
+use crate::tls::TlsListenerSettings;
 
 /// Header carrying the request id, generated when the client sent none.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -41,6 +43,8 @@ pub struct ServiceApp {
     pub public: Router,
     /// `/livez`, `/readyz` and `/metrics`, and where to serve them.
     pub ops: Option<(std::net::SocketAddr, Router)>,
+    /// The HTTPS listener serving `public` too, when `http.tls` is set.
+    pub tls: Option<TlsListenerSettings>,
 }
 
 /// The operational routes: liveness, readiness (the service's checks) and Prometheus metrics.
@@ -71,6 +75,7 @@ pub fn app(
     ServiceApp {
         public: stack(service, api, settings),
         ops,
+        tls: settings.tls.clone(),
     }
 }
 
@@ -119,9 +124,9 @@ fn stack(service: &'static str, api: Router, settings: &HttpSettings) -> Router 
         ]))
 }
 
-/// Serves `app` on `listener` (and its operational routes on their own listener, bound
-/// here) until `shutdown` is cancelled, then stops accepting and waits for requests in
-/// flight, at most `grace`.
+/// Serves `app` on `listener` (and its operational routes and HTTPS listener, when set, on
+/// their own listeners bound here) until `shutdown` is cancelled, then stops accepting and
+/// waits for requests in flight, at most `grace`.
 pub async fn serve(
     listener: TcpListener,
     app: ServiceApp,
@@ -141,12 +146,49 @@ pub async fn serve(
         }
         None => None,
     };
+    let tls = match &app.tls {
+        Some(settings) => Some(serve_tls(settings, app.public.clone(), &shutdown, grace).await?),
+        None => None,
+    };
     let served = serve_router(listener, app.public, shutdown, grace).await;
     if let Some(ops) = ops {
         // Probes and scrapes are short; the public drain above already gave them the grace.
         ops.abort();
     }
+    if let Some(tls) = tls {
+        // It drains in parallel with the plain listener, within the same grace.
+        match tls.await {
+            Ok(Err(error)) => tracing::warn!(%error, "HTTPS listener stopped with an error"),
+            Err(error) => tracing::warn!(%error, "HTTPS listener task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     served
+}
+
+/// Binds the HTTPS listener of `settings` and serves `app` on it (axum-server with rustls)
+/// until `shutdown`, then drains it within `grace`.
+async fn serve_tls(
+    settings: &TlsListenerSettings,
+    app: Router,
+    shutdown: &CancellationToken,
+    grace: Duration,
+) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let config = crate::tls::rustls_config(settings, shutdown.child_token())?;
+    let listener = std::net::TcpListener::bind(settings.listen)?;
+    listener.set_nonblocking(true)?;
+    tracing::info!(address = %listener.local_addr()?, "HTTPS listening");
+    let handle = axum_server::Handle::new();
+    let stop = handle.clone();
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        token.cancelled().await;
+        stop.graceful_shutdown(Some(grace));
+    });
+    let server = axum_server::from_tcp_rustls(listener, config)?.handle(handle);
+    Ok(tokio::spawn(server.serve(
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )))
 }
 
 async fn serve_router(

@@ -9,6 +9,8 @@
 //!   before any port is bound, secrets read from files ([`secret`]);
 //! - [`telemetry`]: `tracing` with JSON or human logs, OpenTelemetry export when configured;
 //! - [`http`]: the tower middleware stack, `/livez`, `/readyz`, `/metrics`, graceful shutdown;
+//! - [`tls`]: the optional HTTPS listener of the public routes, its certificate reloaded when
+//!   its files change;
 //! - [`metrics`]: the Prometheus recorder and RED metrics per route;
 //! - [`problem`]: RFC 9457 problem+json for every error, and a JSON extractor that produces it;
 //! - [`service`]: the `main` of every service binary, built from the pieces above.
@@ -24,5 +26,6 @@ pub mod secret;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use problem::{FieldError, Json, Problem};
