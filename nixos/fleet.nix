@@ -48,10 +48,17 @@
       # Where operators come from (a VPN or bastion range): SSH, the Kubernetes API, Prometheus,
       # Alertmanager and Grafana accept them and the fleet's own hosts, nobody else.
       adminNetworks = ["10.20.250.0/24"];
-      # The mail relay the notifications service hands mail to (an outside party).
+      # The mail relay the notifications service hands mail to (an outside party): the
+      # submission port, STARTTLS required, our account on it (its password is the
+      # `smtp-password` file of notifications' Secret). `ca`: the kind of cluster.caFiles
+      # (workloads.nix) that signed its certificate, or null for a relay with a public
+      # certificate (verified against the webpki roots).
       smtpRelay = {
         address = "10.20.0.250";
         port = 587;
+        tls = "starttls";
+        username = "comptoir-prod";
+        ca = null;
       };
       # Deployed alone first, then health-checked, before the rest (deploy-rs/deploy).
       canary = "prod-agent-1";
@@ -151,6 +158,9 @@
       smtpRelay = {
         address = "10.30.0.250";
         port = 587;
+        tls = "starttls";
+        username = "comptoir-staging";
+        ca = null;
       };
       canary = "staging-k3s-1";
       hosts = [
@@ -193,9 +203,14 @@
       domain = "lab.comptoir.test";
       subnet = "10.77.0.0/24";
       adminNetworks = ["10.77.0.250/32"];
+      # The lab's relay is Mailpit (dev/lab), STARTTLS required with a certificate of the
+      # lab's platform CA and the account below.
       smtpRelay = {
         address = "10.77.0.60";
         port = 1025;
+        tls = "starttls";
+        username = "comptoir-lab";
+        ca = "platform";
       };
       canary = "lab-app-2";
       hosts = [

@@ -40,9 +40,11 @@
   };
 
   # Inside every service's pod: the public listener and the operational one (/livez,
-  # /readyz, /metrics), which only the kubelet and Prometheus reach.
+  # /readyz, /metrics), which only the kubelet and Prometheus reach; and, for a service
+  # whose workload sets `tls` (workloads.nix), its HTTPS listener (http.tls).
   service = {
     http = 8080;
     ops = 9000;
+    https = 8443;
   };
 }

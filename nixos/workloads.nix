@@ -29,11 +29,13 @@ in {
     # here read-only; settings point at files in it, never at values.
     secretsDir = "/run/secrets/comptoir";
     # The `comptoir-ca` ConfigMap: the CA certificates of the environment's PostgreSQL and
-    # Pulsar hosts (public, but provisioned with the Secrets: see nixos/modules/k3s.nix).
+    # Pulsar hosts, and the platform CA that signs the certificates of the services serving
+    # HTTPS (`tls` below) (public, but provisioned with the Secrets: nixos/modules/k3s.nix).
     caDir = "/etc/comptoir/ca";
     caFiles = {
       postgres = "postgres-ca.pem";
       pulsar = "pulsar-ca.pem";
+      platform = "platform-ca.pem";
     };
     # How many pods an environment runs: `full` takes the numbers below; `single` runs one
     # pod of each service (autoscaling up to 2) with a PodDisruptionBudget that never blocks a
@@ -65,6 +67,8 @@ in {
   #                    during the checkout benchmark; requests are what the scheduler
   #                    reserves, limits what stops a leak from taking the node.
   #   secrets          files of the service's Secret, mounted under cluster.secretsDir
+  #   tls              true: it serves HTTPS too (ports.service.https), with tls.crt and
+  #                    tls.key of its Secret; absent: plain HTTP only
   services = {
     catalog = {
       replicas = 2;
@@ -132,6 +136,11 @@ in {
           memory = "384Mi";
         };
       };
+      # HTTPS on ports.service.https besides plain HTTP (http.tls, libs/platform/src/tls.rs),
+      # with `tls.crt`/`tls.key` of its Secret (a certificate of the platform CA for
+      # identity.<namespace>.svc.<domain>): its JWKS and /internal clients refuse plain
+      # http:// (docs/adr/0015-tls-between-services.md).
+      tls = true;
       # The key-encryption key in use, as keys.active_kek.id; its file is `kek-<id>`. A
       # rotation adds the new KEK, lists the old one in keys.retired_keks and changes this.
       activeKekId = "k1";
@@ -144,6 +153,8 @@ in {
         # The bearer token notifications presents on /internal (the same value as
         # notifications' `identity-token`).
         "notifications-token"
+        "tls.crt"
+        "tls.key"
       ];
     };
 
@@ -165,7 +176,8 @@ in {
       pdbMinAvailable = 1;
       poolSize = 4;
       resources = standardResources;
-      secrets = ["database-password" "pulsar-token" "admin-token" "identity-token"];
+      # smtp-password: its account on the environment's mail relay (fleet.nix, smtpRelay).
+      secrets = ["database-password" "pulsar-token" "admin-token" "identity-token" "smtp-password"];
     };
 
     orders = {

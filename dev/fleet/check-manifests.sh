@@ -30,9 +30,9 @@
 #      ConfigMap, run with that environment only (env -i, plus PATH), the files its pod mounts
 #      (its Secret's items, the CA ConfigMap's items) laid out under a temporary directory
 #      with throwaway content of the right kind (tokens, base64 32-byte keys, an Ed25519
-#      PKCS#8 key, a CA certificate from openssl) and the paths moved there; and a map with a
-#      stray key, which every service must refuse (deny_unknown_fields). The KNOWN_GAPS below
-#      (gateway, orders, notifications) must be refused for exactly their known reasons
+#      PKCS#8 key, a CA certificate and a server certificate of it from openssl) and the
+#      paths moved there; and a map with a stray key, which every service must refuse
+#      (deny_unknown_fields)
 # Tools: kubernetes-validate 1.37.0 (pip, once) and kube-score 1.20.0 (built once from the Go
 # module proxy into $COMPTOIR_CACHE/bin, about 3 minutes on 2 cores); the service binaries
 # from ${CARGO_TARGET_DIR:-target}/debug, brought up to date with `cargo build --locked --bins`
@@ -172,31 +172,6 @@ build_services() {
 }
 
 # One run of a binary on one environment's map: prints its output, returns its exit code.
-# Known gaps, each a reason issue 13 stays open: the services refuse these settings, rightly,
-# and the fleet does not yet provide what would make them valid — TLS in front of identity
-# (docs/adr/0015-tls-between-services.md: the JWKS only over https) and a mail relay the
-# services may reach (notifications sends plaintext SMTP to loopback only). Such a service must
-# fail with exactly these reasons (`|`-separated) and no other; once it passes, this check
-# fails until its entry is removed, so the list cannot outlive the gap.
-declare -A KNOWN_GAPS=(
-  [gateway]="auth.url is plain http:// to identity"
-  [orders]="auth.url is plain http:// to identity"
-  [notifications]="identity.url is plain http:// to identity|smtp.host"
-)
-
-# Whether `out` (a refusal) is exactly the known gap of `service`: every reason, nothing else.
-is_known_gap() {
-  local service="$1" out="$2" reason count=0
-  local -a reasons
-  [[ -n "${KNOWN_GAPS[$service]:-}" ]] || return 1
-  IFS='|' read -r -a reasons <<<"${KNOWN_GAPS[$service]}"
-  for reason in "${reasons[@]}"; do
-    [[ "$out" == *"- $reason"* ]] || return 1
-  done
-  count="$(grep -c '^  - ' <<<"$out" || true)"
-  ((count == ${#reasons[@]}))
-}
-
 run_check_config() {
   local eval_json="$1" env="$2" service="$3" binary="$4" root="$5"
   shift 5
@@ -209,26 +184,22 @@ run_check_config() {
 
 check_configs() {
   local eval_json="$1" env service binary out rc upper
-  local -a failures=() gaps=() envs
+  local -a failures=() envs
   mkdir -p "$WORK/pki"
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
     -subj "/CN=comptoir check-manifests CA" -keyout "$WORK/pki/ca.key" -out "$WORK/pki/ca.pem" 2>/dev/null
   openssl genpkey -algorithm ed25519 -out "$WORK/pki/signing.pem" 2>/dev/null
+  # A server certificate of that CA, for a service's http.tls (manifests.py pod-files).
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+    -subj "/CN=comptoir check-manifests server" -CA "$WORK/pki/ca.pem" -CAkey "$WORK/pki/ca.key" \
+    -keyout "$WORK/pki/server.key" -out "$WORK/pki/server.crt" 2>/dev/null
   mapfile -t envs < <(python3 -c 'import json,sys; print("\n".join(sorted(json.load(open(sys.argv[1]))["settings"])))' "$eval_json")
   while read -r service binary; do
     [[ -x "$TARGET_DIR/debug/$binary" ]] || die "no $TARGET_DIR/debug/$binary (cargo build --locked --bins)"
     for env in "${envs[@]}"; do
       rc=0
       out="$(run_check_config "$eval_json" "$env" "$service" "$TARGET_DIR/debug/$binary" "$WORK/pods/$env/$service")" || rc=$?
-      if [[ -n "${KNOWN_GAPS[$service]:-}" ]]; then
-        if ((rc == 2)) && is_known_gap "$service" "$out"; then
-          gaps+=("$env/$service")
-        elif ((rc == 0)); then
-          failures+=("$env/$service now accepts its map: remove it from KNOWN_GAPS (and say so in issue 13)")
-        else
-          failures+=("$env/$service (exit $rc), not only its known gap (${KNOWN_GAPS[$service]}): $out")
-        fi
-      elif ((rc != 0)) || [[ "$out" != *"$binary: configuration is valid"* ]]; then
+      if ((rc != 0)) || [[ "$out" != *"$binary: configuration is valid"* ]]; then
         failures+=("$env/$service (exit $rc): $out")
       fi
     done
@@ -245,10 +216,7 @@ check_configs() {
     printf '  %s\n' "${failures[@]}" >&2
     die "--check-config: ${#failures[@]} failure(s) above"
   fi
-  if ((${#gaps[@]} > 0)); then
-    log "--check-config: KNOWN GAPS, refused for exactly their known reasons: ${gaps[*]}"
-  fi
-  log "--check-config: every other service accepts its map in ${envs[*]}, and every service refuses a stray key"
+  log "--check-config: every service accepts its map in ${envs[*]} and refuses a stray key"
 }
 
 main() {

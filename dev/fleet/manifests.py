@@ -20,7 +20,9 @@ generators' code.
                                             lays out under ROOT the files the service's pod
                                             sees (its Secret's items, the CA ConfigMap's
                                             items), each with throwaway content of the kind
-                                            its setting reads, and writes ROOT.env: the
+                                            its setting reads (a TLS certificate and key:
+                                            server.crt and server.key beside CA_PEM), and
+                                            writes ROOT.env: the
                                             ConfigMap's variables (plus EXTRA) with those paths
                                             moved under ROOT, NUL-separated KEY=VALUE
 
@@ -93,6 +95,17 @@ def callers_of(data: Data, service: str) -> list[str]:
 
 def needs(data: Data, service: str, what: str) -> bool:
     return what in data["graph"]["needs"].get(service, [])
+
+
+def serves_tls(data: Data, service: str) -> bool:
+    """Whether the service serves HTTPS too (workloads.nix: tls), on ports.service.https."""
+    return bool(data["workloads"]["services"].get(service, {}).get("tls", False))
+
+
+def service_ports(data: Data, service: str) -> list[int]:
+    """The ports a caller reaches the service on: HTTP, and HTTPS if it serves it."""
+    https = [data["ports"]["service"]["https"]] if serves_tls(data, service) else []
+    return [data["services"][service]["port"], *https]
 
 
 def quantity(text: Any, what: str) -> float:
@@ -264,6 +277,9 @@ def check_per_service(e: Env) -> None:
             e.problem(f"Deployment {service}: container port `http` is not {port} (nix/services.nix)")
         if named_ports.get("ops", {}).get("containerPort") != ports["ops"]:
             e.problem(f"Deployment {service}: container port `ops` is not {ports['ops']} (ports.nix)")
+        want_https = ports["https"] if serves_tls(data, service) else None
+        if named_ports.get("https", {}).get("containerPort") != want_https:
+            e.problem(f"Deployment {service}: container port `https` is {named_ports.get('https', {}).get('containerPort')}, expected {want_https} (workloads.nix: tls)")
         if svc is not None:
             selector = {"matchLabels": svc["spec"].get("selector") or {}}
             if not svc["spec"].get("selector") or e.selected_services(selector) != {service}:
@@ -277,6 +293,8 @@ def check_per_service(e: Env) -> None:
                 e.problem(f"Service {service}: port `http` is not {port}")
             if by_name.get("ops", {}).get("port") != ports["ops"]:
                 e.problem(f"Service {service}: port `ops` is not {ports['ops']} (Prometheus finds /metrics by it)")
+            if by_name.get("https", {}).get("port") != want_https:
+                e.problem(f"Service {service}: port `https` is {by_name.get('https', {}).get('port')}, expected {want_https}")
         if hpa is not None:
             target = hpa["spec"].get("scaleTargetRef", {})
             if (target.get("kind"), target.get("name")) != ("Deployment", service):
@@ -411,7 +429,7 @@ def allowed(e: Env, service: str, direction: str) -> set[tuple]:
 
 def expected_ingress(e: Env, service: str) -> set[tuple]:
     port = e.data["services"][service]["port"]
-    out = {(("service", caller), "TCP", port) for caller in callers_of(e.data, service)}
+    out = {(("service", caller), "TCP", p) for caller in callers_of(e.data, service) for p in service_ports(e.data, service)}
     if service in e.data["graph"]["public"]:
         out.add((TRAEFIK, "TCP", port))
     # Nothing for Prometheus: it scrapes the ops port through the API server's pod proxy,
@@ -425,7 +443,7 @@ def expected_egress(e: Env, service: str) -> set[tuple]:
     data, env = e.data, e.env
     out = {(KUBE_DNS, "UDP", 53), (KUBE_DNS, "TCP", 53)}
     for callee in data["graph"]["calls"].get(service, []):
-        out.add((("service", callee), "TCP", data["services"][callee]["port"]))
+        out |= {(("service", callee), "TCP", p) for p in service_ports(data, callee)}
     if needs(data, service, "postgres"):
         port = data["ports"]["postgres"]["postgres"]
         out |= {(("ip", f"{h['address']}/32"), "TCP", port) for h in hosts_of(data, env, "postgres")}
@@ -718,6 +736,7 @@ def check_settings(e: Env) -> None:
 
         mounted = mounted_files(e, service)
         referenced: set[str] = set()
+        calls_tls = False
         for key, value in sorted(env.items()):
             if not key.startswith(prefix):
                 e.problem(f"{service}: {key} is not one of its variables ({prefix}*)")
@@ -741,8 +760,8 @@ def check_settings(e: Env) -> None:
                 referenced.add(value)
             # In-cluster URLs: only to the services it calls, at their port (what the
             # NetworkPolicies let through). Browser origins are no destination.
-            urls = [] if key.endswith("ALLOWED_ORIGINS") else re.findall(r"[a-z+]+://([^/\"',\]]+)", value)
-            for url in urls:
+            urls = [] if key.endswith("ALLOWED_ORIGINS") else re.findall(r"([a-z+]+)://([^/\"',\]]+)", value)
+            for scheme, url in urls:
                 host, _, port = url.rpartition(":")
                 host = host or url
                 suffix = f".{ns}.svc.{domain}"
@@ -755,8 +774,16 @@ def check_settings(e: Env) -> None:
                         e.problem(f"{service}: {key} reaches the brokers at {url} without needing pulsar on the TLS port")
                 elif target not in data["graph"]["calls"].get(service, []):
                     e.problem(f"{service}: {key} calls {target}, which graph.nix does not let it call")
-                elif port != str(data["services"][target]["port"]):
-                    e.problem(f"{service}: {key} calls {target} on port {port or '(default)'}, not {data['services'][target]['port']}")
+                else:
+                    # https:// only to a service serving it, on its HTTPS port; http:// on its
+                    # service port.
+                    want = data["ports"]["service"]["https"] if scheme == "https" else data["services"][target]["port"]
+                    if scheme == "https" and not serves_tls(data, target):
+                        e.problem(f"{service}: {key} calls {target} over https://, which it does not serve (workloads.nix: tls)")
+                    elif port != str(want):
+                        e.problem(f"{service}: {key} calls {target} on port {port or '(default)'}, not {want}")
+                    if scheme == "https":
+                        calls_tls = True
         for path, kind in sorted(mounted.items()):
             if path not in referenced:
                 e.problem(f"{service}: mounted {kind} file {path} is named by no setting")
@@ -765,7 +792,13 @@ def check_settings(e: Env) -> None:
         if mounted_secrets != sorted(w.get("secrets", [])):
             e.problem(f"{service}: the pod mounts secrets {mounted_secrets}, workloads.nix lists {sorted(w.get('secrets', []))}")
         mounted_cas = sorted(p.rsplit("/", 1)[-1] for p, k in mounted.items() if k == "ca")
-        wanted_cas = sorted(cluster["caFiles"][k] for k in ("postgres", "pulsar") if needs(data, service, k))
+        # The brokers' and the database's CAs by its needs, the platform CA when it calls a
+        # service over https://, and the relay's CA when the inventory names one.
+        relay_ca = data["fleet"]["environments"][e.env]["smtpRelay"].get("ca") if needs(data, service, "smtp") else None
+        wanted_kinds = {k for k in ("postgres", "pulsar") if needs(data, service, k)}
+        wanted_kinds |= {"platform"} if calls_tls else set()
+        wanted_kinds |= {relay_ca} if relay_ca else set()
+        wanted_cas = sorted(cluster["caFiles"][k] for k in wanted_kinds)
         if mounted_cas != wanted_cas:
             e.problem(f"{service}: the pod mounts CA files {mounted_cas}, its needs call for {wanted_cas}")
         # Outside the cluster: its own database on the Patroni hosts, the relay.
@@ -779,9 +812,12 @@ def check_settings(e: Env) -> None:
             e.problem(f"{service}: database settings without needing postgres (graph.nix)")
         if needs(data, service, "smtp"):
             relay = data["fleet"]["environments"][e.env]["smtpRelay"]
-            got = (env.get(f"{prefix}SMTP__HOST"), env.get(f"{prefix}SMTP__PORT"))
-            if got != (relay["address"], str(relay["port"])):
-                e.problem(f"{service}: smtp host, port {got}, the relay is {relay['address']}:{relay['port']}")
+            got = (env.get(f"{prefix}SMTP__HOST"), env.get(f"{prefix}SMTP__PORT"), env.get(f"{prefix}SMTP__TLS"), env.get(f"{prefix}SMTP__USERNAME"))
+            want = (relay["address"], str(relay["port"]), relay["tls"], relay["username"])
+            if got != want:
+                e.problem(f"{service}: smtp host, port, tls, username {got}, the relay is {want}")
+            if relay["tls"] not in ("starttls", "tls"):
+                e.problem(f"{e.env}: the mail relay is reached with tls = {relay['tls']!r}: mail and the relay password would cross the network in clear")
 
 
 # --- driver ------------------------------------------------------------------------------------
@@ -912,8 +948,20 @@ def mutations(data: Data) -> list[tuple[str, str, Callable[[Data], None]]]:
         d["settings"][env][with_db][key] = url
         find(objs(d), "ConfigMap", f"{with_db}-settings")["data"][key] = url
 
+    def plain_jwks(d: Data) -> None:
+        # The gateway fetching identity's JWKS over plain HTTP at its HTTPS port.
+        key = f"{env_prefix('gateway')}AUTH__URL"
+        url = d["settings"][env]["gateway"][key].replace("https://", "http://")
+        d["settings"][env]["gateway"][key] = url
+        find(objs(d), "ConfigMap", "gateway-settings")["data"][key] = url
+
+    def plaintext_relay(d: Data) -> None:
+        d["fleet"]["environments"][env]["smtpRelay"]["tls"] = "none"
+
     out = [
         ("an extra NetworkPolicy egress", "Egress allows more", extra_egress),
+        ("a JWKS over http:// to identity's HTTPS port", "calls identity on port 8443, not 8080", plain_jwks),
+        ("a mail relay reached in plaintext", "would cross the network in clear", plaintext_relay),
         ("an ingress from every service", "Ingress allows more", extra_ingress),
         ("DNS open to anyone", "Egress allows more", open_dns),
         ("no default-deny", "default-deny", no_default_deny),
@@ -976,6 +1024,10 @@ def file_kind(key: str | None, path: str, mount_kind: str) -> str:
         return "ca"
     if key is None:
         return "token"
+    if key.endswith("TLS__CERT_FILE"):
+        return "tls-cert"
+    if key.endswith("TLS__KEY_FILE"):
+        return "tls-key"
     if key.endswith("SIGNING_KEY_FILE"):
         return "ed25519"
     if key.endswith("PUBLIC_KEY_FILE"):
@@ -1003,6 +1055,9 @@ def pod_files(data: Data, env: str, service: str, root: Path, ca_pem: Path, sign
             target.write_bytes(ca_pem.read_bytes())
         elif kind == "ed25519":
             target.write_bytes(signing_pem.read_bytes())
+        elif kind in ("tls-cert", "tls-key"):
+            # A server certificate of the throwaway CA and its key, beside the CA's file.
+            target.write_bytes(ca_pem.with_name("server.crt" if kind == "tls-cert" else "server.key").read_bytes())
         elif kind == "ed25519-public":
             raise SystemExit("manifests.py pod-files: retired signing keys are not laid out yet")
         elif kind == "key32":

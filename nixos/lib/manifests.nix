@@ -28,6 +28,7 @@
   inherit
     (builtins)
     attrNames
+    attrValues
     concatLists
     concatMap
     elem
@@ -39,6 +40,8 @@
     listToAttrs
     map
     readFile
+    stringLength
+    substring
     toJSON
     ;
 
@@ -51,6 +54,17 @@
   version = (fromTOML (readFile ../../Cargo.toml)).workspace.package.version;
 
   serviceNames = attrNames services;
+
+  # Whether a service serves HTTPS too (workloads.nix: tls), on ports.service.https.
+  servesTls = name: workloads.services.${name}.tls or false;
+  # The ports a caller may reach a service on: its HTTP port, and its HTTPS one if it has it.
+  servicePorts = name: [services.${name}.port] ++ (if servesTls name then [ports.service.https] else []);
+
+  hasSuffix = suffix: s: let
+    n = stringLength s;
+    m = stringLength suffix;
+  in
+    n >= m && substring (n - m) m s == suffix;
   publicServices = graph.public;
 
   # The image's user (nix/images.nix): numeric, not root.
@@ -332,10 +346,10 @@
         podSelector.matchLabels = selector name;
         policyTypes = ["Ingress" "Egress"];
         ingress =
-          # Its callers of graph.nix, on its service port.
+          # Its callers of graph.nix, on its service port (and its HTTPS port, if it has one).
           (map (caller: {
               from = [(pods caller)];
-              ports = [(tcp port)];
+              ports = map tcp (servicePorts name);
             })
             callers)
           # The public service: the ingress controller, k3s' Traefik.
@@ -360,7 +374,7 @@
         egress =
           (map (callee: {
               to = [(pods callee)];
-              ports = [(tcp services.${callee}.port)];
+              ports = map tcp (servicePorts callee);
             })
             callees)
           ++ (
@@ -481,7 +495,14 @@
       w = workloadFor name;
       service = services.${name};
       hasSecrets = w.secrets != [];
-      usesCa = needs name "postgres" || needs name "pulsar";
+      # The CA files its settings name (every *_CA_FILE is under cluster.caDir, checked):
+      # exactly those are mounted from the comptoir-ca ConfigMap.
+      own = settings.${env}.${name};
+      caFiles = filter (file:
+        elem "${cluster.caDir}/${file}"
+        (map (key: own.${key}) (filter (hasSuffix "CA_FILE") (attrNames own))))
+      (attrValues cluster.caFiles);
+      usesCa = caFiles != [];
       probe = path: extra:
         {
           httpGet = {
@@ -566,7 +587,18 @@
                     containerPort = ports.service.ops;
                     protocol = "TCP";
                   }
-                ];
+                ]
+                ++ (
+                  if servesTls name
+                  then [
+                    {
+                      name = "https";
+                      containerPort = ports.service.https;
+                      protocol = "TCP";
+                    }
+                  ]
+                  else []
+                );
                 resources = {
                   requests = w.resources.requests // {ephemeral-storage = "16Mi";};
                   limits = w.resources.limits // {ephemeral-storage = "128Mi";};
@@ -664,15 +696,12 @@
                     name = "ca";
                     configMap = {
                       name = "comptoir-ca";
-                      items = concatMap (kind:
-                        if needs name kind
-                        then [
-                          {
-                            key = cluster.caFiles.${kind};
-                            path = cluster.caFiles.${kind};
-                          }
-                        ]
-                        else []) ["postgres" "pulsar"];
+                      items =
+                        map (file: {
+                          key = file;
+                          path = file;
+                        })
+                        caFiles;
                     };
                   }
                 ]
@@ -704,7 +733,19 @@
             port = ports.service.ops;
             targetPort = "ops";
           }
-        ];
+        ]
+        ++ (
+          if servesTls name
+          then [
+            {
+              name = "https";
+              protocol = "TCP";
+              port = ports.service.https;
+              targetPort = "https";
+            }
+          ]
+          else []
+        );
       };
     };
 

@@ -74,12 +74,23 @@
   # In-cluster names: <service>.<namespace>.svc.<cluster domain>.
   dnsName = name: "${name}.${cluster.namespace}.svc.${cluster.domain}";
   serviceUrl = name: "http://${dnsName name}:${toString services.${name}.port}";
+  # A service whose workload sets `tls`, over HTTPS, its certificate checked against the
+  # platform CA (what the clients' ca_file names).
+  tlsUrl = name:
+    if workloads.services.${name}.tls or false
+    then "https://${dnsName name}:${toString ports.service.https}"
+    else throw "settings.nix: ${name} serves no HTTPS (workloads.nix: tls)";
 
   secret = file: "${cluster.secretsDir}/${file}";
   ca = kind: "${cluster.caDir}/${cluster.caFiles.${kind}}";
 
-  # Identity's JWKS route (services/identity/src/api.rs).
-  jwksUrl = "${serviceUrl "identity"}/.well-known/jwks.json";
+  # Identity's JWKS route (services/identity/src/api.rs), over HTTPS: a verifier refuses a
+  # plain http:// JWKS off loopback (libs/auth/src/cache.rs).
+  jwksUrl = "${tlsUrl "identity"}/.well-known/jwks.json";
+  auth = {
+    url = jwksUrl;
+    ca_file = ca "platform";
+  };
 
   forEnv = env: let
     environment = inventory.environment env;
@@ -132,6 +143,21 @@
     base = name:
       common
       // (
+        if workloads.services.${name}.tls or false
+        then {
+          http =
+            common.http
+            // {
+              tls = {
+                listen = "0.0.0.0:${toString ports.service.https}";
+                cert_file = secret "tls.crt";
+                key_file = secret "tls.key";
+              };
+            };
+        }
+        else {}
+      )
+      // (
         if needs name "postgres"
         then {database = database name;}
         else {}
@@ -159,7 +185,7 @@
             value.url = serviceUrl name;
           })
           graph.calls.gateway);
-        auth.url = jwksUrl;
+        inherit auth;
         # Browsers may call the API from the shop's own origin, nothing else.
         cors.allowed_origins = ["https://shop.${environment.domain}"];
       };
@@ -194,18 +220,28 @@
 
       notifications = {
         identity = {
-          url = serviceUrl "identity";
+          url = tlsUrl "identity";
           token_file = secret "identity-token";
+          ca_file = ca "platform";
         };
-        smtp = {
-          host = environment.smtpRelay.address;
-          inherit (environment.smtpRelay) port;
-          from = "Comptoir <orders@${environment.domain}>";
-        };
+        smtp = let
+          relay = environment.smtpRelay;
+        in
+          {
+            host = relay.address;
+            inherit (relay) port tls username;
+            password_file = secret "smtp-password";
+            from = "Comptoir <orders@${environment.domain}>";
+          }
+          // (
+            if relay.ca == null
+            then {}
+            else {ca_file = ca relay.ca;}
+          );
       };
 
       orders = {
-        auth.url = jwksUrl;
+        inherit auth;
       };
 
       payments = {};
