@@ -58,7 +58,13 @@
   # Whether a service serves HTTPS too (workloads.nix: tls), on ports.service.https.
   servesTls = name: workloads.services.${name}.tls or false;
   # The ports a caller may reach a service on: its HTTP port, and its HTTPS one if it has it.
-  servicePorts = name: [services.${name}.port] ++ (if servesTls name then [ports.service.https] else []);
+  servicePorts = name:
+    [services.${name}.port]
+    ++ (
+      if servesTls name
+      then [ports.service.https]
+      else []
+    );
 
   hasSuffix = suffix: s: let
     n = stringLength s;
@@ -576,29 +582,30 @@
                 # pull a stranger's.
                 imagePullPolicy = "Never";
                 envFrom = [{configMapRef.name = "${name}-settings";}];
-                ports = [
-                  {
-                    name = "http";
-                    containerPort = service.port;
-                    protocol = "TCP";
-                  }
-                  {
-                    name = "ops";
-                    containerPort = ports.service.ops;
-                    protocol = "TCP";
-                  }
-                ]
-                ++ (
-                  if servesTls name
-                  then [
+                ports =
+                  [
                     {
-                      name = "https";
-                      containerPort = ports.service.https;
+                      name = "http";
+                      containerPort = service.port;
+                      protocol = "TCP";
+                    }
+                    {
+                      name = "ops";
+                      containerPort = ports.service.ops;
                       protocol = "TCP";
                     }
                   ]
-                  else []
-                );
+                  ++ (
+                    if servesTls name
+                    then [
+                      {
+                        name = "https";
+                        containerPort = ports.service.https;
+                        protocol = "TCP";
+                      }
+                    ]
+                    else []
+                  );
                 resources = {
                   requests = w.resources.requests // {ephemeral-storage = "16Mi";};
                   limits = w.resources.limits // {ephemeral-storage = "128Mi";};
@@ -719,33 +726,34 @@
       spec = {
         type = "ClusterIP";
         selector = selector name;
-        ports = [
-          {
-            name = "http";
-            protocol = "TCP";
-            port = services.${name}.port;
-            targetPort = "http";
-          }
-          # For Prometheus' service discovery: the port named `ops` serves /metrics.
-          {
-            name = "ops";
-            protocol = "TCP";
-            port = ports.service.ops;
-            targetPort = "ops";
-          }
-        ]
-        ++ (
-          if servesTls name
-          then [
+        ports =
+          [
             {
-              name = "https";
+              name = "http";
               protocol = "TCP";
-              port = ports.service.https;
-              targetPort = "https";
+              port = services.${name}.port;
+              targetPort = "http";
+            }
+            # For Prometheus' service discovery: the port named `ops` serves /metrics.
+            {
+              name = "ops";
+              protocol = "TCP";
+              port = ports.service.ops;
+              targetPort = "ops";
             }
           ]
-          else []
-        );
+          ++ (
+            if servesTls name
+            then [
+              {
+                name = "https";
+                protocol = "TCP";
+                port = ports.service.https;
+                targetPort = "https";
+              }
+            ]
+            else []
+          );
       };
     };
 
