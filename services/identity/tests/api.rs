@@ -841,6 +841,52 @@ async fn the_database_holds_no_plaintext_personal_data() {
     support::assert_nowhere_in(&app.db, &needles).await;
 }
 
+/// In a cluster identity serves HTTPS too (`http.tls`, ADR 0023): the JWKS reaches a verifier
+/// that trusts the platform CA, the same as over plain HTTP, and one trusting another CA gets
+/// nothing from the same port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jwks_is_served_over_https_to_verifiers_trusting_the_platform_ca_only() {
+    let ca = comptoir_testkit::tls::TestCa::new();
+    let pki = tempfile::tempdir().expect("tempdir");
+    let files = ca.write(pki.path(), "identity", &["localhost"]);
+    let port = comptoir_testkit::free_port();
+    let app = support::spawn_app_with(|settings| {
+        settings.http.tls = Some(comptoir_platform::tls::TlsListenerSettings {
+            listen: ([127, 0, 0, 1], port).into(),
+            cert_file: files.cert_file.clone(),
+            key_file: files.key_file.clone(),
+            reload_interval_ms: 30_000,
+        });
+    })
+    .await;
+    let t = app.customer("ada@example.com", "Ada").await;
+    let cache = |ca_file| {
+        comptoir_auth::JwksCache::new(comptoir_auth::JwksCacheSettings {
+            url: format!("https://localhost:{port}/.well-known/jwks.json"),
+            ca_file,
+            ..comptoir_auth::JwksCacheSettings::default()
+        })
+        .expect("cache")
+    };
+
+    let claims = cache(Some(files.ca_file.clone()))
+        .verify(&t.access)
+        .await
+        .expect("the token verifies against the JWKS fetched over TLS");
+    assert_eq!(
+        app.me(&t.access).await["id"],
+        claims.sub.to_string().as_str()
+    );
+
+    let stranger = comptoir_testkit::tls::TestCa::new();
+    let stranger_ca = pki.path().join("stranger-ca.pem");
+    std::fs::write(&stranger_ca, stranger.pem()).expect("write");
+    assert!(
+        cache(Some(stranger_ca)).verify(&t.access).await.is_err(),
+        "a verifier trusting another CA accepted identity's certificate"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_jwks_verifies_issued_tokens() {
     let app = spawn_app().await;
