@@ -28,7 +28,7 @@ ZK_PEER, ZK_ELECTION, ZK_CLIENT = 2888, 3888, 2181
 BROKER_TLS, WEB_TLS = 6651, 8443
 PATRONI, POSTGRES, ETCD_CLIENT, ETCD_PEER = 8008, 5432, 2379, 2380
 # Failover timings measured with Patroni 3.0.2 / etcd 3.4 (nixos/lib/patroni.nix).
-DCS_TIMINGS = {"ttl": 10, "loop_wait": 2, "retry_timeout": 3}
+DCS_TIMINGS = {"ttl": 6, "loop_wait": 1, "retry_timeout": 2}
 
 
 def hosts_of(data: Data, env: str, *roles: str) -> list[dict]:
@@ -393,7 +393,7 @@ BREAKAGES: dict[str, tuple[Callable[[Data], None], str]] = {
     "service without a pg_hba line": (_missing_hba, "pg_hba lacks 'hostssl payments"),
     "trust in pg_hba": (_trust, "trust is not allowed"),
     "md5 in pg_hba": (_md5, "md5 is not allowed"),
-    "unmeasured failover timings": (_slow_failover, "measured value is 10"),
+    "unmeasured failover timings": (_slow_failover, "measured value is 6"),
     "etcd initial cluster with a stranger": (_etcd_stranger, "initial cluster"),
 }
 

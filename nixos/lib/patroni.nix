@@ -171,12 +171,17 @@
           # Written to etcd when the cluster is first bootstrapped; afterwards change them with
           # `patronictl edit-config` (editing them here changes nothing in a running cluster).
           dcs = {
-            # Measured (Patroni 3.0.2, etcd 3.4, killing the primary under load): ttl 10,
-            # loop_wait 2, retry_timeout 3 failed over in 8.8 s (24 s with the defaults) and
-            # kept every acknowledged write. Patroni needs loop_wait + 2 × retry_timeout ≤ ttl.
-            ttl = 10;
-            loop_wait = 2;
-            retry_timeout = 3;
+            # The target is a failover within 10 s. The leader key outlives a dead primary by up
+            # to ttl, a standby notices within loop_wait and promotes (~0.7 s), the clients'
+            # next attempt connects (~1 s). Measured (Patroni 3.0.2, etcd 3.4, the primary's
+            # host killed under load, the fleet lab): 24 s with the defaults (30/10/10), 8.8 to
+            # 11.2 s with ttl 10 / loop_wait 2 / retry_timeout 3, hence 6 / 1 / 2 (Patroni
+            # needs loop_wait + 2 × retry_timeout ≤ ttl). The price: a primary that cannot
+            # reach etcd for 2 s retries, and after 6 s demotes itself; etcd runs on these same
+            # three hosts, on the same network, so only a real partition does that.
+            ttl = 6;
+            loop_wait = 1;
+            retry_timeout = 2;
             maximum_lag_on_failover = 1048576;
             # A commit returns once a standby has it too, and only that standby may be
             # promoted: no acknowledged write is lost in a failover. With one host (staging)

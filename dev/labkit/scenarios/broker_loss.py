@@ -60,7 +60,7 @@ PAUSE = 1.0  # a longer silence between acknowledgements is an interruption
 RECOVERY_TARGET = 15.0
 # Failing beyond the target would make the scenario depend on this machine's load (two shared
 # cores); this limit still catches the regression that matters: with the 30 s default metadata
-# session timeout instead of the generator's 10 s, topics came back after ~50 s.
+# session timeout instead of the generator's 6 s, topics came back after ~50 s.
 RECOVERY_LIMIT = 30.0
 DRAIN_TIMEOUT = 60.0
 # A restarted host replays its journal and reloads its bundles' topics: ~20 s on a quiet

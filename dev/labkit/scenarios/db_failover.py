@@ -29,8 +29,8 @@ from ..proc import kill_namespace, log, ns_run, spawn, stop
 from ..roles import postgres
 
 TABLE = "lab_db_failover"
-# The target. Patroni's leader key outlives the primary by up to its ttl (10 s; refreshed every
-# loop_wait, 2 s), a standby takes it within a loop and promotes (~0.7 s), and the client's next
+# The target. Patroni's leader key outlives the primary by up to its ttl (6 s; refreshed every
+# loop_wait, 1 s), a standby takes it within a loop and promotes (~0.7 s), and the client's next
 # attempt connects (~1 s): met only when the primary dies late in its refresh cycle. When the lost
 # host also led etcd's raft, the new etcd leader first renews every lease to its full ttl.
 RECOVERY_TARGET = 10.0
