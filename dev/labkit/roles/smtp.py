@@ -1,21 +1,36 @@
 """The environment's mail relay (`smtpRelay` of the lab in nixos/fleet.nix): Mailpit stands in
 for it at that address, in a namespace of its own, so notifications send real SMTP and the
-tests read the mails back through Mailpit's API (from inside the lab)."""
+tests read the mails back through Mailpit's API (plain HTTP on UI_PORT, from inside the lab).
+
+Mailpit is the relay the generated settings describe: TLS as smtpRelay.tls says (`starttls`:
+STARTTLS required before anything else), with a certificate for the relay's address from the
+CA smtpRelay.ca names (the lab's platform CA, labkit/credentials.py, which notifications gets
+as its smtp.ca_file), and the one account smtpRelay.username with the password notifications
+reads from its `smtp-password` (credentials.smtp_password): a session that does not
+authenticate, or not over TLS, cannot hand over mail.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from pathlib import Path
 
-from .. import spec
-from ..proc import log, pid_of, spawn, stop, wait_tcp
+from .. import credentials, spec
+from ..proc import log, pid_of, run, spawn, stop, wait_tcp
 
 UI_PORT = 8025
+# smtpRelay.tls → the Mailpit flag that requires it.
+REQUIRE_TLS = {"starttls": "--smtp-require-starttls", "tls": "--smtp-require-tls"}
 
 
-def _paths():
-    base = spec.lab_dir() / "smtp"
-    return base / "mailpit.log", base / "mailpit.pid"
+def _dir() -> Path:
+    return spec.lab_dir() / "smtp"
+
+
+def _paths() -> tuple[Path, Path]:
+    return _dir() / "mailpit.log", _dir() / "mailpit.pid"
 
 
 def _binary() -> str:
@@ -28,25 +43,67 @@ def _binary() -> str:
     return str(cached)
 
 
+def _account_file(username: str) -> Path:
+    """Mailpit's password file (htpasswd lines): the relay's one account, its password stored
+    as a SHA-512 crypt hash of the shared password."""
+    password = credentials.smtp_password().read_text().strip()
+    hashed = run(["openssl", "passwd", "-6", "-stdin"], input=password + "\n").stdout.strip()
+    path = _dir() / "accounts"
+    partial = path.with_name(".accounts.partial")
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{username}:{hashed}\n")
+    partial.rename(path)
+    return path
+
+
+def _security_arguments(relay: dict) -> list[str]:
+    """Mailpit's TLS and authentication flags for what smtpRelay says."""
+    if relay["tls"] not in REQUIRE_TLS:
+        raise SystemExit(f"lab: smtp: Mailpit cannot stand in for a relay with tls = {relay['tls']!r}")
+    if relay["ca"] != credentials.PLATFORM:
+        raise SystemExit(f"lab: smtp: the lab's relay has a certificate of the lab's {credentials.PLATFORM} "
+                         f"CA only (smtpRelay.ca = {credentials.PLATFORM!r}), not of {relay['ca']!r}")
+    cert, key = credentials.server_certificate("smtp-relay", addresses=(relay["address"],))
+    arguments = ["--smtp-tls-cert", str(cert), "--smtp-tls-key", str(key), REQUIRE_TLS[relay["tls"]]]
+    if relay["username"] is not None:
+        # Each mail tagged with the account that handed it over (shown by Mailpit's API).
+        arguments += ["--smtp-auth-file", str(_account_file(relay["username"])), "--tags-username"]
+    return arguments
+
+
+def _running_argv(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    except OSError:
+        return []
+
+
 def up(lab: spec.Lab) -> None:
     log_path, pid_path = _paths()
     relay = lab.smtp_relay
     ns = spec.netns_name("lab-smtp")
-    if pid_of(pid_path) is None:
-        spawn(
-            ns,
-            [
-                _binary(),
-                "--smtp", f"{relay['address']}:{relay['port']}",
-                "--listen", f"{relay['address']}:{UI_PORT}",
-                # No --database: Mailpit keeps the mails in a temporary file that goes with it.
-            ],
-            log_path,
-            pid_path,
-        )
+    _dir().mkdir(mode=0o700, parents=True, exist_ok=True)
+    _dir().chmod(0o700)
+    argv = [
+        _binary(),
+        "--smtp", f"{relay['address']}:{relay['port']}",
+        "--listen", f"{relay['address']}:{UI_PORT}",
+        # No --database: Mailpit keeps the mails in a temporary file that goes with it.
+        *_security_arguments(relay),
+    ]
+    pid = pid_of(pid_path)
+    if pid is not None and _running_argv(pid) != argv:
+        log("smtp: Mailpit runs with other settings: restarting it")
+        stop(pid_path)
+        pid = None
+    if pid is None:
+        spawn(ns, argv, log_path, pid_path)
     if not wait_tcp(ns, relay["address"], relay["port"], 30):
         raise SystemExit(f"lab: the mail relay did not start (see {log_path})")
-    log(f"smtp: Mailpit at {relay['address']}:{relay['port']} (API :{UI_PORT})")
+    account = f", account {relay['username']}" if relay["username"] is not None else ""
+    log(f"smtp: Mailpit at {relay['address']}:{relay['port']} ({relay['tls']} required{account}; API :{UI_PORT})")
 
 
 def down(_lab: spec.Lab) -> None:
@@ -55,4 +112,5 @@ def down(_lab: spec.Lab) -> None:
 
 def status(lab: spec.Lab) -> list[str]:
     state = "running" if pid_of(_paths()[1]) else "stopped"
-    return [f"smtp: Mailpit {state} at {lab.smtp_relay['address']}:{lab.smtp_relay['port']}"]
+    relay = lab.smtp_relay
+    return [f"smtp: Mailpit {state} at {relay['address']}:{relay['port']} ({relay['tls']})"]
