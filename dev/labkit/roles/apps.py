@@ -22,10 +22,15 @@ nftables ruleset nixos/lib/firewall.nix generates for it; the rest is what k3s w
              the lab, which has no certificate for the shop).
   processes  the real binaries, copied into a release under the lab's directory, run as the
              unprivileged account `comptoir` with the environment of settings.lab.<service>
-             (nixos/lib/settings.nix), the paths under cluster.secretsDir and cluster.caDir moved
-             into the lab's directory, once `--check-config` accepts it. Three settings the
-             services refuse as generated are substituted, with sidecars standing in for what
-             the manifests lack, only while the generator emits them: see `_substitutes`.
+             (nixos/lib/settings.nix) as generated: only the paths under cluster.secretsDir and
+             cluster.caDir are moved into the lab's directory, no setting is substituted and no
+             pod has a sidecar. A replica starts once `--check-config` accepts it.
+  secrets    each service's Secret (workloads.nix: secrets) as a directory of root's files
+             readable by the account's group, and the CA ConfigMap (cluster.caFiles): what the
+             postgres and pulsar roles provide, the platform CA and the certificates of the
+             services that serve HTTPS (`tls`: identity's tls.crt/tls.key, for its in-cluster
+             name) and the relay account's smtp-password (labkit/credentials.py, shared with
+             the smtp role), the rest generated once (`_generated`).
 
 Besides up/down/status and the scrape job, the scenarios use this module's operations on the
 running lab: `join` and `leave` (a host beyond the inventory), `set_drained`, `replace` (a host's
@@ -34,7 +39,6 @@ replicas onto another release), `make_release`, and `Load` (requests from the op
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import ctypes
 import functools
@@ -56,7 +60,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import net, spec
+from .. import credentials, net, spec
 from ..proc import kill_namespace, log, namespace_pids, ns_run, pid_of, rss_kib, run, spawn, stop
 
 # The services' unprivileged account (the pods run as a numeric non-root user, manifests.nix).
@@ -80,12 +84,8 @@ FAILURE_THRESHOLD = 2
 NODE_PREFIX = 24
 FIRST_POD = 10
 FIRST_VIP = 100
-# Where the lab's TLS terminator in identity's pods listens (see _substitutes).
-IDENTITY_TLS_PORT = 8443
 # A replica gets this long to become ready (the first start migrates its database).
 READY_TIMEOUT = 240.0
-# The system's Python: the service account cannot run root's pyenv interpreter.
-SYSTEM_PYTHON = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or "/usr/bin/python3"
 
 
 # --- what the generators say -------------------------------------------------------------------
@@ -99,6 +99,7 @@ def cluster() -> dict:
         let lib = import ./nixos/lib {{}}; workloads = import ./nixos/workloads.nix; in {{
           inherit (workloads) cluster;
           secrets = builtins.mapAttrs (_: w: w.secrets) workloads.services;
+          tls = builtins.mapAttrs (_: w: w.tls or false) workloads.services;
           inherit (lib) services ports;
           public = lib.graph.public;
           settings = lib.settings.{spec.ENV};
@@ -137,8 +138,10 @@ def vip(service: str) -> str:
 
 
 def service_ports(service: str) -> list[int]:
+    """The ports of the service's virtual address: its HTTP port, its HTTPS one when it serves
+    HTTPS (workloads.nix: tls, on ports.service.https, as its k3s Service), and the ops port."""
     ports = [cluster()["services"][service]["port"], ops_port()]
-    return ports + ([IDENTITY_TLS_PORT] if service == "identity" else [])
+    return ports + ([cluster()["ports"]["service"]["https"]] if cluster()["tls"][service] else [])
 
 
 def ops_port() -> int:
@@ -182,10 +185,6 @@ class Replica:
     @property
     def log_path(self) -> Path:
         return self.dir / "log" / f"{self.service}.log"
-
-    def sidecar_files(self, name: str) -> tuple[Path, Path]:
-        """The log and pid file of one of the pod's sidecars."""
-        return self.dir / "log" / f"{self.service}-{name}.log", self.dir / "run" / f"{self.service}-{name}.pid"
 
 
 def replicas_of(host: spec.Host) -> list[Replica]:
@@ -394,13 +393,25 @@ def _provided(service: str) -> dict[str, Path]:
 
 
 def _provided_ca(kind: str) -> Path:
-    """The CA certificate of the postgres or pulsar role (cluster.caFiles' kinds)."""
+    """The CA certificate of a kind of cluster.caFiles: the postgres or the pulsar role's, or
+    the platform CA (made on first use, credentials.py)."""
+    if kind == credentials.PLATFORM:
+        return credentials.platform_ca()
     return spec.lab_dir() / "secrets" / kind / "ca.crt"
 
 
 def _generated(service: str, name: str) -> Path:
-    """The secrets no other role provides, made once and kept with the lab's data (the data
-    identity encrypted under its KEK must stay readable from one `up` to the next)."""
+    """The secrets the postgres and pulsar roles do not provide, made once and kept with the
+    lab's data (the data identity encrypted under its KEK must stay readable from one `up` to
+    the next)."""
+    if name in ("tls.crt", "tls.key"):
+        # A service serving HTTPS (workloads.nix: tls): a certificate of the platform CA for
+        # the name its callers use (the host of their https:// settings).
+        cert, key = credentials.server_certificate(service, dns=(dns_name(service),))
+        return cert if name == "tls.crt" else key
+    if name == "smtp-password":
+        # Its account on the relay, whose password the smtp role gives Mailpit.
+        return credentials.smtp_password()
     base = _secrets_dir() / "generated"
     if not base.is_dir():
         base.mkdir(parents=True)
@@ -457,88 +468,11 @@ def _provision_secrets() -> None:
         sources = _provided(service)
         for name in files:
             _place(sources[name] if name in sources else _generated(service, name), target / name, 0o440)
-    _provision_identity_tls()
 
 
-def _provision_identity_tls() -> None:
-    """A platform CA and identity's certificate for its pods' TLS terminator (made once)."""
-    generated = _secrets_dir() / "generated"
-    ca_key, ca_cert = generated / "platform-ca.key", generated / "platform-ca.pem"
-    tls = _private_dir(_secrets_dir() / "identity-tls")
-    name = dns_name("identity")
-    if not ca_cert.exists():
-        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-days", "3650", "-subj", "/CN=comptoir lab platform CA", "-keyout", str(ca_key), "-out", str(ca_cert)])
-    if not (tls / "tls.crt").exists():
-        csr = generated / "identity.csr"
-        run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-subj", f"/CN={name}", "-keyout", str(generated / "identity-tls.key"), "-out", str(csr)])
-        extensions = generated / "identity.ext"
-        extensions.write_text(
-            f"subjectAltName=DNS:{name}\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n"
-        )
-        run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key), "-CAcreateserial",
-             "-days", "3650", "-extfile", str(extensions), "-out", str(generated / "identity-tls.crt")])
-        _place(generated / "identity-tls.key", tls / "tls.key", 0o440)
-        _place(generated / "identity-tls.crt", tls / "tls.crt", 0o440)
-    _place(ca_cert, _ca_dir() / "platform-ca.pem", 0o444)
-
-
-def _substitutes(service: str, env: dict[str, str]) -> dict[str, str]:
-    """The settings the lab cannot take as generated, each replaced only while the generator
-    emits it. Each is a plaintext hop the service's own validation allows to loopback only, so
-    `--check-config` refuses the generated value (exit 2):
-      - auth.url (gateway, orders: comptoir-auth's JWKS fetch) and identity.url
-        (notifications: identity's /internal route, personal data) are
-        http://identity.comptoir.svc.cluster.local:8080/... ADR 0015 has identity served over
-        TLS by a terminator on its Service, which the manifests do not have: the lab runs one
-        in each identity pod (IDENTITY_TLS_PORT, a certificate for identity's in-cluster name
-        from a platform CA of the lab's) and points them at it, their ca_file that CA.
-      - smtp.host (notifications) is the environment's relay, and the service sends plaintext
-        SMTP to loopback only, for "a relay on the same host or pod (a sidecar) that forwards
-        over TLS": the lab runs one in each notifications pod, on 127.0.0.1 at the relay's
-        port, forwarding to the relay (in plaintext: the lab's relay, Mailpit, has no TLS)."""
-    prefix = f"COMPTOIR_{service.upper()}__"
-    out = {}
-    for section in ("AUTH", "IDENTITY"):
-        url = urllib.parse.urlsplit(env.get(f"{prefix}{section}__URL", ""))
-        if url.scheme == "http" and url.hostname == dns_name("identity"):
-            https = ("https", f"{url.hostname}:{IDENTITY_TLS_PORT}", url.path, url.query, "")
-            out[f"{prefix}{section}__URL"] = urllib.parse.urlunsplit(https)
-            out[f"{prefix}{section}__CA_FILE"] = str(_ca_dir() / "platform-ca.pem")
-    smtp = env.get(f"{prefix}SMTP__HOST")
-    if smtp is not None and not _loopback(smtp):
-        out[f"{prefix}SMTP__HOST"] = "127.0.0.1"
-    return out
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-def _sidecars(replica: Replica) -> dict[str, list[str]]:
-    """The stand-ins a pod needs for `_substitutes`, by name: the relay command's arguments."""
-    out = {}
-    identity_port = cluster()["services"]["identity"]["port"]
-    # Only the identity substitutions make https:// values.
-    pointed_at_tls = any(v.startswith("https://") for s in services() for v in _substitutes(s, _moved(s)).values())
-    if replica.service == "identity" and pointed_at_tls:
-        tls = _secrets_dir() / "identity-tls"
-        out["tls"] = [f"0.0.0.0:{IDENTITY_TLS_PORT}", f"127.0.0.1:{identity_port}",
-                      "--tls", str(tls / "tls.crt"), str(tls / "tls.key")]
-    env = _moved(replica.service)
-    host_key = f"COMPTOIR_{replica.service.upper()}__SMTP__HOST"
-    if host_key in _substitutes(replica.service, env):
-        port = env[host_key.replace("__HOST", "__PORT")]
-        out["smtp"] = [f"127.0.0.1:{port}", f"{env[host_key]}:{port}"]
-    return out
-
-
-def _moved(service: str) -> dict[str, str]:
-    """settings.lab.<service>, with the files of the pod's mounts moved into the lab's directory."""
+def environment(service: str) -> dict[str, str]:
+    """The environment a replica of `service` runs with: settings.lab.<service> as generated,
+    with the files of the pod's mounts moved into the lab's directory."""
     c = cluster()["cluster"]
     mounts = {c["secretsDir"]: _secrets_dir() / service, c["caDir"]: _ca_dir()}
     env = {}
@@ -550,17 +484,6 @@ def _moved(service: str) -> dict[str, str]:
     return env
 
 
-def environment(service: str) -> dict[str, str]:
-    """The environment a replica of `service` runs with."""
-    env = _moved(service)
-    return env | _substitutes(service, env)
-
-
-def substitutions() -> list[str]:
-    """The settings the lab changes beyond file paths, for the log and the report."""
-    return [f"{key}={value}" for s in services() for key, value in _substitutes(s, _moved(s)).items()]
-
-
 # --- the network: bridges, pods, routes, names ---------------------------------------------------
 
 
@@ -569,7 +492,7 @@ def _check_brokers(host: spec.Host) -> None:
     handshake verified against the CA they get and the host name of their pulsar.url. A
     certificate that does not name it fails every service at start (rustls: NotValidForName),
     which is said here once rather than as replicas that never become ready."""
-    urls = {v for s in services() for k, v in _moved(s).items() if k.endswith("__PULSAR__URL")}
+    urls = {v for s in services() for k, v in environment(s).items() if k.endswith("__PULSAR__URL")}
     context = ssl.create_default_context(cafile=str(_ca_dir() / cluster()["cluster"]["caFiles"]["pulsar"]))
     for url in map(urllib.parse.urlsplit, urls):
         if url.scheme != "pulsar+ssl":
@@ -686,8 +609,6 @@ def _pod_up(replica: Replica, existing: set[str]) -> None:
 
 def _pod_down(replica: Replica) -> None:
     stop(replica.pid_path)
-    for name in _sidecars(replica):
-        stop(replica.sidecar_files(name)[1])
     kill_namespace(replica.netns)
     # Its veth goes with it, and so does the bridge's end.
     run(["ip", "netns", "delete", replica.netns], check=False)
@@ -734,17 +655,10 @@ def _tail(path: Path, lines: int = 4) -> str:
 
 
 def start(replica: Replica, release: str) -> None:
-    """Starts the replica from `release` (after --check-config), and its pod's sidecars unless
-    they run (`_sidecars`)."""
+    """Starts the replica from `release`, after --check-config."""
     check_config(replica, release)
     spawn(replica.netns, [str(release_path(release, replica.service))], replica.log_path, replica.pid_path,
           env=environment(replica.service), user=ACCOUNT, cwd=replica.dir)
-    for name, arguments in _sidecars(replica).items():
-        log_path, pid_path = replica.sidecar_files(name)
-        if pid_of(pid_path) is None:
-            spawn(replica.netns, [SYSTEM_PYTHON, "-m", "labkit.roles.apps", "relay", *arguments], log_path, pid_path,
-                  env={"PYTHONPATH": str(spec.ROOT / "dev"), "PYTHONDONTWRITEBYTECODE": "1"}, user=ACCOUNT,
-                  cwd=replica.dir)
 
 
 def wait_ready(replica: Replica, timeout: float) -> None:
@@ -1021,8 +935,6 @@ def _converge(lab: spec.Lab, hosts: list[spec.Host], extra: set[str]) -> None:
     _ensure_account()
     build = build_release()
     _provision_secrets()
-    for line in substitutions():
-        log(f"apps: not as generated (docs/adr/0022-lab-service-addresses.md): {line}")
     running = [h for h in hosts if any(pid_of(r.pid_path) for r in replicas_of(h))]
     current = installed(running[0]) if running else build
     existing = net.namespaces()
@@ -1321,52 +1233,9 @@ class Load:
         return ", ".join(f"{n}× {k}" for k, n in sorted(kinds.items())) or "none"
 
 
-# --- the background processes ---------------------------------------------------------------------
-
-
-def relay(listen: str, target: str, tls: tuple[str, str] | None = None) -> None:
-    """A pod's sidecar (`_sidecars`): accepts on `listen` (host:port), TLS with the certificate
-    and key `tls` when given, and copies each connection both ways to `target`."""
-    context = None
-    if tls:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(*tls)
-    listen_host, listen_port = listen.rsplit(":", 1)
-    target_host, target_port = target.rsplit(":", 1)
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (OSError, ssl.SSLError):
-            pass
-        finally:
-            writer.close()
-
-    async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        try:
-            reader, writer = await asyncio.open_connection(target_host, int(target_port))
-        except OSError:
-            client_writer.close()
-            return
-        await asyncio.gather(pipe(client_reader, writer), pipe(reader, client_writer))
-
-    async def serve() -> None:
-        server = await asyncio.start_server(handle, listen_host, int(listen_port), ssl=context)
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(serve())
-
-
 if __name__ == "__main__":
     command, *arguments = sys.argv[1:] or [""]
-    if command == "controller":
+    if command == "controller" and len(arguments) == 2:
         controller(Path(arguments[0]), Path(arguments[1]))
-    elif command == "relay" and len(arguments) in (2, 5):
-        relay(arguments[0], arguments[1], (arguments[3], arguments[4]) if len(arguments) == 5 else None)
     else:
-        raise SystemExit(
-            "usage: python3 -m labkit.roles.apps controller STATE ENDPOINTS | relay LISTEN TARGET [--tls CERT KEY]"
-        )
+        raise SystemExit("usage: python3 -m labkit.roles.apps controller STATE ENDPOINTS")
