@@ -272,13 +272,33 @@ pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The advisory lock [`migrate`] holds (advisory locks are per database, so one key serves
+/// every service's database).
+const MIGRATION_LOCK: i64 = 0x636f_6d70_746f_6972; // "comptoir"
+
 /// Applies the migrations embedded in `runner` (from `refinery::embed_migrations!`).
+///
+/// Replicas starting together (a rollout, a cluster start) would otherwise race: each reads an
+/// empty history, both apply V1, and the loser stops with a duplicate-table error. So the
+/// migrations run under a session advisory lock: the others wait for it, then find the history
+/// up to date and apply nothing. A connection that dies releases the lock with it.
 pub async fn migrate(pool: &Pool, runner: refinery::Runner) -> Result<(), StoreError> {
     let mut client = pool.get().await?;
-    let report = runner.run_async(&mut **client).await?;
-    for migration in report.applied_migrations() {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let report = runner.run_async(&mut **client).await;
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    if unlocked.is_err() {
+        // Never hand a connection that may still hold the lock back to the pool.
+        drop(deadpool_postgres::Object::take(client));
+    }
+    for migration in report?.applied_migrations() {
         tracing::info!(migration = %migration, "Applied migration");
     }
+    unlocked?;
     Ok(())
 }
 

@@ -84,6 +84,39 @@ async fn the_pool_runs_migrations_once_and_answers_pings() {
     assert_eq!(count, 1, "the seed row was inserted exactly once");
 }
 
+/// Replicas starting together migrate the same database at once: every one succeeds and the
+/// migrations run once (without the lock, all but one failed on the duplicate table).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_migrating_at_once_all_succeed_and_migrate_once() {
+    let db = TestDatabase::create("store_test").await.expect("db");
+    let settings = DatabaseSettings {
+        tls: TlsMode::Disable,
+        pool_size: 1,
+        ..db.settings()
+    };
+    let replicas: Vec<_> = (0..4)
+        .map(|_| comptoir_store::connect(&settings).expect("pool"))
+        .collect();
+    let mut runs = tokio::task::JoinSet::new();
+    for pool in &replicas {
+        let pool = pool.clone();
+        runs.spawn(
+            async move { comptoir_store::migrate(&pool, embedded::migrations::runner()).await },
+        );
+    }
+    while let Some(result) = runs.join_next().await {
+        let result = result.expect("join");
+        assert!(result.is_ok(), "a replica failed to migrate: {result:?}");
+    }
+    let client = replicas[0].get().await.expect("client");
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM widgets", &[])
+        .await
+        .expect("table exists")
+        .get(0);
+    assert_eq!(count, 1, "the seed row was inserted exactly once");
+}
+
 #[tokio::test]
 async fn a_wrong_password_fails_on_ping_not_on_build() {
     let dir = tempfile::tempdir().expect("tempdir");
