@@ -12,12 +12,14 @@ pub fn postgres(pool: deadpool_postgres::Pool) -> ReadinessCheck {
 }
 
 /// Ready when the broker can place `topic` (a lookup: the broker is up and serves the
-/// namespace).
+/// namespace). Detached ([`ReadinessCheck::detached`]): pulsar-rs' lookup is not cancel-safe,
+/// and the probe's timeout would otherwise cancel it half-way whenever a broker is slow (the
+/// fleet lab saw replicas stay unready after a broker came back).
 pub fn pulsar_topic(
     pulsar: pulsar::Pulsar<pulsar::TokioExecutor>,
     topic: String,
 ) -> ReadinessCheck {
-    ReadinessCheck::new("pulsar", move || {
+    ReadinessCheck::detached("pulsar", move || {
         let pulsar = pulsar.clone();
         let topic = topic.clone();
         async move {

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use http::StatusCode;
 use serde_json::json;
+use tokio::task::JoinHandle;
 
 use crate::problem::{FieldError, Problem};
 
@@ -45,6 +46,33 @@ impl ReadinessCheck {
             name,
             check: Arc::new(move || Box::pin(check())),
         }
+    }
+
+    /// A check whose work runs in a task of its own, at most one at a time, and is never
+    /// cancelled: a probe that gives up after the readiness timeout leaves it running, and the
+    /// next probe waits for that same run instead of starting another. For clients that are
+    /// not cancel-safe (pulsar-rs: a lookup dropped half-way can leave its connection waiting
+    /// for an answer nobody reads, and every later lookup time out with it).
+    pub fn detached<F, Fut>(name: &'static str, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        let check = Arc::new(check);
+        let in_flight: Arc<tokio::sync::Mutex<Option<JoinHandle<Result<(), String>>>>> =
+            Arc::default();
+        Self::new(name, move || {
+            let (check, in_flight) = (check.clone(), in_flight.clone());
+            async move {
+                let mut slot = in_flight.lock().await;
+                let run = slot.get_or_insert_with(|| tokio::spawn(check()));
+                // Cancelled here (the probe's timeout), the run stays in the slot for the next
+                // probe; finished, the slot is emptied.
+                let outcome = run.await;
+                *slot = None;
+                outcome.unwrap_or_else(|e| Err(format!("the check panicked: {e}")))
+            }
+        })
     }
 }
 
@@ -87,5 +115,40 @@ pub(crate) async fn readyz(State(checks): State<Arc<Vec<ReadinessCheck>>>) -> Re
             )
         }
         .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_detached_check_outlives_the_probe_timeout_and_runs_once_at_a_time() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (counted, gate) = (runs.clone(), release.clone());
+        let check = ReadinessCheck::detached("slow", move || {
+            let (counted, gate) = (counted.clone(), gate.clone());
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                gate.notified().await;
+                Ok(())
+            }
+        });
+        let probe = || tokio::time::timeout(Duration::from_millis(50), (check.check)());
+
+        // Two probes give up while the first run waits: still one run, not cancelled.
+        assert!(probe().await.is_err());
+        assert!(probe().await.is_err());
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        // Once it finishes, the next probe takes its result; the one after starts a new run.
+        release.notify_one();
+        assert_eq!(probe().await.expect("answered"), Ok(()));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        release.notify_one();
+        assert_eq!(probe().await.expect("answered"), Ok(()));
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
     }
 }
