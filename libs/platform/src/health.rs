@@ -18,8 +18,11 @@ use tokio::task::JoinHandle;
 
 use crate::problem::{FieldError, Problem};
 
-/// One dependency check: `Ok` when reachable, `Err(reason)` otherwise.
-pub type CheckFn = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+/// One dependency check's outcome: `Ok` when reachable, `Err(reason)` otherwise.
+pub type CheckResult = Result<(), String>;
+
+/// One dependency check.
+pub type CheckFn = Arc<dyn Fn() -> BoxFuture<'static, CheckResult> + Send + Sync>;
 
 /// A named readiness check.
 #[derive(Clone)]
@@ -59,8 +62,7 @@ impl ReadinessCheck {
         Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
     {
         let check = Arc::new(check);
-        let in_flight: Arc<tokio::sync::Mutex<Option<JoinHandle<Result<(), String>>>>> =
-            Arc::default();
+        let in_flight: Arc<tokio::sync::Mutex<Option<JoinHandle<CheckResult>>>> = Arc::default();
         Self::new(name, move || {
             let (check, in_flight) = (check.clone(), in_flight.clone());
             async move {
