@@ -2,6 +2,11 @@
 //! The binary comes from `COMPTOIR_MAILPIT` or `PATH` (`dev/bootstrap.sh` builds it into
 //! `$COMPTOIR_CACHE/bin`); each instance listens on free ports and keeps its mails in a
 //! temporary directory.
+//!
+//! Plaintext by default, as the dev platform runs it. [`Mailpit::builder`] starts it as a
+//! remote relay would be: STARTTLS required or implicit TLS, with a certificate issued by a
+//! [`crate::tls::TestCa`], and/or SMTP authentication (the plaintext PLAIN and LOGIN mechanisms are then
+//! refused before TLS: Mailpit's `--smtp-auth-allow-insecure` is never set).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -9,6 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::tls::Issued;
 use crate::{free_port, wait_for};
 
 /// A Mailpit process: an SMTP server on `smtp_port`, its API on `api`.
@@ -20,50 +26,94 @@ pub struct Mailpit {
     http: reqwest::Client,
 }
 
-/// A message as Mailpit's list shows it.
-#[derive(Debug, Clone)]
-pub struct Mail {
-    pub id: String,
-    pub to: Vec<String>,
-    pub subject: String,
+/// How Mailpit's SMTP server speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailpitTls {
+    /// Plaintext greeting; `STARTTLS` required before any mail (`--smtp-require-starttls`).
+    Starttls,
+    /// TLS from the first byte (`--smtp-require-tls`), port 465 style.
+    Implicit,
 }
 
-fn mailpit_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("COMPTOIR_MAILPIT") {
-        return PathBuf::from(path);
-    }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("mailpit"))
-        .find(|candidate| candidate.is_file())
-        .expect("mailpit not found: set COMPTOIR_MAILPIT or put it on PATH")
+/// A Mailpit to start: plaintext and open by default.
+#[derive(Debug, Clone, Default)]
+pub struct MailpitBuilder {
+    tls: Option<(MailpitTls, Issued)>,
+    auth: Option<(String, String)>,
 }
 
-impl Mailpit {
-    /// Starts Mailpit on a free SMTP port.
-    pub async fn start() -> Self {
-        Self::start_on(free_port()).await
+impl MailpitBuilder {
+    /// STARTTLS required, presenting `certificate` (issued for `localhost` and `127.0.0.1`,
+    /// say).
+    pub fn starttls(mut self, certificate: &Issued) -> Self {
+        self.tls = Some((MailpitTls::Starttls, certificate.clone()));
+        self
     }
 
-    /// Starts Mailpit with its SMTP server on `smtp_port`, its data in a temporary directory.
-    pub async fn start_on(smtp_port: u16) -> Self {
+    /// Implicit TLS, presenting `certificate`.
+    pub fn implicit_tls(mut self, certificate: &Issued) -> Self {
+        self.tls = Some((MailpitTls::Implicit, certificate.clone()));
+        self
+    }
+
+    /// SMTP authentication required: only `username` with `password` may send (offered over
+    /// TLS only).
+    pub fn auth(mut self, username: &str, password: &str) -> Self {
+        assert!(
+            !username.contains(':') && !password.contains('\n'),
+            "Mailpit's password file has one `user:password` per line"
+        );
+        self.auth = Some((username.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// Starts it on a free SMTP port.
+    pub async fn start(self) -> Mailpit {
+        self.start_on(free_port()).await
+    }
+
+    /// Starts it with its SMTP server on `smtp_port`, its data in a temporary directory.
+    pub async fn start_on(self, smtp_port: u16) -> Mailpit {
         let dir = tempfile::tempdir().expect("tempdir");
         let api_port = free_port();
-        let child = Command::new(mailpit_binary())
+        let mut command = Command::new(mailpit_binary());
+        command
             .arg("--smtp")
             .arg(format!("127.0.0.1:{smtp_port}"))
             .arg("--listen")
             .arg(format!("127.0.0.1:{api_port}"))
             .arg("--database")
             .arg(dir.path().join("mailpit.db"))
-            .args(["--disable-version-check", "--quiet"])
+            .args(["--disable-version-check", "--quiet"]);
+        if let Some((mode, certificate)) = &self.tls {
+            let cert = dir.path().join("smtp-cert.pem");
+            let key = dir.path().join("smtp-key.pem");
+            std::fs::write(&cert, &certificate.cert_pem).expect("write the certificate");
+            crate::write_secret(&key, certificate.key_pem.as_bytes());
+            command
+                .arg("--smtp-tls-cert")
+                .arg(&cert)
+                .arg("--smtp-tls-key")
+                .arg(&key)
+                .arg(match mode {
+                    MailpitTls::Starttls => "--smtp-require-starttls",
+                    MailpitTls::Implicit => "--smtp-require-tls",
+                });
+        }
+        if let Some((username, password)) = &self.auth {
+            // One `user:password` per line; Mailpit takes plaintext passwords as well as
+            // hashed ones.
+            let file = dir.path().join("smtp-auth");
+            crate::write_secret(&file, format!("{username}:{password}\n").as_bytes());
+            command.arg("--smtp-auth-file").arg(&file);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start mailpit");
-        let mailpit = Self {
+        let mailpit = Mailpit {
             smtp_port,
             api: format!("http://127.0.0.1:{api_port}"),
             child,
@@ -92,6 +142,43 @@ impl Mailpit {
         .await
         .expect("mailpit SMTP ready");
         mailpit
+    }
+}
+
+/// A message as Mailpit's list shows it.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub id: String,
+    pub to: Vec<String>,
+    pub subject: String,
+}
+
+fn mailpit_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("COMPTOIR_MAILPIT") {
+        return PathBuf::from(path);
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("mailpit"))
+        .find(|candidate| candidate.is_file())
+        .expect("mailpit not found: set COMPTOIR_MAILPIT or put it on PATH")
+}
+
+impl Mailpit {
+    /// Starts Mailpit, plaintext and open, on a free SMTP port.
+    pub async fn start() -> Self {
+        Self::builder().start().await
+    }
+
+    /// Starts Mailpit, plaintext and open, with its SMTP server on `smtp_port`.
+    pub async fn start_on(smtp_port: u16) -> Self {
+        Self::builder().start_on(smtp_port).await
+    }
+
+    /// A Mailpit with TLS and/or authentication.
+    pub fn builder() -> MailpitBuilder {
+        MailpitBuilder::default()
     }
 
     /// Every message received, newest first.
