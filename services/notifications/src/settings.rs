@@ -61,18 +61,45 @@ impl Default for IdentitySettings {
     }
 }
 
-/// The SMTP relay. Plaintext only (no TLS support yet), hence loopback only: a relay on the
-/// same host or pod (a sidecar) that forwards over TLS.
+/// The SMTP relay: plaintext to a loopback host only (the dev platform's Mailpit, a sidecar),
+/// otherwise STARTTLS or implicit TLS, verified against `ca_file` or the webpki roots, with
+/// optional credentials (only ever sent over TLS).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpSettings {
-    /// A loopback host: `127.0.0.1`, `::1` or `localhost`.
+    /// The relay's host name (what its certificate names, with TLS) or address; a loopback
+    /// host (`127.0.0.1`, `::1`, `localhost`) when `tls` is `none`.
     pub host: String,
     pub port: u16,
+    /// How the connection is protected.
+    pub tls: SmtpTls,
+    /// PEM CA bundle verifying the relay's certificate, instead of the webpki roots (Mozilla's
+    /// list, for a public relay). Only with `tls` `starttls` or `tls`.
+    pub ca_file: Option<PathBuf>,
+    /// The user to authenticate as (AUTH PLAIN or LOGIN), with `password_file`; never in
+    /// plaintext, so only with `tls` `starttls` or `tls`.
+    pub username: Option<String>,
+    /// File holding the password of `username` (one trailing newline is ignored).
+    pub password_file: Option<PathBuf>,
     /// The `From:` mailbox, `Display Name <address>` or a bare address.
     pub from: String,
-    /// Timeout of each SMTP command (connection included).
+    /// Timeout of connecting to the relay; a whole send (greeting, TLS handshake,
+    /// authentication, the message) may take twice as long.
     pub timeout_ms: u64,
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plaintext: only to a loopback host, and without credentials.
+    #[default]
+    None,
+    /// Plaintext, then `STARTTLS` before anything else (RFC 3207; usually port 587): a relay
+    /// that does not offer it, or whose certificate does not verify, is not used.
+    Starttls,
+    /// TLS from the first byte (implicit TLS, RFC 8314; usually port 465).
+    Tls,
 }
 
 impl Default for SmtpSettings {
@@ -80,6 +107,10 @@ impl Default for SmtpSettings {
         Self {
             host: "127.0.0.1".to_owned(),
             port: 1025,
+            tls: SmtpTls::None,
+            ca_file: None,
+            username: None,
+            password_file: None,
             from: "Comptoir <orders@comptoir.example>".to_owned(),
             timeout_ms: 5_000,
         }
@@ -224,15 +255,62 @@ impl IdentitySettings {
 impl SmtpSettings {
     pub fn problems(&self, prefix: &str) -> Vec<String> {
         let mut problems = Vec::new();
-        if !is_loopback(&self.host) {
+        if self.host.is_empty() {
+            problems.push(format!("{prefix}.host must not be empty"));
+        } else if self.tls == SmtpTls::None && !is_loopback(&self.host) {
             problems.push(format!(
-                "{prefix}.host {:?} is not loopback: mail is sent in plaintext (no TLS support \
-                 yet), so only to a relay on this host (127.0.0.1, ::1 or localhost)",
+                "{prefix}.host {:?} is not loopback: with {prefix}.tls = \"none\" mail is sent \
+                 in plaintext, so only to a relay on this host (127.0.0.1, ::1 or localhost); \
+                 use tls = \"starttls\" or \"tls\" for a remote relay",
+                self.host
+            ));
+        } else if self.tls != SmtpTls::None
+            && rustls::pki_types::ServerName::try_from(self.host.as_str()).is_err()
+        {
+            problems.push(format!(
+                "{prefix}.host {:?} is not a DNS name or an IP address (without brackets), \
+                 which TLS needs to verify the relay's certificate",
                 self.host
             ));
         }
         if self.port == 0 {
             problems.push(format!("{prefix}.port must not be 0"));
+        }
+        if let Some(ca_file) = &self.ca_file {
+            if self.tls == SmtpTls::None {
+                problems.push(format!(
+                    "{prefix}.ca_file is set but {prefix}.tls is \"none\": nothing would be \
+                     verified; use tls = \"starttls\" or \"tls\", or remove ca_file"
+                ));
+            }
+            if let Err(error) = read_ca(ca_file) {
+                problems.push(format!("{prefix}.ca_file: {error}"));
+            }
+        }
+        match (&self.username, &self.password_file) {
+            (None, None) => {}
+            (Some(_), None) => problems.push(format!(
+                "{prefix}.password_file must be set when {prefix}.username is (both or neither)"
+            )),
+            (None, Some(_)) => problems.push(format!(
+                "{prefix}.username must be set when {prefix}.password_file is (both or neither)"
+            )),
+            (Some(_), Some(_)) if self.tls == SmtpTls::None => problems.push(format!(
+                "{prefix}.username and {prefix}.password_file need {prefix}.tls = \"starttls\" \
+                 or \"tls\": a password is never sent in clear, not even to a loopback relay"
+            )),
+            (Some(_), Some(_)) => {}
+        }
+        if self.username.as_deref().is_some_and(str::is_empty) {
+            problems.push(format!("{prefix}.username must not be empty"));
+        }
+        if let Some(path) = &self.password_file
+            && let Err(error) = comptoir_platform::secret::read_secret_file(path)
+        {
+            problems.push(format!(
+                "{prefix}.password_file: {}",
+                comptoir_platform::telemetry::error_chain(&error)
+            ));
         }
         if self.from.parse::<lettre::message::Mailbox>().is_err() {
             problems.push(format!(
@@ -332,11 +410,161 @@ mod tests {
             settings.smtp.host = host.to_owned();
             assert!(settings.smtp.problems("smtp").is_empty(), "{host}");
         }
-        for host in ["smtp.example.com", "10.0.0.1", "0.0.0.0", "/run/smtp.sock"] {
+        for host in ["smtp.example.com", "10.0.0.1", "0.0.0.0", "fd00::25"] {
+            settings.smtp.host = host.to_owned();
+            settings.smtp.tls = SmtpTls::None;
+            assert_eq!(
+                settings.smtp.problems("smtp"),
+                [format!(
+                    "smtp.host {host:?} is not loopback: with smtp.tls = \"none\" mail is sent \
+                     in plaintext, so only to a relay on this host (127.0.0.1, ::1 or \
+                     localhost); use tls = \"starttls\" or \"tls\" for a remote relay"
+                )],
+            );
+            for tls in [SmtpTls::Starttls, SmtpTls::Tls] {
+                settings.smtp.tls = tls;
+                assert!(settings.smtp.problems("smtp").is_empty(), "{host} {tls:?}");
+            }
+        }
+        // TLS verifies a name or an address the certificate holds: nothing else is a host.
+        for host in ["/run/smtp.sock", "[::1]", "smtp example com"] {
             settings.smtp.host = host.to_owned();
             let problems = settings.smtp.problems("smtp");
-            assert!(problems[0].starts_with("smtp.host"), "{host}: {problems:?}");
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(
+                problems[0].starts_with(&format!(
+                    "smtp.host {host:?} is not a DNS name or an IP address"
+                )),
+                "{problems:?}"
+            );
         }
+        settings.smtp.host = String::new();
+        assert_eq!(
+            settings.smtp.problems("smtp"),
+            ["smtp.host must not be empty"]
+        );
+    }
+
+    #[test]
+    fn tls_is_none_starttls_or_tls() {
+        let parse = |json: &str| serde_json::from_str::<SmtpSettings>(json).map(|s| s.tls);
+        assert_eq!(parse("{}").expect("default"), SmtpTls::None);
+        assert_eq!(parse(r#"{"tls": "none"}"#).expect("none"), SmtpTls::None);
+        assert_eq!(
+            parse(r#"{"tls": "starttls"}"#).expect("starttls"),
+            SmtpTls::Starttls
+        );
+        assert_eq!(parse(r#"{"tls": "tls"}"#).expect("tls"), SmtpTls::Tls);
+        for wrong in [
+            r#"{"tls": "ssl"}"#,
+            r#"{"tls": true}"#,
+            r#"{"tls": "STARTTLS"}"#,
+            r#"{"password": "x"}"#,
+        ] {
+            assert!(parse(wrong).is_err(), "{wrong}");
+        }
+    }
+
+    #[test]
+    fn credentials_come_in_pairs_and_only_over_tls() {
+        let (dir, mut settings) = valid();
+        let password = dir.path().join("smtp-password");
+        std::fs::write(&password, "relay-password\n").expect("write");
+        settings.smtp.host = "smtp.example.com".to_owned();
+        settings.smtp.tls = SmtpTls::Starttls;
+        settings.smtp.username = Some("comptoir".to_owned());
+        settings.smtp.password_file = Some(password.clone());
+        assert!(settings.smtp.problems("smtp").is_empty());
+
+        settings.smtp.password_file = None;
+        assert_eq!(
+            settings.smtp.problems("smtp"),
+            ["smtp.password_file must be set when smtp.username is (both or neither)"]
+        );
+        settings.smtp.username = None;
+        settings.smtp.password_file = Some(password.clone());
+        assert_eq!(
+            settings.smtp.problems("smtp"),
+            ["smtp.username must be set when smtp.password_file is (both or neither)"]
+        );
+        settings.smtp.username = Some(String::new());
+        assert_eq!(
+            settings.smtp.problems("smtp"),
+            ["smtp.username must not be empty"]
+        );
+
+        // Never in clear, not even to a loopback relay.
+        settings.smtp.username = Some("comptoir".to_owned());
+        settings.smtp.host = "127.0.0.1".to_owned();
+        settings.smtp.tls = SmtpTls::None;
+        assert_eq!(
+            settings.smtp.problems("smtp"),
+            [
+                "smtp.username and smtp.password_file need smtp.tls = \"starttls\" or \"tls\": \
+                 a password is never sent in clear, not even to a loopback relay"
+            ]
+        );
+        settings.smtp.tls = SmtpTls::Tls;
+        assert!(settings.smtp.problems("smtp").is_empty());
+    }
+
+    #[test]
+    fn the_password_file_must_be_readable_and_not_empty() {
+        let (dir, mut settings) = valid();
+        settings.smtp.tls = SmtpTls::Tls;
+        settings.smtp.username = Some("comptoir".to_owned());
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").expect("write");
+        settings.smtp.password_file = Some(empty);
+        let problems = settings.smtp.problems("smtp");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("smtp.password_file: secret file")
+                && problems[0].ends_with("is empty"),
+            "{problems:?}"
+        );
+        settings.smtp.password_file = Some(dir.path().join("missing"));
+        let problems = settings.smtp.problems("smtp");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("smtp.password_file: cannot read secret file"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn the_ca_file_must_hold_certificates_and_needs_tls() {
+        let (dir, mut settings) = valid();
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).expect("ca");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).expect("write");
+        settings.smtp.host = "smtp.example.com".to_owned();
+        settings.smtp.tls = SmtpTls::Starttls;
+        settings.smtp.ca_file = Some(ca_file.clone());
+        assert!(settings.smtp.problems("smtp").is_empty());
+
+        let not_pem = dir.path().join("not-pem");
+        std::fs::write(&not_pem, "hello").expect("write");
+        for path in [not_pem, dir.path().join("missing.pem")] {
+            settings.smtp.ca_file = Some(path.clone());
+            let problems = settings.smtp.problems("smtp");
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(problems[0].starts_with("smtp.ca_file: "), "{problems:?}");
+        }
+
+        settings.smtp.host = "127.0.0.1".to_owned();
+        settings.smtp.tls = SmtpTls::None;
+        settings.smtp.ca_file = Some(ca_file);
+        assert_eq!(
+            settings.smtp.problems("smtp"),
+            [
+                "smtp.ca_file is set but smtp.tls is \"none\": nothing would be verified; use \
+                 tls = \"starttls\" or \"tls\", or remove ca_file"
+            ]
+        );
     }
 
     #[test]
@@ -360,6 +588,8 @@ mod tests {
         settings.identity.token_file = None;
         settings.identity.ca_file = Some(dir.path().join("missing.pem"));
         settings.smtp.from = "not a mailbox".to_owned();
+        settings.smtp.host = "smtp.example.com".to_owned();
+        settings.smtp.username = Some("comptoir".to_owned());
         settings.retry.max_ms = 1;
         settings.sender.batch_size = 0;
         settings.orders_namespace = "nope".to_owned();
@@ -368,6 +598,8 @@ mod tests {
             "identity.token_file must be set",
             "identity.ca_file",
             "smtp.from",
+            "smtp.host",
+            "smtp.password_file must be set",
             "retry.max_ms",
             "sender.batch_size",
             "orders_namespace",

@@ -72,8 +72,81 @@ fn plaintext_smtp_to_a_remote_host_is_refused() {
     );
     assert_refused(
         &output,
-        &["smtp.host \"smtp.example.com\" is not loopback", "no tls"],
+        &[
+            "smtp.host \"smtp.example.com\" is not loopback: with smtp.tls = \"none\" mail is \
+             sent in plaintext",
+            "use tls = \"starttls\" or \"tls\" for a remote relay",
+        ],
     );
+}
+
+#[test]
+fn a_remote_relay_is_accepted_with_tls_and_credentials_are_refused_in_clear() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (admin, identity) = tokens(dir.path());
+    let password = dir.path().join("smtp-password");
+    std::fs::write(&password, "relay-password-for-config-tests\n").expect("write");
+    let password = password.to_str().expect("utf-8");
+    let missing_ca = dir.path().join("missing-ca.pem");
+    // The environment-variable form of every new key; only the CA file is wrong.
+    let output = notifications(
+        &[
+            ("COMPTOIR_NOTIFICATIONS__ADMIN_TOKEN_FILE", &admin),
+            ("COMPTOIR_NOTIFICATIONS__IDENTITY__TOKEN_FILE", &identity),
+            ("COMPTOIR_NOTIFICATIONS__SMTP__HOST", "smtp.example.com"),
+            ("COMPTOIR_NOTIFICATIONS__SMTP__PORT", "587"),
+            ("COMPTOIR_NOTIFICATIONS__SMTP__TLS", "starttls"),
+            (
+                "COMPTOIR_NOTIFICATIONS__SMTP__CA_FILE",
+                missing_ca.to_str().expect("utf-8"),
+            ),
+            ("COMPTOIR_NOTIFICATIONS__SMTP__USERNAME", "comptoir"),
+            ("COMPTOIR_NOTIFICATIONS__SMTP__PASSWORD_FILE", password),
+        ],
+        &[],
+    );
+    assert_refused(&output, &["smtp.ca_file: cannot read"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("smtp.host"), "{stderr}");
+    assert!(!stderr.contains("relay-password"), "{stderr}");
+
+    // Credentials with tls = none, even to loopback; a username without its password file;
+    // an unknown TLS mode.
+    let output = notifications(
+        &[
+            ("COMPTOIR_NOTIFICATIONS__ADMIN_TOKEN_FILE", &admin),
+            ("COMPTOIR_NOTIFICATIONS__IDENTITY__TOKEN_FILE", &identity),
+            ("COMPTOIR_NOTIFICATIONS__SMTP__USERNAME", "comptoir"),
+            ("COMPTOIR_NOTIFICATIONS__SMTP__PASSWORD_FILE", password),
+        ],
+        &[],
+    );
+    assert_refused(
+        &output,
+        &["smtp.username and smtp.password_file need smtp.tls = \"starttls\" or \"tls\""],
+    );
+    let output = notifications(
+        &[
+            ("COMPTOIR_NOTIFICATIONS__ADMIN_TOKEN_FILE", &admin),
+            ("COMPTOIR_NOTIFICATIONS__IDENTITY__TOKEN_FILE", &identity),
+            ("COMPTOIR_NOTIFICATIONS__SMTP__TLS", "tls"),
+            ("COMPTOIR_NOTIFICATIONS__SMTP__USERNAME", "comptoir"),
+        ],
+        &[],
+    );
+    assert_refused(
+        &output,
+        &["smtp.password_file must be set when smtp.username is"],
+    );
+    let output = notifications(
+        &[
+            ("COMPTOIR_NOTIFICATIONS__ADMIN_TOKEN_FILE", &admin),
+            ("COMPTOIR_NOTIFICATIONS__IDENTITY__TOKEN_FILE", &identity),
+            ("COMPTOIR_NOTIFICATIONS__SMTP__TLS", "ssl"),
+        ],
+        &[],
+    );
+    assert_refused(&output, &["ssl"]);
 }
 
 #[test]

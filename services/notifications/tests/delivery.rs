@@ -1,5 +1,6 @@
 //! Order events become mail: through the real broker (a partitioned `order-events`), the real
-//! identity (the recipient, asked at send time) and a real SMTP server (Mailpit).
+//! identity (the recipient, asked at send time) and a real SMTP server (Mailpit), plaintext on
+//! loopback or, as a remote relay, with STARTTLS and authentication.
 
 mod support;
 
@@ -7,8 +8,10 @@ use std::time::Duration;
 
 use comptoir_events::contracts::orders::OrderStatus;
 use comptoir_notifications::domain::{Kind, Status, short_id};
+use comptoir_notifications::settings::SmtpTls;
+use comptoir_testkit::tls::TestCa;
 use comptoir_testkit::wait_for;
-use support::{order_changed, spawn_app, spawn_app_smtp_down};
+use support::{Mailpit, order_changed, spawn_app, spawn_app_smtp_down, spawn_app_with_mailpit};
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,4 +257,154 @@ async fn a_delivery_is_given_up_after_max_attempts() {
     .await
     .expect("notifications_failed_total 1");
     assert_eq!(app.counter("notifications_retries_total").await, 2.0);
+}
+
+/// The relay's credentials in the STARTTLS tests.
+const SMTP_USER: &str = "comptoir-notifications";
+
+/// A Mailpit requiring STARTTLS (a certificate for `localhost` from `ca`) and `password`.
+async fn tls_relay(ca: &TestCa, password: &str) -> Mailpit {
+    Mailpit::builder()
+        .starttls(&ca.issue(&["localhost", "127.0.0.1"]))
+        .auth(SMTP_USER, password)
+        .start()
+        .await
+}
+
+/// Writes `trusted`'s certificate and `password` beside the test and points the SMTP settings
+/// at `localhost` with STARTTLS, that CA and those credentials.
+fn starttls_settings(
+    dir: &std::path::Path,
+    trusted: &TestCa,
+    password: &str,
+) -> impl FnOnce(&mut comptoir_notifications::Settings) {
+    let ca_file = dir.join("relay-ca.pem");
+    std::fs::write(&ca_file, trusted.pem()).expect("write CA");
+    let password_file = dir.join("smtp-password");
+    comptoir_testkit::write_secret(&password_file, format!("{password}\n").as_bytes());
+    move |s| {
+        s.smtp.host = "localhost".to_owned();
+        s.smtp.tls = SmtpTls::Starttls;
+        s.smtp.ca_file = Some(ca_file);
+        s.smtp.username = Some(SMTP_USER.to_owned());
+        s.smtp.password_file = Some(password_file);
+        s.retry.base_ms = 100;
+        s.retry.max_ms = 400;
+        s.retry.max_attempts = 100;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_goes_through_starttls_with_credentials_verified_against_the_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::new();
+    let password = format!("relay-{}", Uuid::new_v4());
+    let app = spawn_app_with_mailpit(
+        tls_relay(&ca, &password).await,
+        starttls_settings(dir.path(), &ca, &password),
+    )
+    .await;
+    let email = format!("mary.{}@example.org", comptoir_testkit::unique_suffix());
+    let customer = app.identity().register(&email, "Mary Somerville").await;
+    let order = Uuid::now_v7();
+    app.publish(&order_changed(order, customer, OrderStatus::Confirmed))
+        .await;
+
+    let mails = app.mailpit().wait_for_messages(1).await;
+    assert_eq!(mails[0].to, [email.as_str()]);
+    let sent = app
+        .wait_delivery(order, "the delivery to be sent", |d| {
+            d.status == Status::Sent
+        })
+        .await;
+    assert_eq!(sent.attempts, 1);
+    assert_eq!(sent.last_error, None);
+    let logs = support::logs().text();
+    assert!(logs.contains(&sent.id.to_string()), "the logs are real");
+    assert!(
+        !logs.contains(&password),
+        "the SMTP password is in the logs"
+    );
+    assert!(!logs.contains(&email), "the address is in the logs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_certified_by_another_ca_gets_nothing_and_the_delivery_waits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relay_ca = TestCa::new();
+    let trusted = TestCa::new();
+    let password = format!("relay-{}", Uuid::new_v4());
+    let app = spawn_app_with_mailpit(
+        tls_relay(&relay_ca, &password).await,
+        starttls_settings(dir.path(), &trusted, &password),
+    )
+    .await;
+    let customer = app
+        .identity()
+        .register("emmy@example.org", "Emmy Noether")
+        .await;
+    let order = Uuid::now_v7();
+    app.publish(&order_changed(order, customer, OrderStatus::Confirmed))
+        .await;
+
+    let retried = app
+        .wait_delivery(order, "three failed attempts", |d| d.attempts >= 3)
+        .await;
+    assert_eq!(retried.status, Status::Pending);
+    assert_eq!(
+        retried.last_error.as_deref(),
+        Some("the mail relay is unreachable (TLS handshake failed)")
+    );
+    // Not sent in clear instead, nor after the handshake failed.
+    assert!(app.mailpit().messages().await.is_empty());
+    assert!(!support::logs().text().contains(&password));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_smtp_password_sends_nothing_is_retried_and_is_never_logged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::new();
+    let password = format!("relay-{}", Uuid::new_v4());
+    let wrong = format!("wrong-{}", Uuid::new_v4());
+    let app = spawn_app_with_mailpit(
+        tls_relay(&ca, &password).await,
+        starttls_settings(dir.path(), &ca, &wrong),
+    )
+    .await;
+    let customer = app
+        .identity()
+        .register("sophie@example.org", "Sophie Germain")
+        .await;
+    let order = Uuid::now_v7();
+    app.publish(&order_changed(order, customer, OrderStatus::Confirmed))
+        .await;
+
+    let retried = app
+        .wait_delivery(order, "three refused attempts", |d| d.attempts >= 3)
+        .await;
+    // A configuration to fix, not a verdict on the message: pending, retried with backoff.
+    assert_eq!(retried.status, Status::Pending);
+    assert_eq!(
+        retried.last_error.as_deref(),
+        Some("the mail relay refused our credentials (535)")
+    );
+    assert!(app.counter("notifications_retries_total").await >= 2.0);
+    assert_eq!(app.counter("notifications_failed_total").await, 0.0);
+    assert!(app.mailpit().messages().await.is_empty());
+    let logs = support::logs().text();
+    assert!(
+        logs.contains("the mail relay refused our credentials (535)"),
+        "the refusal is logged"
+    );
+    let dump = app.database_dump().await;
+    for secret in [&wrong, &password] {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "an SMTP password is in the logs"
+        );
+        assert!(
+            !dump.contains(secret.as_str()),
+            "an SMTP password is in the database"
+        );
+    }
 }

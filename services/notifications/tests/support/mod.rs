@@ -245,12 +245,14 @@ async fn wait_until_ready(http: &reqwest::Client, url: &str, what: &str) {
 // The service
 
 /// What runs beside the service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Smtp {
     /// Mailpit, started before the service.
     Running,
     /// No SMTP server yet: the test starts one later with [`TestApp::start_mailpit`].
     Later,
+    /// This Mailpit (TLS, authentication...), whose port the service sends to.
+    Given(Mailpit),
 }
 
 pub struct TestApp {
@@ -276,6 +278,15 @@ pub async fn spawn_app() -> TestApp {
 /// The service with identity running, no SMTP server yet.
 pub async fn spawn_app_smtp_down(customise: impl FnOnce(&mut Settings)) -> TestApp {
     spawn(true, Smtp::Later, customise).await
+}
+
+/// The service with identity running and `mailpit` as its relay; `customise` says how to
+/// reach it (`smtp.tls`, `smtp.ca_file`, credentials).
+pub async fn spawn_app_with_mailpit(
+    mailpit: Mailpit,
+    customise: impl FnOnce(&mut Settings),
+) -> TestApp {
+    spawn(true, Smtp::Given(mailpit), customise).await
 }
 
 /// The service alone: identity's URL and the SMTP port lead nowhere (deliveries stay pending).
@@ -319,6 +330,7 @@ async fn spawn(with_identity: bool, smtp: Smtp, customise: impl FnOnce(&mut Sett
     let mailpit = match smtp {
         Smtp::Running => Some(Mailpit::start().await),
         Smtp::Later => None,
+        Smtp::Given(mailpit) => Some(mailpit),
     };
     let smtp_port = mailpit.as_ref().map_or_else(free_port, |m| m.smtp_port);
 
