@@ -50,10 +50,12 @@
       adminNetworks = ["10.20.250.0/24"];
       # The mail relay the notifications service hands mail to (an outside party): the
       # submission port, STARTTLS required, our account on it (its password is the
-      # `smtp-password` file of notifications' Secret). `ca`: the kind of cluster.caFiles
-      # (workloads.nix) that signed its certificate, or null for a relay with a public
-      # certificate (verified against the webpki roots).
+      # `smtp-password` file of notifications' Secret). `host` is the name its certificate
+      # holds, what notifications connects to; it must resolve to `address`, the only one the
+      # NetworkPolicy lets the pods reach. `ca`: the kind of cluster.caFiles (workloads.nix)
+      # that signed its certificate, or null for a public certificate (the webpki roots).
       smtpRelay = {
+        host = "smtp.comptoir.example";
         address = "10.20.0.250";
         port = 587;
         tls = "starttls";
@@ -156,6 +158,7 @@
       subnet = "10.30.0.0/24";
       adminNetworks = ["10.20.250.0/24"];
       smtpRelay = {
+        host = "smtp.staging.comptoir.example";
         address = "10.30.0.250";
         port = 587;
         tls = "starttls";
@@ -204,8 +207,9 @@
       subnet = "10.77.0.0/24";
       adminNetworks = ["10.77.0.250/32"];
       # The lab's relay is Mailpit (dev/lab), STARTTLS required with a certificate of the
-      # lab's platform CA and the account below.
+      # lab's platform CA for its address, and the account below.
       smtpRelay = {
+        host = "10.77.0.60";
         address = "10.77.0.60";
         port = 1025;
         tls = "starttls";

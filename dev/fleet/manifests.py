@@ -813,7 +813,7 @@ def check_settings(e: Env) -> None:
         if needs(data, service, "smtp"):
             relay = data["fleet"]["environments"][e.env]["smtpRelay"]
             got = (env.get(f"{prefix}SMTP__HOST"), env.get(f"{prefix}SMTP__PORT"), env.get(f"{prefix}SMTP__TLS"), env.get(f"{prefix}SMTP__USERNAME"))
-            want = (relay["address"], str(relay["port"]), relay["tls"], relay["username"])
+            want = (relay["host"], str(relay["port"]), relay["tls"], relay["username"])
             if got != want:
                 e.problem(f"{service}: smtp host, port, tls, username {got}, the relay is {want}")
             if relay["tls"] not in ("starttls", "tls"):

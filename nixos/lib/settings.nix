@@ -228,7 +228,7 @@
           relay = environment.smtpRelay;
         in
           {
-            host = relay.address;
+            inherit (relay) host;
             inherit (relay) port tls username;
             password_file = secret "smtp-password";
             from = "Comptoir <orders@${environment.domain}>";
