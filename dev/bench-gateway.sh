@@ -17,6 +17,8 @@ set -euo pipefail
 COMPTOIR_SCRIPT_NAME="bench-gateway"
 # shellcheck source=dev/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=dev/lib/bench.sh
+source "$COMPTOIR_DEV_DIR/lib/bench.sh"
 cd "$COMPTOIR_DEV_DIR/.."
 
 duration="${1:-20s}"
@@ -59,15 +61,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_for_url() { # wait_for_url URL PID LOG
-  for _ in $(seq 1 300); do
-    [[ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" == 200 ]] && return 0
-    kill -0 "$2" 2>/dev/null || { tail -n 30 "$3" >&2; die "process $2 exited"; }
-    sleep 0.2
-  done
-  tail -n 30 "$3" >&2
-  die "no answer from $1"
-}
 
 log "starting the catalog on :$catalog_port (log: $work/catalog.log)"
 COMPTOIR_CATALOG__HTTP__LISTEN="127.0.0.1:$catalog_port" \
@@ -96,15 +89,6 @@ pids+=("$!")
 # Alive is enough: readiness waits for identity's keys, and no token is sent here.
 wait_for_url "http://127.0.0.1:$gateway_port/livez" "$!" "$work/gateway.log"
 
-# run URL → "requests_per_second p99_ms"
-run() {
-  local out rps p99
-  out="$(wrk -t"$threads" -c"$connections" -d"$duration" --latency "$1")"
-  grep -q "Non-2xx" <<<"$out" && die "non-2xx answers from $1:\n$out"
-  rps="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
-  p99="$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; print v}' <<<"$out")"
-  printf '%s %s\n' "$rps" "$p99"
-}
 
 direct="http://127.0.0.1:$catalog_port$path"
 through="http://127.0.0.1:$gateway_port$path"
@@ -115,8 +99,8 @@ printf '| round | path | requests/s | p99 (ms) |\n|---|---|---:|---:|\n'
 sum_direct=0
 sum_through=0
 for round in $(seq 1 "$rounds"); do
-  read -r d_rps d_p99 < <(run "$direct")
-  read -r g_rps g_p99 < <(run "$through")
+  read -r d_rps d_p99 _ < <(wrk_run "$threads" "$connections" "$duration" "$direct")
+  read -r g_rps g_p99 _ < <(wrk_run "$threads" "$connections" "$duration" "$through")
   printf '| %s | direct to catalog | %s | %s |\n' "$round" "$d_rps" "$d_p99"
   printf '| %s | through the gateway | %s | %s |\n' "$round" "$g_rps" "$g_p99"
   sum_direct="$(awk -v a="$sum_direct" -v b="$d_rps" 'BEGIN { print a + b }')"

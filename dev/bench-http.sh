@@ -10,6 +10,8 @@ set -euo pipefail
 COMPTOIR_SCRIPT_NAME="bench-http"
 # shellcheck source=dev/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=dev/lib/bench.sh
+source "$COMPTOIR_DEV_DIR/lib/bench.sh"
 
 base="http://127.0.0.1:${COMPTOIR_CATALOG_PORT:-8081}"
 duration="${1:-20s}"
@@ -19,20 +21,11 @@ command -v wrk >/dev/null || die "wrk not found (Debian package wrk)"
 [[ "$(curl -s -o /dev/null -w '%{http_code}' "$base/readyz")" == 200 ]] \
   || die "the catalog is not ready at $base; run dev/up first"
 
-# run URL → "requests_per_second p99_ms"
-run() {
-  local out rps p99
-  out="$(wrk -t"$threads" -c"$connections" -d"$duration" --latency "$1")"
-  grep -q "Non-2xx" <<<"$out" && die "non-2xx answers from $1:\n$out"
-  rps="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
-  p99="$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; print v}' <<<"$out")"
-  printf '%s %s\n' "$rps" "$p99"
-}
 
 log "wrk -t$threads -c$connections -d$duration on $base (warming up 3 s first)"
 wrk -t"$threads" -c"$connections" -d3s "$base/v1/products?limit=20" >/dev/null
-read -r base_rps base_p99 < <(run "$base/livez")
-read -r list_rps list_p99 < <(run "$base/v1/products?limit=20")
+read -r base_rps base_p99 _ < <(wrk_run "$threads" "$connections" "$duration" "$base/livez")
+read -r list_rps list_p99 _ < <(wrk_run "$threads" "$connections" "$duration" "$base/v1/products?limit=20")
 printf '| route | requests/s | p99 (ms) |\n|---|---:|---:|\n'
 printf '| GET /livez (baseline) | %s | %s |\n' "$base_rps" "$base_p99"
 printf '| GET /v1/products?limit=20 | %s | %s |\n' "$list_rps" "$list_p99"
