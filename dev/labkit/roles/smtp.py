@@ -68,8 +68,7 @@ def _security_arguments(relay: dict) -> list[str]:
     cert, key = credentials.server_certificate("smtp-relay", addresses=(relay["address"],))
     arguments = ["--smtp-tls-cert", str(cert), "--smtp-tls-key", str(key), REQUIRE_TLS[relay["tls"]]]
     if relay["username"] is not None:
-        # Each mail tagged with the account that handed it over (shown by Mailpit's API).
-        arguments += ["--smtp-auth-file", str(_account_file(relay["username"])), "--tags-username"]
+        arguments += ["--smtp-auth-file", str(_account_file(relay["username"]))]
     return arguments
 
 
