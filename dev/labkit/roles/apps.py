@@ -218,10 +218,21 @@ def ns_socket(ns: str) -> socket.socket:
 
 def http_get(ns: str, address: str, port: int, path: str, timeout: float) -> tuple[int, bytes]:
     """One HTTP/1.1 GET from inside `ns` on a connection of its own: (status, body)."""
+    return http_request(ns, address, port, "GET", path, timeout)
+
+
+def http_request(ns: str, address: str, port: int, method: str, path: str, timeout: float,
+                 payload: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """One HTTP/1.1 request from inside `ns` on a connection of its own, with `payload` as its
+    body when given: (status, body)."""
+    request = f"{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n"
+    request += "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    if payload is not None:
+        request += f"Content-Length: {len(payload)}\r\n"
     with ns_socket(ns) as sock:
         sock.settimeout(timeout)
         sock.connect((address, port))
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n".encode())
+        sock.sendall(request.encode() + b"\r\n" + (payload or b""))
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
@@ -380,6 +391,11 @@ def _secrets_dir() -> Path:
 
 def _ca_dir() -> Path:
     return _secrets_dir() / "ca"
+
+
+def secret_file(service: str, name: str) -> Path:
+    """A file of the service's Secret, where its pods read it."""
+    return _secrets_dir() / service / name
 
 
 def _provided(service: str) -> dict[str, Path]:
