@@ -3,8 +3,9 @@ for it at that address, in a namespace of its own, so notifications send real SM
 tests read the mails back through Mailpit's API (plain HTTP on UI_PORT, from inside the lab).
 
 Mailpit is the relay the generated settings describe: TLS as smtpRelay.tls says (`starttls`:
-STARTTLS required before anything else), with a certificate for the relay's address from the
-CA smtpRelay.ca names (the lab's platform CA, labkit/credentials.py, which notifications gets
+STARTTLS required before anything else), with a certificate for smtpRelay.host (the name
+notifications connects to and verifies; the lab's is the relay's address) from the CA
+smtpRelay.ca names (the lab's platform CA, labkit/credentials.py, which notifications gets
 as its smtp.ca_file), and the one account smtpRelay.username with the password notifications
 reads from its `smtp-password` (credentials.smtp_password): a session that does not
 authenticate, or not over TLS, cannot hand over mail.
@@ -12,6 +13,7 @@ authenticate, or not over TLS, cannot hand over mail.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -65,7 +67,11 @@ def _security_arguments(relay: dict) -> list[str]:
     if relay["ca"] != credentials.PLATFORM:
         raise SystemExit(f"lab: smtp: the lab's relay has a certificate of the lab's {credentials.PLATFORM} "
                          f"CA only (smtpRelay.ca = {credentials.PLATFORM!r}), not of {relay['ca']!r}")
-    cert, key = credentials.server_certificate("smtp-relay", addresses=(relay["address"],))
+    try:
+        names = {"addresses": (str(ipaddress.ip_address(relay["host"])),)}
+    except ValueError:
+        names = {"dns": (relay["host"],)}
+    cert, key = credentials.server_certificate("smtp-relay", **names)
     arguments = ["--smtp-tls-cert", str(cert), "--smtp-tls-key", str(key), REQUIRE_TLS[relay["tls"]]]
     if relay["username"] is not None:
         arguments += ["--smtp-auth-file", str(_account_file(relay["username"]))]

@@ -76,9 +76,10 @@ class _LabSMTP(smtplib.SMTP):
 
 
 def _check_relay(relay: dict) -> None:
-    """The relay refuses mail before STARTTLS, presents a certificate of the platform CA for its
-    address, and offers authentication only then."""
-    with _LabSMTP(relay["address"], relay["port"], timeout=TIMEOUT) as client:
+    """The relay refuses mail before STARTTLS, presents a certificate of the platform CA for the
+    name notifications connects to (smtpRelay.host: the lab's is an address, no name to resolve),
+    and offers authentication only then."""
+    with _LabSMTP(relay["host"], relay["port"], timeout=TIMEOUT) as client:
         client.ehlo()
         assert client.has_extn("starttls"), "the relay does not offer STARTTLS"
         code, answer = client.mail("probe@lab.comptoir.test")
@@ -152,7 +153,7 @@ def run(lab: spec.Lab) -> list[tuple[str, str]]:
     )
     log(f"purchase: the mail {mail['Subject']!r} in the relay's mailbox {delivered:.1f} s after the checkout")
     return [
-        ("relay", f"plaintext refused, STARTTLS with the platform CA's certificate for {relay['address']}"),
+        ("relay", f"plaintext refused, STARTTLS with the platform CA's certificate for {relay['host']}"),
         ("order", f"confirmed {confirmed:.1f} s after the checkout (through {entry.name})"),
         ("mail", f"in the mailbox {delivered:.1f} s after the checkout, handed over by {relay['username']}"),
     ]
