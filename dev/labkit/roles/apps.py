@@ -964,9 +964,10 @@ def _converge(lab: spec.Lab, hosts: list[spec.Host], extra: set[str]) -> None:
     _check_brokers(hosts[0])
     revision = _write_state(hosts, extra, set(read_state()["drained"]))
     _ensure_controller()
-    # One host at a time: two replicas of a service starting together race on its first
-    # migration (refinery takes no lock) and one exits, which the kubelet would restart and
-    # the lab does not (a killed host must stay down until brought back).
+    # One host at a time, as a rollout does: the migrations are serialised by an advisory lock
+    # (libs/store::migrate), but a replica that fails for another reason would be restarted by
+    # the kubelet and is not by the lab (a killed host must stay down until brought back), so
+    # the first host's replicas are ready before the next host's start.
     for host in hosts:
         try:
             for replica in replicas_of(host):
