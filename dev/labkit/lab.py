@@ -57,7 +57,7 @@ def cmd_up(_args) -> int:
     log(f"network: {len(net.stations(lab))} namespaces on {lab.subnet}, firewalls applied")
     for role in roles():
         role.up(lab)
-    log(f"up in {time.monotonic() - started:.1f} s, {total_rss_mib(lab):.0f} MiB resident")
+    log(f"up in {time.monotonic() - started:.1f} s, {total_rss_mib():.0f} MiB resident")
     return 0
 
 
@@ -86,11 +86,16 @@ def remove_orphan_shared_memory() -> None:
             subprocess.run(["ipcrm", "-m", parts[1]], check=False)
 
 
-def total_rss_mib(lab: spec.Lab) -> float:
-    kib = 0
-    for ns, _ in net.stations(lab):
-        kib += sum(rss_kib(pid) for pid in namespace_pids(ns))
-    return kib / 1024
+def lab_namespaces() -> list[str]:
+    """Every namespace of this lab: the hub, the hosts, the stations and the pods (all named
+    after the `lab-` hosts, under COMPTOIR_LAB_NS_PREFIX)."""
+    prefix = spec.netns_name("lab-")
+    return sorted(ns for ns in net.namespaces() if ns.startswith(prefix))
+
+
+def total_rss_mib() -> float:
+    """Resident memory of every process of the lab, the pods' included."""
+    return sum(rss_kib(pid) for ns in lab_namespaces() for pid in namespace_pids(ns)) / 1024
 
 
 def cmd_status(_args) -> int:
@@ -107,10 +112,14 @@ def cmd_status(_args) -> int:
         names = sorted({_comm(p) for p in pids})
         mib = sum(rss_kib(p) for p in pids) / 1024
         print(f"{ns:16} {address:15} {len(pids):3} processes {mib:7.0f} MiB  {' '.join(names)}")
+    stations = {ns for ns, _ in net.stations(lab)} | {spec.hub_name()}
+    pods = [ns for ns in lab_namespaces() if ns not in stations]
+    pids = [pid for ns in pods for pid in namespace_pids(ns)]
+    print(f"{'pods':16} {len(pods):3} namespaces    {len(pids):3} processes {sum(rss_kib(p) for p in pids) / 1024:7.0f} MiB")
     for role in roles():
         for line in role.status(lab):
             print(line)
-    print(f"total: {total_rss_mib(lab):.0f} MiB resident")
+    print(f"total: {total_rss_mib():.0f} MiB resident (every namespace of the lab)")
     return 0
 
 
