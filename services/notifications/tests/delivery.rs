@@ -7,11 +7,13 @@ mod support;
 use std::time::Duration;
 
 use comptoir_events::contracts::orders::OrderStatus;
-use comptoir_notifications::domain::{Kind, Status, short_id};
+use comptoir_notifications::domain::{Delivery, Kind, Status, short_id};
 use comptoir_notifications::settings::SmtpTls;
 use comptoir_testkit::tls::TestCa;
 use comptoir_testkit::wait_for;
-use support::{Mailpit, order_changed, spawn_app, spawn_app_smtp_down, spawn_app_with_mailpit};
+use support::{
+    Mailpit, TestApp, order_changed, spawn_app, spawn_app_smtp_down, spawn_app_with_mailpit,
+};
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,69 +330,63 @@ async fn a_delivery_goes_through_starttls_with_credentials_verified_against_the_
     assert!(!logs.contains(&email), "the address is in the logs");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relay_certified_by_another_ca_gets_nothing_and_the_delivery_waits() {
+/// A confirmed order of a new customer, sent to `relay` by a service trusting `trusted` and
+/// presenting `password`: what the delivery looks like after three failed attempts, and the
+/// service (its Mailpit received nothing, checked here).
+async fn three_failed_sends(
+    relay: Mailpit,
+    trusted: &TestCa,
+    password: &str,
+    customer: (&str, &str),
+) -> (TestApp, Delivery) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let relay_ca = TestCa::new();
-    let trusted = TestCa::new();
-    let password = format!("relay-{}", Uuid::new_v4());
-    let app = spawn_app_with_mailpit(
-        tls_relay(&relay_ca, &password).await,
-        starttls_settings(dir.path(), &trusted, &password),
-    )
-    .await;
-    let customer = app
-        .identity()
-        .register("emmy@example.org", "Emmy Noether")
-        .await;
+    let app = spawn_app_with_mailpit(relay, starttls_settings(dir.path(), trusted, password)).await;
+    let customer = app.identity().register(customer.0, customer.1).await;
     let order = Uuid::now_v7();
     app.publish(&order_changed(order, customer, OrderStatus::Confirmed))
         .await;
-
     let retried = app
         .wait_delivery(order, "three failed attempts", |d| d.attempts >= 3)
         .await;
+    // A configuration to fix, not a verdict on the message: pending, retried with backoff;
+    // and nothing sent in clear instead.
     assert_eq!(retried.status, Status::Pending);
+    assert!(app.mailpit().messages().await.is_empty());
+    (app, retried)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_certified_by_another_ca_gets_nothing_and_the_delivery_waits() {
+    let password = format!("relay-{}", Uuid::new_v4());
+    let relay = tls_relay(&TestCa::new(), &password).await;
+    let (_app, retried) = three_failed_sends(
+        relay,
+        &TestCa::new(),
+        &password,
+        ("emmy@example.org", "Emmy Noether"),
+    )
+    .await;
     assert_eq!(
         retried.last_error.as_deref(),
         Some("the mail relay is unreachable (TLS handshake failed)")
     );
-    // Not sent in clear instead, nor after the handshake failed.
-    assert!(app.mailpit().messages().await.is_empty());
     assert!(!support::logs().text().contains(&password));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_smtp_password_sends_nothing_is_retried_and_is_never_logged() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let ca = TestCa::new();
     let password = format!("relay-{}", Uuid::new_v4());
     let wrong = format!("wrong-{}", Uuid::new_v4());
-    let app = spawn_app_with_mailpit(
-        tls_relay(&ca, &password).await,
-        starttls_settings(dir.path(), &ca, &wrong),
-    )
-    .await;
-    let customer = app
-        .identity()
-        .register("sophie@example.org", "Sophie Germain")
-        .await;
-    let order = Uuid::now_v7();
-    app.publish(&order_changed(order, customer, OrderStatus::Confirmed))
-        .await;
-
-    let retried = app
-        .wait_delivery(order, "three refused attempts", |d| d.attempts >= 3)
-        .await;
-    // A configuration to fix, not a verdict on the message: pending, retried with backoff.
-    assert_eq!(retried.status, Status::Pending);
+    let relay = tls_relay(&ca, &password).await;
+    let (app, retried) =
+        three_failed_sends(relay, &ca, &wrong, ("sophie@example.org", "Sophie Germain")).await;
     assert_eq!(
         retried.last_error.as_deref(),
         Some("the mail relay refused our credentials (535)")
     );
     assert!(app.counter("notifications_retries_total").await >= 2.0);
     assert_eq!(app.counter("notifications_failed_total").await, 0.0);
-    assert!(app.mailpit().messages().await.is_empty());
     let logs = support::logs().text();
     assert!(
         logs.contains("the mail relay refused our credentials (535)"),

@@ -72,19 +72,26 @@ async fn assert_nothing_arrived(mailpit: &Mailpit) {
     assert!(mailpit.messages().await.is_empty());
 }
 
+/// A relay in `tls` mode with its certificate from a fresh CA and our account, and settings
+/// trusting that CA with the right password (the files in `dir`).
+async fn relay_with_account(dir: &Path, tls: SmtpTls) -> (Mailpit, SmtpSettings) {
+    let (_ca, issued, ca_file) = relay_ca(dir);
+    let relay = match tls {
+        SmtpTls::Starttls => Mailpit::builder().starttls(&issued),
+        _ => Mailpit::builder().implicit_tls(&issued),
+    };
+    let mailpit = relay.auth(USER, PASSWORD).start().await;
+    let mut settings = settings(&mailpit, tls);
+    settings.ca_file = Some(ca_file);
+    settings.username = Some(USER.to_owned());
+    settings.password_file = Some(password_file(dir, PASSWORD));
+    (mailpit, settings)
+}
+
 #[tokio::test]
 async fn starttls_with_credentials_verified_against_the_configured_ca() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_ca, issued, ca_file) = relay_ca(dir.path());
-    let mailpit = Mailpit::builder()
-        .starttls(&issued)
-        .auth(USER, PASSWORD)
-        .start()
-        .await;
-    let mut settings = settings(&mailpit, SmtpTls::Starttls);
-    settings.ca_file = Some(ca_file);
-    settings.username = Some(USER.to_owned());
-    settings.password_file = Some(password_file(dir.path(), PASSWORD));
+    let (mailpit, mut settings) = relay_with_account(dir.path(), SmtpTls::Starttls).await;
 
     send(&settings).await.expect("sent over STARTTLS");
     let mails = mailpit.wait_for_messages(1).await;
@@ -103,16 +110,7 @@ async fn starttls_with_credentials_verified_against_the_configured_ca() {
 #[tokio::test]
 async fn implicit_tls_with_credentials_verified_against_the_configured_ca() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_ca, issued, ca_file) = relay_ca(dir.path());
-    let mailpit = Mailpit::builder()
-        .implicit_tls(&issued)
-        .auth(USER, PASSWORD)
-        .start()
-        .await;
-    let mut settings = settings(&mailpit, SmtpTls::Tls);
-    settings.ca_file = Some(ca_file);
-    settings.username = Some(USER.to_owned());
-    settings.password_file = Some(password_file(dir.path(), PASSWORD));
+    let (mailpit, mut settings) = relay_with_account(dir.path(), SmtpTls::Tls).await;
 
     send(&settings).await.expect("sent over implicit TLS");
     let mails = mailpit.wait_for_messages(1).await;
