@@ -205,7 +205,10 @@
                 archive_command = archiveCommand env;
                 archive_timeout = 60;
                 password_encryption = "scram-sha-256";
-                # 6 services × pool_size 16 × up to 3 pods, plus Patroni, backups, exporter.
+                # The services' connection budget (workloads.nix: postgresConnectionBudget, the
+                # sum of maxReplicas × (pool_size + 1) over the services, checked), plus the
+                # reserved superuser slots, replication, Patroni, backups and the exporter
+                # (dev/fleet/manifests.py checks the room left).
                 max_connections = 300;
               };
             };
