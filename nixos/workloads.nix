@@ -51,6 +51,13 @@ in {
     # at least this plus its own (superuser_reserved_connections, replication, Patroni, the
     # exporter, an operator's psql).
     postgresConnectionBudget = 250;
+    # Whether the environment's cluster serves the custom metrics API (prometheus-adapter,
+    # see the gateway below); until then the autoscalers use CPU only.
+    customMetrics = {
+      prod = false;
+      staging = false;
+      lab = false;
+    };
   };
 
   # One entry per service of nix/services.nix (checked). Every number is production's
@@ -96,8 +103,9 @@ in {
       #   seriesQuery: 'http_requests_total{namespace!="",pod!=""}'
       #   name: {matches: "http_requests_total", as: "http_requests_per_second"}
       #   metricsQuery: 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[2m])) by (<<.GroupBy>>)'
-      # Until it is installed, the autoscaler reports FailedGetPodsMetric and, missing one of
-      # its metrics, scales the gateway up on CPU but never down.
+      # then set cluster.customMetrics.<env> = true. The autoscaler asks for this metric only
+      # there: missing one of its metrics, it would report FailedGetPodsMetric and scale the
+      # gateway up on CPU but never down.
       requestsPerSecond = 400;
       pdbMinAvailable = 2;
       poolSize = null;

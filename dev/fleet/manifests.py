@@ -296,6 +296,9 @@ def check_per_service(e: Env) -> None:
             if by_name.get("https", {}).get("port") != want_https:
                 e.problem(f"Service {service}: port `https` is {by_name.get('https', {}).get('port')}, expected {want_https}")
         if hpa is not None:
+            custom = [m.get("type") for m in hpa["spec"].get("metrics", []) if m.get("type") != "Resource"]
+            if custom and not data["workloads"]["cluster"].get("customMetrics", {}).get(e.env, False):
+                e.problem(f"HorizontalPodAutoscaler {service} uses {custom} metrics, but cluster.customMetrics.{e.env} says nothing serves them: it would never scale down")
             target = hpa["spec"].get("scaleTargetRef", {})
             if (target.get("kind"), target.get("name")) != ("Deployment", service):
                 e.problem(f"HorizontalPodAutoscaler {service} scales {target}, not Deployment {service}")
@@ -955,6 +958,10 @@ def mutations(data: Data) -> list[tuple[str, str, Callable[[Data], None]]]:
         d["settings"][env]["gateway"][key] = url
         find(objs(d), "ConfigMap", "gateway-settings")["data"][key] = url
 
+    def unserved_metric(d: Data) -> None:
+        hpa = find(objs(d), "HorizontalPodAutoscaler", "gateway")
+        hpa["spec"]["metrics"].append({"type": "Pods", "pods": {"metric": {"name": "http_requests_per_second"}, "target": {"type": "AverageValue", "averageValue": "400"}}})
+
     def plaintext_relay(d: Data) -> None:
         d["fleet"]["environments"][env]["smtpRelay"]["tls"] = "none"
 
@@ -962,6 +969,7 @@ def mutations(data: Data) -> list[tuple[str, str, Callable[[Data], None]]]:
         ("an extra NetworkPolicy egress", "Egress allows more", extra_egress),
         ("a JWKS over http:// to identity's HTTPS port", "calls identity on port 8443, not 8080", plain_jwks),
         ("a mail relay reached in plaintext", "would cross the network in clear", plaintext_relay),
+        ("an autoscaler on a metric nothing serves", "would never scale down", unserved_metric),
         ("an ingress from every service", "Ingress allows more", extra_ingress),
         ("DNS open to anyone", "Egress allows more", open_dns),
         ("no default-deny", "default-deny", no_default_deny),

@@ -784,9 +784,11 @@
               };
             }
           ]
-          # See workloads.nix (gateway): served by prometheus-adapter, not installed here.
+          # See workloads.nix (gateway): served by prometheus-adapter, which the manifests do
+          # not install; only where cluster.customMetrics says it is, since an autoscaler
+          # missing one of its metrics never scales down.
           ++ (
-            if w ? requestsPerSecond
+            if w ? requestsPerSecond && cluster.customMetrics.${env}
             then [
               {
                 type = "Pods";
