@@ -1,10 +1,15 @@
-"""The postgres hosts: etcd, then PostgreSQL under Patroni, with the settings
-nixos/lib/patroni.nix generates for the lab (what nixos/modules/postgres.nix installs), and the
-service databases provisioned the way the module does it (`comptoir-xtask provision-db` on the
-primary). Lab changes, each forced by the machine, all through the generator's `layout`: Debian's
-PostgreSQL binaries, every path under the host's directory, and Debian's `postgres` account (the
-one PostgreSQL and Patroni run as here, `patroni` on NixOS) as the local administrator. pgBackRest
-archives the WAL to a repository all members share, as the module asks of a multi-host cluster.
+"""The postgres hosts: etcd, then PostgreSQL under Patroni, with the settings nixos/lib/patroni.nix
+generates for the lab (what nixos/modules/postgres.nix installs), and the service databases
+provisioned the way the module does it (`comptoir-xtask provision-db` on the primary), and on
+every host the Prometheus PostgreSQL exporter (Debian's), as the module's
+services.prometheus.exporters.postgres: on the host's address and the exporter port of
+nixos/ports.nix, connected on the host's socket as role postgres_exporter (pg_monitor), which
+peer authentication admits through the generated pg_ident map for the OS account that map names
+(`postgres-exporter`, created here when missing). Lab changes, each forced by the machine, all
+through the generator's `layout`: Debian's PostgreSQL binaries, every path under the host's
+directory, and Debian's `postgres` account (the one PostgreSQL and Patroni run as here,
+`patroni` on NixOS) as the local administrator. pgBackRest archives the WAL to a repository all
+members share, as the module asks of a multi-host cluster.
 
 Secrets: a lab CA and, per host, a certificate naming the host's address; the replication,
 rewind and REST API passwords; one password per service database under
@@ -28,7 +33,7 @@ from secrets import token_urlsafe
 from fleet.data import etcd_args  # dev/fleet/data.py: the flags check-data.sh starts etcd with
 
 from .. import spec
-from ..proc import apt_install, log, ns_run, pid_of, spawn, stop
+from ..proc import apt_install, log, ns_run, pid_of, run, spawn, stop, wait_tcp
 
 # Debian's accounts (packages postgresql and etcd-server): what reads each secret.
 ADMIN_USER = "postgres"
@@ -41,8 +46,10 @@ PACKAGES = {
     "openssl": "openssl",
     "curl": "curl",
     "setfacl": "acl",
+    "prometheus-postgres-exporter": "prometheus-postgres-exporter",
 }
 # The exporter's role, as the module's provisioning unit creates it (nixos/modules/postgres.nix).
+EXPORTER_ROLE = "postgres_exporter"
 EXPORTER_SQL = """
 DO $$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'postgres_exporter') THEN
@@ -109,8 +116,9 @@ def _layout(host: spec.Host, bin_dir: Path) -> dict[str, str]:
 
 
 @cache
-def cluster() -> dict:
-    """patroni.lab of nixos/lib/patroni.nix with the lab's layout (see the module docstring)."""
+def _generated() -> dict:
+    """One evaluation (each re-reads the whole fleet): patroni.lab of nixos/lib/patroni.nix with
+    the lab's layout (see the module docstring), and the exporter's port (nixos/ports.nix)."""
     bin_dir = _pg_bin_dir()
     if bin_dir is None:
         raise SystemExit("lab: no PostgreSQL server under /usr/lib/postgresql (dev/lab up installs it)")
@@ -121,12 +129,25 @@ def cluster() -> dict:
     # json.dumps of the JSON text is a valid Nix string literal (same escapes) once `${` is ruled out.
     return spec.nix_eval(
         f"""
-        let layouts = builtins.fromJSON {json.dumps(text)}; in
-        (import ./nixos/lib/patroni.nix ((import ./nixos/lib {{}}) // {{
-          layout = host: layouts.${{host}} or {{}};
-        }})).{spec.ENV}
+        let layouts = builtins.fromJSON {json.dumps(text)}; lib = import ./nixos/lib {{}}; in {{
+          cluster = (import ./nixos/lib/patroni.nix (lib // {{
+            layout = host: layouts.${{host}} or {{}};
+          }})).{spec.ENV};
+          exporterPort = lib.ports.postgres.exporter;
+        }}
         """
     )
+
+
+def cluster() -> dict:
+    """patroni.lab of nixos/lib/patroni.nix with the lab's layout."""
+    return _generated()["cluster"]
+
+
+def exporter_port() -> int:
+    """The exporter's port (ports.postgres.exporter): what the module listens on, the firewall
+    lets Prometheus reach and Prometheus scrapes."""
+    return _generated()["exporterPort"]
 
 
 def _member(host: spec.Host) -> dict:
@@ -143,7 +164,43 @@ def _paths(member: dict) -> dict[str, Path]:
     }
 
 
+def _exporter_account(member: dict) -> str:
+    """The OS account the exporter runs as: the one the generated pg_ident map of the exporter's
+    local (peer) pg_hba rule maps to its role (`dirs.exporterUser` of nixos/lib/patroni.nix)."""
+    pg = member["settings"]["postgresql"]
+    maps = [
+        option.removeprefix("map=")
+        for line in pg["pg_hba"]
+        if line.split()[:1] == ["local"] and line.split()[2:3] == [EXPORTER_ROLE]
+        for option in line.split()[4:]
+        if option.startswith("map=")
+    ]
+    accounts = {
+        fields[1] for line in pg["pg_ident"] if len(fields := line.split()) == 3 and fields[0] in maps and fields[2] == EXPORTER_ROLE
+    }
+    if len(accounts) != 1:
+        raise SystemExit(f"lab: the generated pg_hba/pg_ident admit no single OS account as {EXPORTER_ROLE}: {sorted(accounts)}")
+    return accounts.pop()
+
+
+def _exporter_dsn(member: dict) -> str:
+    """The module's dataSourceName with the host's socket directory."""
+    socket = member["settings"]["postgresql"]["parameters"]["unix_socket_directories"]
+    return f"user={EXPORTER_ROLE} database=postgres host={socket} sslmode=disable"
+
+
 # --- Files, accounts and permissions --------------------------------------------------------------
+
+
+def _ensure_account(user: str) -> None:
+    """A system account without home or shell, as the apps role creates its own; on NixOS the
+    exporter module declares it."""
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+             "--shell", "/usr/sbin/nologin", user])
+        log(f"postgres: created the system account {user}")
 
 
 def _ids(user: str) -> tuple[int, int]:
@@ -279,6 +336,8 @@ def _prepare(host: spec.Host) -> dict[str, list[Path]]:
     directories each account works in."""
     member = _member(host)
     paths = _paths(member)
+    exporter = _exporter_account(member)
+    _ensure_account(exporter)
     _install_secrets(host, member)
     _mkdir(paths["data"].parent, ADMIN_USER)
     _mkdir(paths["socket"], ADMIN_USER, 0o755)
@@ -290,6 +349,7 @@ def _prepare(host: spec.Host) -> dict[str, list[Path]]:
     return {
         ADMIN_USER: [paths["data"].parent, paths["socket"], paths["patroni"], backup.parent, secrets["key"]],
         ETCD_USER: [paths["etcd"], secrets["etcdKey"]],
+        exporter: [paths["socket"]],
     }
 
 
@@ -301,7 +361,8 @@ def _files(host: spec.Host, name: str) -> tuple[Path, Path]:
 
 
 def start_host(lab: spec.Lab, host: spec.Host) -> None:
-    """Starts the host's etcd, then its Patroni (which starts PostgreSQL), unless running."""
+    """Starts the host's etcd, then its Patroni (which starts PostgreSQL), then the PostgreSQL
+    exporter (which connects at each scrape), unless running."""
     member = _member(host)
     paths = _paths(member)
     log_path, pid_path = _files(host, "etcd")
@@ -324,6 +385,18 @@ def start_host(lab: spec.Lab, host: spec.Host) -> None:
             user=ADMIN_USER,
             # initdb and pg_ctl fail where the account cannot read its working directory.
             cwd=paths["patroni"],
+        )
+    log_path, pid_path = _files(host, "postgres-exporter")
+    if pid_of(pid_path) is None:
+        # The module's ExecStart and environment (services.prometheus.exporters.postgres).
+        spawn(
+            host.netns,
+            ["prometheus-postgres-exporter", f"--web.listen-address={host.address}:{exporter_port()}", "--web.telemetry-path=/metrics"],
+            log_path,
+            pid_path,
+            env={"DATA_SOURCE_NAME": _exporter_dsn(member)},
+            user=_exporter_account(member),
+            cwd=Path("/"),
         )
 
 
@@ -429,7 +502,7 @@ def up(lab: spec.Lab) -> None:
     reach = {ADMIN_USER: [_service_passwords(), _repository()], ETCD_USER: []}
     for host in hosts:
         for user, directories in _prepare(host).items():
-            reach[user] += directories
+            reach.setdefault(user, []).extend(directories)
     for user, directories in reach.items():
         _let_reach(user, directories)
     for host in hosts:
@@ -437,16 +510,21 @@ def up(lab: spec.Lab) -> None:
     found = wait_healthy(lab, 180)
     primary = lab.host(leader(found))
     _provision(primary)
+    for host in hosts:
+        if not wait_tcp(host.netns, host.address, exporter_port(), 30):
+            raise SystemExit(f"lab: the PostgreSQL exporter of {host.name} does not listen (see {_files(host, 'postgres-exporter')[0]})")
     log(
         f"postgres: {len(hosts)} members healthy in {time.monotonic() - started:.1f} s, primary {primary.name}, "
-        f"{len(cluster()['databases'])} service databases"
+        f"{len(cluster()['databases'])} service databases, {len(hosts)} exporters on port {exporter_port()}"
     )
 
 
 def down(lab: spec.Lab) -> None:
-    """Stops Patroni (which stops PostgreSQL) on the replicas first, then on the primary (so no
-    replica takes over meanwhile), then etcd."""
+    """Stops the exporters, then Patroni (which stops PostgreSQL) on the replicas first, then on
+    the primary (so no replica takes over meanwhile), then etcd."""
     hosts = lab.of("postgres")
+    for host in hosts:
+        stop(_files(host, "postgres-exporter")[1])
     primary = leader(members(lab))
     for host in sorted(hosts, key=lambda h: h.name == primary):
         stop(_files(host, "patroni")[1], timeout=60)
