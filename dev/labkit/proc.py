@@ -4,6 +4,7 @@ stopped by pid file or all at once per namespace (`ip netns pids`)."""
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -152,6 +153,17 @@ def kill_namespace(ns: str, timeout: float = 20.0) -> int:
 def wait_tcp(ns: str, address: str, port: int, timeout: float) -> bool:
     """True once a TCP connection from inside `ns` to address:port succeeds."""
     return ns_run(ns, [sys.executable, str(PROBE), "wait-tcp", address, str(port), str(timeout)], check=False).returncode == 0
+
+
+def ensure_system_account(user: str, who: str) -> None:
+    """A system account with its own group, no home and no shell (what a NixOS module declares
+    for a daemon), created when missing."""
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+             "--shell", "/usr/sbin/nologin", user])
+        log(f"{who}: created the system account {user}")
 
 
 def apt_install(packages: list[str], who: str) -> None:

@@ -47,7 +47,6 @@ import hashlib
 import ipaddress
 import json
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -61,7 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import credentials, net, spec
-from ..proc import kill_namespace, log, namespace_pids, ns_run, pid_of, rss_kib, run, spawn, stop
+from ..proc import ensure_system_account, kill_namespace, log, namespace_pids, ns_run, pid_of, rss_kib, run, spawn, stop
 
 # The services' unprivileged account (the pods run as a numeric non-root user, manifests.nix).
 ACCOUNT = "comptoir"
@@ -374,15 +373,6 @@ def _collect_releases(keep: set[str]) -> None:
 
 
 # --- the account, the secrets and the environment -----------------------------------------------
-
-
-def _ensure_account() -> None:
-    try:
-        pwd.getpwnam(ACCOUNT)
-    except KeyError:
-        run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-             "--shell", "/usr/sbin/nologin", ACCOUNT])
-        log(f"apps: created the system account {ACCOUNT}")
 
 
 def _secrets_dir() -> Path:
@@ -948,7 +938,7 @@ def _converge(lab: spec.Lab, hosts: list[spec.Host], extra: set[str]) -> None:
     """Makes `hosts` the app hosts, each with its pods, its replicas running and serving. A host
     where nothing runs gets the release the others run or, when none runs, the workspace's build."""
     started = time.monotonic()
-    _ensure_account()
+    ensure_system_account(ACCOUNT, "apps")
     build = build_release()
     _provision_secrets()
     running = [h for h in hosts if any(pid_of(r.pid_path) for r in replicas_of(h))]

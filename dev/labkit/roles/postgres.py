@@ -33,7 +33,7 @@ from secrets import token_urlsafe
 from fleet.data import etcd_args  # dev/fleet/data.py: the flags check-data.sh starts etcd with
 
 from .. import spec
-from ..proc import apt_install, log, ns_run, pid_of, run, spawn, stop, wait_tcp
+from ..proc import apt_install, ensure_system_account, log, ns_run, pid_of, spawn, stop, wait_tcp
 
 # Debian's accounts (packages postgresql and etcd-server): what reads each secret.
 ADMIN_USER = "postgres"
@@ -192,17 +192,6 @@ def _exporter_dsn(member: dict) -> str:
 # --- Files, accounts and permissions --------------------------------------------------------------
 
 
-def _ensure_account(user: str) -> None:
-    """A system account without home or shell, as the apps role creates its own; on NixOS the
-    exporter module declares it."""
-    try:
-        pwd.getpwnam(user)
-    except KeyError:
-        run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-             "--shell", "/usr/sbin/nologin", user])
-        log(f"postgres: created the system account {user}")
-
-
 def _ids(user: str) -> tuple[int, int]:
     entry = pwd.getpwnam(user)
     return entry.pw_uid, entry.pw_gid
@@ -337,7 +326,7 @@ def _prepare(host: spec.Host) -> dict[str, list[Path]]:
     member = _member(host)
     paths = _paths(member)
     exporter = _exporter_account(member)
-    _ensure_account(exporter)
+    ensure_system_account(exporter, "postgres")  # on NixOS the exporter module declares it
     _install_secrets(host, member)
     _mkdir(paths["data"].parent, ADMIN_USER)
     _mkdir(paths["socket"], ADMIN_USER, 0o755)
