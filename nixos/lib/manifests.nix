@@ -66,6 +66,30 @@
       else []
     );
 
+  # A pod's ports and its Service's, by name: the public one, the operational one (`ops`, by
+  # which Prometheus' service discovery finds /metrics), and HTTPS for a service serving it.
+  namedPorts = name:
+    [
+      {
+        name = "http";
+        port = services.${name}.port;
+      }
+      {
+        name = "ops";
+        port = ports.service.ops;
+      }
+    ]
+    ++ (
+      if servesTls name
+      then [
+        {
+          name = "https";
+          port = ports.service.https;
+        }
+      ]
+      else []
+    );
+
   hasSuffix = suffix: s: let
     n = stringLength s;
     m = stringLength suffix;
@@ -499,7 +523,6 @@
 
     deployment = name: let
       w = workloadFor name;
-      service = services.${name};
       hasSecrets = w.secrets != [];
       # The CA files its settings name (every *_CA_FILE is under cluster.caDir, checked):
       # exactly those are mounted from the comptoir-ca ConfigMap.
@@ -583,29 +606,12 @@
                 imagePullPolicy = "Never";
                 envFrom = [{configMapRef.name = "${name}-settings";}];
                 ports =
-                  [
-                    {
-                      name = "http";
-                      containerPort = service.port;
-                      protocol = "TCP";
-                    }
-                    {
-                      name = "ops";
-                      containerPort = ports.service.ops;
-                      protocol = "TCP";
-                    }
-                  ]
-                  ++ (
-                    if servesTls name
-                    then [
-                      {
-                        name = "https";
-                        containerPort = ports.service.https;
-                        protocol = "TCP";
-                      }
-                    ]
-                    else []
-                  );
+                  map (p: {
+                    inherit (p) name;
+                    containerPort = p.port;
+                    protocol = "TCP";
+                  })
+                  (namedPorts name);
                 resources = {
                   requests = w.resources.requests // {ephemeral-storage = "16Mi";};
                   limits = w.resources.limits // {ephemeral-storage = "128Mi";};
@@ -727,33 +733,12 @@
         type = "ClusterIP";
         selector = selector name;
         ports =
-          [
-            {
-              name = "http";
-              protocol = "TCP";
-              port = services.${name}.port;
-              targetPort = "http";
-            }
-            # For Prometheus' service discovery: the port named `ops` serves /metrics.
-            {
-              name = "ops";
-              protocol = "TCP";
-              port = ports.service.ops;
-              targetPort = "ops";
-            }
-          ]
-          ++ (
-            if servesTls name
-            then [
-              {
-                name = "https";
-                protocol = "TCP";
-                port = ports.service.https;
-                targetPort = "https";
-              }
-            ]
-            else []
-          );
+          map (p: {
+            inherit (p) name port;
+            protocol = "TCP";
+            targetPort = p.name;
+          })
+          (namedPorts name);
       };
     };
 
