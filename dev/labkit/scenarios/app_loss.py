@@ -19,6 +19,7 @@ import time
 from .. import spec
 from ..proc import kill_namespace, log
 from ..roles import apps
+from . import restore_node_exporters
 
 # How long the load must run without a failure for the cluster to count as recovered.
 QUIET_SECONDS = 10.0
@@ -67,12 +68,7 @@ def run(lab: spec.Lab) -> list[tuple[str, str]]:
         apps.up(lab)
     except SystemExit as error:
         raise AssertionError(f"{victim.name} did not come back: {error}") from None
-    try:
-        from ..roles import monitoring  # noqa: PLC0415 — the monitoring role is optional in a partial lab
-    except ImportError:
-        monitoring = None
-    if monitoring is not None:
-        monitoring.up(lab)
+    restore_node_exporters(lab)
     serving = apps.endpoints()
     assert all(apps.in_maps(i, serving) for i in victim_ids), f"{victim.name}'s replicas are not serving again"
     restored = time.monotonic() - back

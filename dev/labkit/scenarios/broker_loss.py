@@ -50,6 +50,7 @@ from pathlib import Path
 from .. import spec
 from ..proc import kill_namespace, log, ns_argv
 from ..roles import pulsar
+from . import restore_node_exporters
 
 PULSAR_CLIENT = "pulsar-client==3.13.0"
 TOPICS = 4
@@ -220,6 +221,7 @@ def _lose_a_host(lab: spec.Lab, cluster: dict, app: spec.Host, config: dict) -> 
             log(f"broker_loss: starting {victim.name} again")
             restarted_at = time.monotonic()
             pulsar.restart_host(lab, victim)
+            restore_node_exporters(lab)
     return {
         "victim": victim,
         "survivors": survivors,

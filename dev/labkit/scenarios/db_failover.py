@@ -27,6 +27,7 @@ from pathlib import Path
 from .. import spec
 from ..proc import kill_namespace, log, ns_run, spawn, stop
 from ..roles import postgres
+from . import restore_node_exporters
 
 TABLE = "lab_db_failover"
 # The target. Patroni's leader key outlives the primary by up to its ttl (6 s; refreshed every
@@ -99,6 +100,7 @@ def _rejoin(lab: spec.Lab, old: spec.Host) -> tuple[float, str]:
     offset = log_file.stat().st_size
     started = time.monotonic()
     postgres.start_host(lab, old)
+    restore_node_exporters(lab)
     while True:
         member = postgres.members(lab).get(old.name, {})
         if member.get("role") in ("replica", "sync_standby") and member.get("state") in ("running", "streaming"):
