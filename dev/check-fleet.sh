@@ -34,10 +34,7 @@ install_packages() {
   local missing=()
   command -v nix-instantiate >/dev/null || missing+=(nix-bin)
   command -v dot >/dev/null || missing+=(graphviz)
-  ((${#missing[@]} == 0)) && return 0
-  is_root || die "need root to install: ${missing[*]}"
-  log "installing ${missing[*]}"
-  apt_install "${missing[@]}" >/dev/null
+  install_missing "${missing[@]}"
 }
 
 # nix-instantiate of an expression over the generators, as JSON on stdout.

@@ -57,10 +57,7 @@ install_tools() {
   command -v openssl >/dev/null || missing+=(openssl)
   command -v curl >/dev/null || missing+=(curl)
   pg_bin_dir >/dev/null || missing+=(postgresql)
-  if ((${#missing[@]} > 0)); then
-    log "installing ${missing[*]} (apt-get)"
-    apt_install "${missing[@]}"
-  fi
+  install_missing "${missing[@]}"
 }
 
 # Debian's PostgreSQL server binaries, highest major installed (15 on Debian 12).

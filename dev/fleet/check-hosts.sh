@@ -49,10 +49,7 @@ install_tools() {
   command -v nix-instantiate >/dev/null || missing+=(nix-bin)
   command -v nft >/dev/null || missing+=(nftables)
   command -v ip >/dev/null || missing+=(iproute2)
-  if ((${#missing[@]} > 0)); then
-    log "installing ${missing[*]} (apt-get)"
-    apt_install "${missing[@]}"
-  fi
+  install_missing "${missing[@]}"
   install_promtool
 }
 

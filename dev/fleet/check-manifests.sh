@@ -83,11 +83,7 @@ install_tools() {
   command -v nix-instantiate >/dev/null || missing+=(nix-bin)
   command -v openssl >/dev/null || missing+=(openssl)
   python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
-  if ((${#missing[@]} > 0)); then
-    is_root || die "missing ${missing[*]}: install them, or run as root"
-    log "installing ${missing[*]} (apt-get)"
-    apt_install "${missing[@]}"
-  fi
+  install_missing "${missing[@]}"
   install_kubernetes_validate
   install_kube_score
 }

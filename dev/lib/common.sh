@@ -32,6 +32,15 @@ apt_install() {
       && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"; }
 }
 
+# install_missing PACKAGE...: the Debian packages a script found missing (none: nothing to do),
+# installed with apt_install; without root it stops, naming them.
+install_missing() {
+  (($# > 0)) || return 0
+  is_root || die "missing ${*}: install them, or run as root"
+  log "installing ${*} (apt-get)"
+  apt_install "$@" >/dev/null
+}
+
 # nix-instantiate --eval --strict --json ARGS..., the JSON on stdout, without Debian's nix-bin
 # warning about the missing nixbld group (it runs evaluations only, no builds).
 nix_eval_json() {
