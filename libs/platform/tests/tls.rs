@@ -182,7 +182,18 @@ async fn a_rotated_certificate_is_served_without_a_restart_and_a_broken_one_is_n
     // A broken rotation (a key that is not PEM): the listener keeps serving the last good
     // certificate.
     std::fs::write(&files.key_file, "not a key").expect("break the key");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for(
+        "the broken pair to be tried",
+        Duration::from_secs(10),
+        || async {
+            comptoir_platform::metrics::handle()
+                .render()
+                .contains(r#"tls_certificate_reloads_total{outcome="failed"}"#)
+                .then_some(())
+        },
+    )
+    .await
+    .expect("a failed reload counted");
     assert_eq!(
         hello(&trusting_new, &running.https)
             .await
