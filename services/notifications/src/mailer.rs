@@ -43,7 +43,7 @@ use uuid::Uuid;
 
 use crate::domain::Rendered;
 use crate::identity::Recipient;
-use crate::settings::{SmtpSettings, SmtpTls, read_ca};
+use crate::settings::{SmtpSettings, SmtpTls};
 
 /// Why a message was not accepted by the relay. Fixed words and reply codes only.
 #[derive(Debug, thiserror::Error)]
@@ -200,9 +200,8 @@ impl Mailer {
 fn tls_parameters(settings: &SmtpSettings) -> Result<TlsParameters, MailerError> {
     let mut builder = TlsParameters::builder(settings.host.clone());
     if let Some(path) = &settings.ca_file {
-        // read_ca checks there is at least one certificate; lettre's rustls backend reads
-        // every certificate of the bundle into one `Certificate`.
-        read_ca(path).map_err(MailerError::CaFile)?;
+        // `problems` (above, in `new`) checked that the bundle holds certificates; lettre's
+        // rustls backend reads every certificate of it into one `Certificate`.
         let pem = std::fs::read(path)
             .map_err(|e| MailerError::CaFile(format!("cannot read {}: {e}", path.display())))?;
         let roots = Certificate::from_pem(&pem).map_err(|_| {
