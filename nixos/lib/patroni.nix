@@ -291,6 +291,16 @@
     };
   in {
     inherit scope stanza databases secretNames;
+    # The exporter's monitoring role (admitted on the socket by the `monitoring` map above),
+    # created idempotently on the primary by the module's provisioning unit, and by the lab.
+    exporterRoleSql = ''
+      DO $$ BEGIN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'postgres_exporter') THEN
+          CREATE ROLE postgres_exporter LOGIN;
+        END IF;
+      END $$;
+      GRANT pg_monitor TO postgres_exporter;
+    '';
     hostNames = map (host: host.name) pgHosts;
     # What services put in their database settings: every member, the client keeps the one
     # that accepts writes (libs/store: host list, target_session_attrs=read-write).

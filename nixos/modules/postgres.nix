@@ -313,12 +313,7 @@ in {
       script = ''
         ${onlyOnPrimary}
         psql -h ${socketDir} -U postgres -d postgres -v ON_ERROR_STOP=1 <<'SQL'
-        DO $$ BEGIN
-          IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'postgres_exporter') THEN
-            CREATE ROLE postgres_exporter LOGIN;
-          END IF;
-        END $$;
-        GRANT pg_monitor TO postgres_exporter;
+        ${cluster.exporterRoleSql}
         SQL
         # Over the socket as postgres (peer): no administrator password exists to leak.
         export COMPTOIR_PG_ADMIN_URL="host=${socketDir} user=postgres dbname=postgres"

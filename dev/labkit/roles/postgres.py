@@ -48,16 +48,9 @@ PACKAGES = {
     "setfacl": "acl",
     "prometheus-postgres-exporter": "prometheus-postgres-exporter",
 }
-# The exporter's role, as the module's provisioning unit creates it (nixos/modules/postgres.nix).
+# The exporter's role; the SQL creating it is the generator's (exporterRoleSql), which the
+# module's provisioning unit runs too (nixos/modules/postgres.nix).
 EXPORTER_ROLE = "postgres_exporter"
-EXPORTER_SQL = """
-DO $$ BEGIN
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'postgres_exporter') THEN
-    CREATE ROLE postgres_exporter LOGIN;
-  END IF;
-END $$;
-GRANT pg_monitor TO postgres_exporter;
-"""
 # etcd's copies of the host's TLS files (secret purpose → the purpose it copies), as the module's.
 ETCD_COPIES = {"etcdCa": "ca", "etcdCert": "cert", "etcdKey": "key"}
 
@@ -461,7 +454,7 @@ def _provision(primary: spec.Host) -> None:
     backup = {**base, "PGBACKREST_CONFIG": str(primary.dir / "pgbackrest" / "pgbackrest.conf")}
     ns_run(primary.netns, ["pgbackrest", f"--stanza={c['stanza']}", "stanza-create"], env=backup, **as_admin)
     psql = [str(bin_dir / "psql"), "-X", "-q", "-h", str(paths["socket"]), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1"]
-    ns_run(primary.netns, psql, input=EXPORTER_SQL, env=base, **as_admin)
+    ns_run(primary.netns, psql, input=c["exporterRoleSql"], env=base, **as_admin)
     # Over the socket as postgres (peer): no administrator password exists.
     admin = {**base, "COMPTOIR_PG_ADMIN_URL": f"host={paths['socket']} user=postgres dbname=postgres"}
     xtask = spec.cargo_binary("comptoir-xtask", "comptoir-xtask")
