@@ -199,14 +199,7 @@ async fn while_smtp_is_down_sends_are_retried_and_the_mail_arrives_once_it_is_up
     })
     .await;
     let email = "katherine@example.org";
-    let customer = app.identity().register(email, "Katherine").await;
-    let order = Uuid::now_v7();
-    app.publish(&order_changed(order, customer, OrderStatus::Confirmed))
-        .await;
-
-    let retried = app
-        .wait_delivery(order, "three failed attempts", |d| d.attempts >= 3)
-        .await;
+    let (order, retried) = app.confirmed_order_failing_thrice(email, "Katherine").await;
     assert_eq!(retried.status, Status::Pending);
     assert_eq!(
         retried.last_error.as_deref(),
@@ -341,12 +334,8 @@ async fn three_failed_sends(
 ) -> (TestApp, Delivery) {
     let dir = tempfile::tempdir().expect("tempdir");
     let app = spawn_app_with_mailpit(relay, starttls_settings(dir.path(), trusted, password)).await;
-    let customer = app.identity().register(customer.0, customer.1).await;
-    let order = Uuid::now_v7();
-    app.publish(&order_changed(order, customer, OrderStatus::Confirmed))
-        .await;
-    let retried = app
-        .wait_delivery(order, "three failed attempts", |d| d.attempts >= 3)
+    let (_, retried) = app
+        .confirmed_order_failing_thrice(customer.0, customer.1)
         .await;
     // A configuration to fix, not a verdict on the message: pending, retried with backoff;
     // and nothing sent in clear instead.

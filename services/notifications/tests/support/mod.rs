@@ -455,6 +455,23 @@ impl TestApp {
         serde_json::from_value(body["items"].clone()).expect("deliveries")
     }
 
+    /// A new customer's order confirmed, then its delivery once three attempts to send it
+    /// have failed: the order id and that delivery.
+    pub async fn confirmed_order_failing_thrice(
+        &self,
+        email: &str,
+        name: &str,
+    ) -> (Uuid, Delivery) {
+        let customer = self.identity().register(email, name).await;
+        let order = Uuid::now_v7();
+        self.publish(&order_changed(order, customer, OrderStatus::Confirmed))
+            .await;
+        let retried = self
+            .wait_delivery(order, "three failed attempts", |d| d.attempts >= 3)
+            .await;
+        (order, retried)
+    }
+
     /// Waits until the order has a delivery matching `check`, and returns it.
     pub async fn wait_delivery(
         &self,
