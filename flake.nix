@@ -52,7 +52,7 @@
       images = builtins.mapAttrs (name: _: self.packages.${system}."${name}-image") services;
     };
 
-    perSystem = flake-utils.lib.eachSystem ["x86_64-linux" "aarch64-linux"] (system: let
+    perSystem = flake-utils.lib.eachSystem (import ./nix/systems.nix) (system: let
       pkgs = import nixpkgs {
         inherit system;
         overlays = [(import rust-overlay)];
@@ -147,29 +147,23 @@
             '';
           };
         };
-    in {
-      packages =
-        rust.servicePackages
-        // images
-        // {
-          inherit pulsar;
-          inherit (rust) xtask;
-          default = pkgs.linkFarmFromDrvs "comptoir-services" (builtins.attrValues rust.servicePackages);
-        };
-
-      # `nix flake check`: every service, every image, the Rust checks, and deploy-rs' own
-      # checks of the node set (schema, and that every host's system activates).
-      # The fleet's hosts are x86_64-linux, so deploy-rs' checks (which build every host's
-      # activation) are too.
-      checks =
-        rust.servicePackages
-        // images
-        // rust.checks
-        // (
+      # packages and checks, assembled as nix/outputs.nix says (Hydra's job names come from it).
+      assembled = import ./nix/outputs.nix {
+        inherit (rust) servicePackages sboms;
+        inherit images;
+        rustChecks = rust.checks;
+        inherit pulsar;
+        inherit (rust) xtask;
+        default = pkgs.linkFarmFromDrvs "comptoir-services" (builtins.attrValues rust.servicePackages);
+        # The fleet's hosts are x86_64-linux, so deploy-rs' checks (which build every host's
+        # activation) are too.
+        deployChecks =
           if system == "x86_64-linux"
           then deploy-rs.lib.${system}.deployChecks self.deploy
-          else {}
-        );
+          else {};
+      };
+    in {
+      inherit (assembled) packages checks;
 
       devShells.default = craneLib.devShell ({
           # The Rust checks' inputs (protoc, ...) come along.
@@ -197,5 +191,12 @@
       # deploy-rs nodes, one per host (`deploy .#prod-k3s-1`; `deploy prod` rolls a whole
       # environment canary first through the dev shell's wrapper, deploy-rs/README.md).
       deploy = import ./deploy-rs {inherit self deploy-rs fleetLib;};
+
+      # What Hydra builds for every commit, and the `release` aggregate that gates production
+      # (hydra/jobs.nix; the project and its jobsets: hydra/, docs/delivery.md).
+      hydraJobs = import ./hydra/jobs.nix {
+        inherit self fleetLib;
+        pkgs = nixpkgs.legacyPackages.x86_64-linux;
+      };
     };
 }

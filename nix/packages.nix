@@ -58,6 +58,32 @@
 
   servicePackages = builtins.mapAttrs mkService services;
 
+  # A CycloneDX SBOM per service (cargo-cyclonedx): every crate compiled into the service's
+  # binary for the fleet's platform, with its version, licence, source and Cargo.lock checksum.
+  # Hydra builds them beside the images (hydra/jobs.nix); dev/check-supply-chain.sh makes the
+  # same documents on CI with the same command and checks them. The rest of an image (glibc,
+  # CA bundle, tzdata) is a Nix closure: `nix path-info --recursive` of the image lists it.
+  mkSbom = name: service:
+    craneLib.mkCargoDerivation (commonArgs
+      // {
+        cargoArtifacts = null;
+        pname = "${service.crate}-sbom";
+        nativeBuildInputs = commonArgs.nativeBuildInputs ++ [pkgs.cargo-cyclonedx];
+        buildPhaseCargoCommand = ''
+          cargo cyclonedx --manifest-path services/${name}/Cargo.toml ${sbomArgs}
+        '';
+        installPhaseCommand = ''
+          install -D --mode=0444 services/${name}/${service.crate}.cdx.json "$out/${service.crate}.cdx.json"
+        '';
+        doInstallCargoArtifacts = false;
+      });
+  sbomArgs = "--format json --spec-version 1.5 --target x86_64-unknown-linux-gnu";
+
+  sboms = builtins.listToAttrs (map (name: {
+    name = "${name}-sbom";
+    value = mkSbom name services.${name};
+  }) (builtins.attrNames services));
+
   # The provisioning tool (databases, the Pulsar topology): the fleet's Pulsar role runs it
   # after activation, as dev/ does locally.
   xtask = craneLib.buildPackage (commonArgs
@@ -114,5 +140,5 @@
       });
   };
 in {
-  inherit cargoArtifacts checks commonArgs servicePackages xtask;
+  inherit cargoArtifacts checks commonArgs sbomArgs sboms servicePackages xtask;
 }
