@@ -39,6 +39,16 @@
     grafana = 3000;
   };
 
+  # The ci host (nixos/modules/ci.nix). nginx serves the forge, Hydra and the binary cache by
+  # name on one HTTPS port; Forgejo's own SSH server serves git beside the host's sshd. Hydra
+  # and Harmonia listen on loopback only, behind nginx (Forgejo on a unix socket).
+  ci = {
+    https = 443;
+    gitSsh = 2222;
+    hydra = 3000; # loopback
+    cache = 5000; # loopback: Harmonia
+  };
+
   # Inside every service's pod: the public listener and the operational one (/livez,
   # /readyz, /metrics), which only the kubelet and Prometheus reach; and, for a service
   # whose workload sets `tls` (workloads.nix), its HTTPS listener (http.tls).

@@ -31,7 +31,7 @@ SECRETS_PREFIX = "/run/secrets/"
 # Who may open a connection to whom, on which port (a dotted path into ports.nix):
 # (client, server role, port, protocol). Clients: "admin" (the environment's admin networks),
 # "anywhere", "pods" (the pod network, to its own node), or a role; "k3s" is either k3s role,
-# "*" every host.
+# "*" every host (of the server's environment, as a client).
 EDGES = [
     ("admin", "*", "ssh", "tcp"),
     ("monitoring", "*", "nodeExporter", "tcp"),
@@ -70,6 +70,11 @@ EDGES = [
     ("admin", "monitoring", "monitoring.alertmanager", "tcp"),
     ("monitoring", "monitoring", "monitoring.alertmanager", "tcp"),
     ("admin", "monitoring", "monitoring.grafana", "tcp"),
+    # ci: nginx (forge and Hydra for operators, the binary cache for operators and every host of
+    # the environment, its substituter) and Forgejo's git SSH. Hydra and Harmonia are loopback.
+    ("admin", "ci", "ci.https", "tcp"),
+    ("*", "ci", "ci.https", "tcp"),
+    ("admin", "ci", "ci.gitSsh", "tcp"),
 ]
 
 # What a service's `needs` entry in graph.nix opens from the k3s hosts (the pods leave their

@@ -47,6 +47,8 @@
     k3s_pods = [k3sPodNetwork];
     pulsar_hosts = addresses (inventory.hostsOf env "pulsar");
     postgres_hosts = addresses (inventory.hostsOf env "postgres");
+    # Every host of the environment (the ci host's binary cache serves them all).
+    fleet_hosts = addresses (inventory.envHosts env);
     inherit anywhere;
   };
 
@@ -132,8 +134,14 @@
       (allow ports.monitoring.grafana ["admin"] "Grafana: operators")
     ];
 
-    # The delivery work (Forgejo, Hydra, the binary cache) adds the ci role's openings here.
-    ci = [];
+    # nginx on the ci host serves three names on one port: the forge and Hydra to operators, the
+    # binary cache to operators and to every host of the environment (its substituter). nginx
+    # narrows each name further (nixos/modules/ci.nix): forge and Hydra answer the admin
+    # networks only. Hydra, Harmonia and Forgejo's HTTP listen on loopback or a socket.
+    ci = [
+      (allow ports.ci.https ["admin" "fleet_hosts"] "nginx https: forge, Hydra (operators), binary cache (operators, the hosts)")
+      (allow ports.ci.gitSsh ["admin"] "Forgejo git over SSH: operators")
+    ];
   };
 
   # A host's allowances, one entry per (proto, port, group), without duplicates (a host with
