@@ -34,6 +34,7 @@ SECRETS_PREFIX = "/run/secrets/"
 # "*" every host (of the server's environment, as a client).
 EDGES = [
     ("admin", "*", "ssh", "tcp"),
+    ("ci", "*", "ssh", "tcp"),  # the release gate's deploy-rs
     ("monitoring", "*", "nodeExporter", "tcp"),
     # k3s
     ("k3s", "k3s-server", "k3s.api", "tcp"),
@@ -67,6 +68,7 @@ EDGES = [
     ("monitoring", "postgres", "postgres.exporter", "tcp"),
     # Monitoring
     ("admin", "monitoring", "monitoring.prometheus", "tcp"),
+    ("ci", "monitoring", "monitoring.prometheus", "tcp"),  # the release gate's health check
     ("admin", "monitoring", "monitoring.alertmanager", "tcp"),
     ("monitoring", "monitoring", "monitoring.alertmanager", "tcp"),
     ("admin", "monitoring", "monitoring.grafana", "tcp"),

@@ -49,6 +49,8 @@
     postgres_hosts = addresses (inventory.hostsOf env "postgres");
     # Every host of the environment (the ci host's binary cache serves them all).
     fleet_hosts = addresses (inventory.envHosts env);
+    # The ci host, whose release gate deploys the environment (nixos/modules/ci.nix).
+    ci_hosts = addresses (inventory.hostsOf env "ci");
     inherit anywhere;
   };
 
@@ -66,7 +68,8 @@
 
   # What every host accepts.
   baseline = [
-    (allow ports.ssh ["admin"] "ssh: operators and deploy-rs")
+    # deploy-rs runs on the operators' machines and in the ci host's release gate.
+    (allow ports.ssh ["admin" "ci_hosts"] "ssh: operators and deploy-rs (theirs, the release gate's)")
     (allow ports.nodeExporter ["monitoring"] "node exporter: Prometheus")
   ];
 
@@ -128,7 +131,8 @@
     ];
 
     monitoring = [
-      (allow ports.monitoring.prometheus ["admin"] "Prometheus: operators")
+      # The release gate's deploy asks Prometheus for firing alerts after the canary.
+      (allow ports.monitoring.prometheus ["admin" "ci_hosts"] "Prometheus: operators, the release gate's health check")
       # Prometheus pushes alerts to (and scrapes) every Alertmanager of its environment.
       (allow ports.monitoring.alertmanager ["admin" "monitoring"] "Alertmanager: operators, Prometheus")
       (allow ports.monitoring.grafana ["admin"] "Grafana: operators")
