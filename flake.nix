@@ -47,9 +47,22 @@
     fleetLib = import ./nixos/lib {};
 
     # What the NixOS roles need of this flake, for the hosts' system.
-    comptoirFor = system: {
+    comptoirFor = system: let
+      pkgs = nixpkgs.legacyPackages.${system};
+    in {
       inherit (self.packages.${system}) pulsar xtask;
       images = builtins.mapAttrs (name: _: self.packages.${system}."${name}-image") services;
+      # `deploy prod` for the ci host's release gate (nixos/modules/ci.nix): the dev shell's
+      # wrapper (perSystem's `deploy`), plus what a systemd unit's PATH lacks and the dev shell
+      # takes from the operator's machine: ssh for deploy-rs and nix copy, git for the flake.
+      deploy = pkgs.writeShellApplication {
+        name = "deploy";
+        runtimeInputs = [pkgs.jq pkgs.curl pkgs.nix pkgs.openssh pkgs.git];
+        text = ''
+          export COMPTOIR_DEPLOY_RS_BIN="''${COMPTOIR_DEPLOY_RS_BIN:-${deploy-rs.packages.${system}.default}/bin/deploy}"
+          exec ${pkgs.bash}/bin/bash ${./deploy-rs/deploy} "$@"
+        '';
+      };
     };
 
     perSystem = flake-utils.lib.eachSystem (import ./nix/systems.nix) (system: let

@@ -38,6 +38,14 @@
     ops = {
       sshKeys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG8pK3/NDiZZC3tO2hdQAP7n81TgKXcNGKYcSS0zr0Jh replace-me@comptoir"];
     };
+    # Not a person: the ci host's release gate, which deploys production when Hydra's `release`
+    # job is green on main (nixos/modules/ci.nix). Its key, like every admin's, lets it in as
+    # `deploy`; the private half is the secret ci/deploy-ssh-key on the ci host. The key below
+    # is a placeholder whose private half was thrown away: replace it with the public half of
+    # that secret (docs/runbooks/ci-host.md).
+    hydra-release = {
+      sshKeys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAeOQB3p9SPLn5hdRKccD+g/y6BCLxbM1H+xZF2+4Wtm hydra-release@prod-ci-1 replace-me"];
+    };
   };
 
   environments = {
@@ -62,6 +70,11 @@
         username = "comptoir-prod";
         ca = null;
       };
+      # The ci host's binary cache, https://cache.<domain> (nixos/modules/ci.nix): the public
+      # halves of the keys it signs with (`nix key convert-secret-to-public` of the secret
+      # ci/cache-signing-key). Every host of the environment substitutes from it once a key is
+      # here; two keys during a rotation (docs/runbooks/ci-host.md). Empty: no host uses it.
+      binaryCacheKeys = [];
       # Deployed alone first, then health-checked, before the rest (deploy-rs/deploy).
       canary = "prod-agent-1";
       hosts = [

@@ -22,6 +22,14 @@
   # installation encrypts its own to its hosts' keys and commits the file.
   sopsFile = ../../secrets + "/${host.env}.yaml";
   hasSopsFile = builtins.pathExists sopsFile;
+
+  # The environment's binary cache (the ci role, nixos/modules/ci.nix), once nixos/fleet.nix
+  # holds its public key: deploy-rs copies closures with --substitute-on-destination, so a
+  # host fetches what the cache has from it. The name resolves here, without DNS.
+  ciHosts = fleetLib.inventory.hostsOf host.env "ci";
+  cacheKeys = env.binaryCacheKeys or [];
+  useCache = ciHosts != [] && cacheKeys != [];
+  cacheName = "cache.${env.domain}";
 in {
   options.comptoir.network = {
     # The name of the NIC that carries the host's address. A QEMU/KVM guest on the i440fx
@@ -158,7 +166,10 @@ in {
       trusted-users = ["root" "deploy"];
       # The services' own accounts have no business with the Nix daemon.
       allowed-users = ["@wheel"];
+      extra-substituters = lib.mkIf useCache ["https://${cacheName}"];
+      extra-trusted-public-keys = lib.mkIf useCache cacheKeys;
     };
+    networking.hosts = lib.mkIf useCache {${(lib.head ciHosts).address} = [cacheName];};
 
     ## Metrics: the node exporter on every host, scraped by the environment's Prometheus
     ## (nixos/lib/prometheus.nix); the firewall admits only the monitoring hosts.
