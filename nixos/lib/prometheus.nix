@@ -306,6 +306,31 @@
           }
         ];
       }
+
+      # Hydra's release gate (hydra/release-gate, the hook that deploys green release builds of
+      # main): its metrics come from the ci host's node exporter (textfile collector), so the
+      # alerts name that host, and the deploy wrapper's canary gate, which ignores alerts about
+      # other hosts, is not stopped by them.
+      {
+        name = "release";
+        rules = [
+          {
+            # Set by the failed attempt, cleared by the next successful one.
+            alert = "ProductionDeployFailed";
+            expr = ''comptoir_release_last_deploy_failed{target_env="prod"} == 1'';
+            labels.severity = "critical";
+            annotations.summary = "{{ $labels.host }}: the release gate's last deploy to prod failed: read Hydra's RunCommand log of the release build and deploys.jsonl in /var/lib/comptoir-release, then deploy by hand or restart the build";
+          }
+          {
+            # The newest finished release build failed, or its release.json is unusable.
+            alert = "ReleaseGateRed";
+            expr = "comptoir_release_last_build_failed == 1";
+            for = "6h";
+            labels.severity = "warning";
+            annotations.summary = "{{ $labels.host }}: the newest release build of main has been failing for 6 hours: nothing reaches production";
+          }
+        ];
+      }
     ];
   };
 in {
