@@ -65,6 +65,12 @@
 
   secret = name: config.sops.secrets.${name}.path;
 
+  # The role's secrets live in a file of their own, encrypted to the operators and the ci host
+  # only (secrets/README.md): the deploy key opens every host, and no other host of the
+  # environment has any business decrypting it. Missing: the host builds, activation fails.
+  ciSopsFile = ../../secrets + "/${host.env}-ci.yaml";
+  hasCiSopsFile = builtins.pathExists ciSopsFile;
+
   # The release gate, run by Hydra's RunCommand hook when comptoir:main:release finishes.
   releaseGate = pkgs.writeShellApplication {
     name = "comptoir-release-gate";
@@ -95,13 +101,25 @@ in {
       message = "ci: hydra/project.nix builds from ${project.forge.url}, but ${host.name}'s forge is https://${names.forge}";
     }
   ];
-  warnings = lib.optional (config.comptoir.network.gateway == null || config.comptoir.network.nameservers == []) ''
-    ${host.name} (ci) has no default gateway or no name servers (comptoir.network): Hydra cannot
-    fetch the flake's inputs nor substitute from cache.nixos.org, so every evaluation fails. Give
-    the ci host a way out (docs/runbooks/ci-host.md, "Network").
-  '';
+  warnings =
+    lib.optional (config.comptoir.network.gateway == null || config.comptoir.network.nameservers == []) ''
+      ${host.name} (ci) has no default gateway or no name servers (comptoir.network): Hydra cannot
+      fetch the flake's inputs nor substitute from cache.nixos.org, so every evaluation fails. Give
+      the ci host a way out (docs/runbooks/ci-host.md, "Network").
+    ''
+    ++ lib.optional (!hasCiSopsFile) ''
+      ${host.name} (ci): secrets/${host.env}-ci.yaml does not exist, so the role's secrets cannot be
+      installed and activation will fail. Create it: secrets/README.md.
+    '';
 
-  sops.secrets = {
+  sops.secrets = lib.mapAttrs (_: spec:
+    spec
+    // {
+      sopsFile =
+        if hasCiSopsFile
+        then ciSopsFile
+        else "/var/empty/secrets-${host.env}-ci.yaml-is-not-in-the-repository";
+    }) {
     # One certificate (chain) for the three names, and its key; nginx reads them.
     "ci/tls-cert" = {
       owner = config.services.nginx.user;
