@@ -223,8 +223,8 @@ in {
       "cron.update_checker".ENABLED = false;
     };
   };
-  # `forgejo admin ...` for the runbook's commands (run as the forgejo user).
-  environment.systemPackages = [config.services.forgejo.package];
+  # For the runbook's commands: `forgejo admin ...` (as the forgejo user), zstd for the dumps.
+  environment.systemPackages = [config.services.forgejo.package pkgs.zstd];
 
   ## Hydra: builds on this host only, its database created by the module on the local
   ## PostgreSQL, the release gate on comptoir:main:release.
