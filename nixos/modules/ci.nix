@@ -39,7 +39,7 @@
 
   # The Hydra project (name, release job and environment, the forge it builds from).
   project = import ../../hydra/project.nix;
-  # The job whose success deploys, `<project>:<jobset>:<job>` as Hydra's RunCommand matches it.
+  # The jobset whose `release` job deploys: `<project>:<jobset>:<job>` in Hydra's RunCommand.
   releaseJobset = "main";
 
   # The names nginx serves; operators resolve them to this host (their DNS or /etc/hosts).
