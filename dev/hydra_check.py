@@ -206,6 +206,10 @@ def check_jobs(jobs: dict) -> list[str]:
         problems.append(f"release.json flake {info.get('flake')!r} does not pin the commit")
     if info.get("environment") != env:
         problems.append(f"release.json environment {info.get('environment')!r}, expected {env!r}")
+    nodes = (info.get("fleet") or {}).get("nodes", {})
+    missing_nodes = sorted(h for h, e in hosts.items() if e == env and h not in nodes)
+    if missing_nodes:
+        problems.append(f"release.json's fleet (the deploy wrapper's inventory) lacks {missing_nodes}")
     if "releaseJson" not in release["passAsFile"]:
         problems.append("the release does not write release.json (passAsFile)")
     return problems

@@ -44,13 +44,15 @@
 
   # Hydra's job output carries no commit, so the release writes one for the gate: the commit,
   # the flake's source in the store (a dependency of this job, hence present on the Hydra host
-  # that built it), and the forge URL of that commit for a deploy from elsewhere.
+  # that built it), the forge URL of that commit for a deploy from elsewhere, and the
+  # inventory's deploy data the deploy wrapper then needs (it has no checkout to read).
   rev = self.rev or "dirty";
   releaseJson = builtins.toJSON {
     inherit rev;
     source = "${self}";
     flake = hydraLib.flakeUrlOf rev;
     environment = project.releaseEnvironment;
+    fleet = fleetLib.deploy;
     constituents = map (c: c.name) constituents;
   };
 

@@ -149,7 +149,8 @@ def jobs(**release_changes):
     names = (["packages.x86_64-linux.svc", "packages.x86_64-linux.svc-image",
               "checks.x86_64-linux.clippy", "hosts.prod-1"])
     info = {"rev": REV, "source": "/nix/store/x-source", "flake": f"git+https://f/r.git?rev={REV}",
-            "environment": "prod", "constituents": names}
+            "environment": "prod", "constituents": names,
+            "fleet": {"nodes": {"prod-1": {}, "staging-1": {}}}}
     info.update(release_changes)
     return {
         "packages": {"x86_64-linux": ["svc", "svc-image"], "aarch64-linux": ["svc"]},
@@ -177,6 +178,10 @@ class Jobs(unittest.TestCase):
         names = jobs()["release"]["releaseJson"]["constituents"] + ["hosts.staging-1", "packages.aarch64-linux.svc"]
         text = "\n".join(hydra.check_jobs(jobs(constituents=names)))
         self.assertIn("extra ['hosts.staging-1', 'packages.aarch64-linux.svc']", text)
+
+    def test_the_release_must_carry_the_inventory_for_a_deploy_from_its_url(self):
+        text = "\n".join(hydra.check_jobs(jobs(fleet={"nodes": {"staging-1": {}}})))
+        self.assertIn("lacks ['prod-1']", text)
 
     def test_the_release_must_record_the_commit_it_was_built_from(self):
         text = "\n".join(hydra.check_jobs(jobs(rev="dirty", flake="git+https://f/r.git?ref=main")))

@@ -47,6 +47,8 @@ start="$(date +%s.%N)"
 sleep "${STANDIN_SLEEP:-0}"
 line="$(printf '%q ' "$@")"
 printf '%s %s %s\n' "$start" "$(date +%s.%N)" "${line% }" >>"$STANDIN_CALLS"
+# The inventory the gate handed over, when it did (a deploy from the flake URL).
+[[ -z "${COMPTOIR_FLEET_JSON:-}" ]] || cp "$COMPTOIR_FLEET_JSON" "$STANDIN_CALLS.fleet"
 if [[ -n "${STANDIN_FAIL:-}" ]]; then
   echo "stand-in deploy: failing with status $STANDIN_FAIL as asked" >&2
   exit "$STANDIN_FAIL"
@@ -420,6 +422,98 @@ test_missing_source_uses_the_flake() {
   expect_calls "$(printf '%q' "$(flake_of 10)#prod")"
   expect_output "is not on this host"
   expect_metric "$(deployed comptoir_release_last_deployed_build)" 10
+}
+
+# The ci host's queue: Hydra's hook only queues, the gate's service drains.
+queue_gate() { # queue_gate --enqueue|--drain [EVENT]: like gate, with the mode and $CASE/queue
+  local mode="$1" event="${2:-}"
+  mkdir -p "$CASE/queue"
+  local -a env_event=(HYDRA_JSON="$event")
+  [[ -n "$event" ]] || env_event=(-u HYDRA_JSON)
+  STATUS=0
+  env "${env_event[@]}" \
+    COMPTOIR_RELEASE_DEPLOY="$TMP/bin/deploy" \
+    COMPTOIR_RELEASE_STATE_DIR="$STATE" \
+    COMPTOIR_RELEASE_TEXTFILE_DIR="$TEXT" \
+    STANDIN_CALLS="$CALLS" \
+    "$GATE" "$mode" "$CASE/queue" >>"$CASE/out" 2>&1 || STATUS=$?
+}
+expect_queue() { # expect_queue FILE...: the queue holds exactly these files (none: empty)
+  local got want
+  got="$(find "$CASE/queue" -mindepth 1 -printf '%f\n' | sort)"
+  want="$(printf '%s\n' "$@" | sed '/^$/d' | sort)"
+  [[ "$got" == "$want" ]] || fail "queue: [$got], expected [$want]"
+}
+
+test_queued_events_deploy_in_build_order_when_drained() {
+  reset
+  queue_gate --enqueue "$(build 11)"
+  expect_status 0
+  queue_gate --enqueue "$(build 10)"
+  expect_status 0
+  expect_queue 10.json 11.json
+  expect_no_calls
+  queue_gate --drain
+  expect_status 0
+  expect_calls "$(printf '%q' "$CASE/10/source#prod")" "$(printf '%q' "$CASE/11/source#prod")"
+  expect_queue
+  expect_metric "$(deployed comptoir_release_last_deployed_build)" 11
+}
+
+test_drain_reports_a_failed_deploy_and_empties_the_queue() {
+  reset
+  queue_gate --enqueue "$(build 10)"
+  queue_gate --enqueue "$(build 12 '.jobset = "staging"')"
+  STANDIN_FAIL=3 queue_gate --drain
+  expect_status 1
+  expect_queue
+  expect_deploys "[{\"build\":10,\"result\":\"failure\",\"exit_code\":3,\"env\":\"prod\",\"target\":\"$CASE/10/source#prod\"}]"
+  expect_metric 'comptoir_release_skipped_total{reason="other_job"}' 1
+  # The same build restarted in Hydra and queued again deploys.
+  queue_gate --enqueue "$CASE/10/hydra.json"
+  queue_gate --drain
+  expect_status 0
+  expect_metric "$(deployed comptoir_release_last_deployed_build)" 10
+}
+
+test_enqueue_refuses_what_it_cannot_queue() {
+  reset
+  queue_gate --enqueue ""
+  expect_status 2
+  expect_output "HYDRA_JSON= is not a readable file"
+  queue_gate --enqueue "$(build 10 'del(.build)')"
+  expect_status 2
+  expect_output "has no build id"
+  expect_queue
+  STATUS=0
+  HYDRA_JSON="$(build 11)" "$GATE" --enqueue "$CASE/no-such-queue" >>"$CASE/out" 2>&1 || STATUS=$?
+  expect_status 2
+  expect_output "is not a writable directory"
+  expect_no_calls
+}
+
+test_flake_deploy_gets_the_inventory_from_the_release() {
+  reset
+  local event
+  event="$(build 10)"
+  rmdir "$CASE/10/source"
+  jq '.fleet = {"nodes": {"prod-k3s-1": {"hostname": "10.20.0.11"}}}' "$CASE/10/out/release.json" >"$CASE/r.json"
+  mv "$CASE/r.json" "$CASE/10/out/release.json"
+  gate "$event"
+  expect_status 0
+  expect_calls "$(printf '%q' "$(flake_of 10)#prod")"
+  [[ "$(jq -c . "$CALLS.fleet" 2>/dev/null)" == '{"nodes":{"prod-k3s-1":{"hostname":"10.20.0.11"}}}' ]] \
+    || fail "the deploy did not get release.json's fleet as COMPTOIR_FLEET_JSON"
+  [[ -z "$(find "$STATE" -name 'fleet-*')" ]] || fail "the inventory file was left in the state directory"
+  # Not an object: refused before any deploy.
+  reset
+  event="$(build 11)"
+  jq '.fleet = "prod"' "$CASE/11/out/release.json" >"$CASE/r.json"
+  mv "$CASE/r.json" "$CASE/11/out/release.json"
+  gate "$event"
+  expect_status 2
+  expect_output "fleet is not the inventory's deploy data"
+  expect_no_calls
 }
 
 test_malformed_events_are_refused() {

@@ -1,6 +1,7 @@
 # The ci role (docs/architecture.md §10, docs/fleet.md): Forgejo, the forge; Hydra, the CI, which
-# evaluates the flake's hydraJobs on every push and, when `release` is green on main, runs the
-# release gate (hydra/release-gate) that deploys production; Harmonia, the binary cache serving
+# evaluates the flake's hydraJobs on every push and, when `release` finishes on main, queues it
+# for the release gate (hydra/release-gate), whose own service deploys production when it is
+# green; Harmonia, the binary cache serving
 # this host's store signed; all three behind one nginx. PostgreSQL on the host itself holds
 # Forgejo's and Hydra's databases, dumped every night, and `forgejo dump` archives the forge.
 # First setup, restores and key rotation: docs/runbooks/ci-host.md. Secrets: secrets/README.md.
@@ -49,12 +50,17 @@
     cache = "cache.${env.domain}";
   };
 
-  # Where the release gate keeps its state (lock, last deployed build, known_hosts) and writes
-  # its metrics for the node exporter's textfile collector. Both written by hydra-notify's user.
+  # The release gate runs as its own user, outside Hydra: Hydra's hook (run by hydra-notify as
+  # hydra-queue-runner, of the hydra group) only drops the finished build's event into the
+  # queue, and the gate's service deploys from there. So Hydra's users never hold the deploy
+  # key, and deploying this host (a production host: its Hydra units restart) cannot kill the
+  # deploy in progress.
+  releaseUser = "comptoir-release";
+  # The gate's state (lock, last deployed build, deploys.jsonl, known_hosts), its queue, and
+  # its metrics for the node exporter's textfile collector.
   releaseStateDir = "/var/lib/comptoir-release";
+  releaseQueue = "${releaseStateDir}/queue";
   textfileDir = "/var/lib/prometheus-node-exporter-text";
-  # hydra-notify runs the RunCommand hooks, as this user (nixpkgs' services.hydra).
-  notifyUser = "hydra-queue-runner";
 
   # Backups on this host's disk; docs/runbooks/ci-host.md says how to copy them off it.
   backupRoot = "/var/backup";
@@ -71,10 +77,10 @@
   ciSopsFile = ../../secrets + "/${host.env}-ci.yaml";
   hasCiSopsFile = builtins.pathExists ciSopsFile;
 
-  # The release gate, run by Hydra's RunCommand hook when comptoir:main:release finishes.
+  # The release gate: `--enqueue` in Hydra's RunCommand hook, `--drain` in its own service.
   releaseGate = pkgs.writeShellApplication {
     name = "comptoir-release-gate";
-    runtimeInputs = [pkgs.jq pkgs.util-linux pkgs.coreutils comptoir.deploy];
+    runtimeInputs = [pkgs.jq pkgs.util-linux pkgs.coreutils pkgs.findutils pkgs.gnused comptoir.deploy];
     text = ''exec ${pkgs.bash}/bin/bash ${../../hydra/release-gate} "$@"'';
   };
 
@@ -132,8 +138,8 @@ in {
     # Harmonia loads it through systemd's LoadCredential, so root keeps it.
     "ci/cache-signing-key".restartUnits = ["harmonia.service"];
     # The key the release gate's deploy-rs logs in with as `deploy` on every host; its public
-    # half is an entry of `admins` in nixos/fleet.nix. hydra-notify's user alone reads it.
-    "ci/deploy-ssh-key".owner = notifyUser;
+    # half is an entry of `admins` in nixos/fleet.nix. The gate's user alone reads it.
+    "ci/deploy-ssh-key".owner = releaseUser;
     # Forgejo's SECRET_KEY encrypts what the database keeps secret (two-factor seeds, tokens):
     # from the secrets, so a restore on a new host reads the restored database.
     "forgejo/secret-key" = {
@@ -247,7 +253,7 @@ in {
     extraConfig = ''
       <runcommand>
         job = ${project.name}:${releaseJobset}:${project.releaseJob}
-        command = ${lib.getExe releaseGate}
+        command = ${lib.getExe releaseGate} --enqueue ${releaseQueue}
       </runcommand>
       <webhooks>
         Include ${secret "hydra/webhook-secrets"}
@@ -255,11 +261,11 @@ in {
     '';
   };
   # deploy-rs (and its `nix copy`) log in as `deploy` with the release key when run by
-  # hydra-notify's user. The fleet's host keys are not in the inventory: the first connection
+  # the gate's user. The fleet's host keys are not in the inventory: the first connection
   # to a host records its key (accept-new) and a changed key stops the deploy; the runbook
   # seeds the file and checks the fingerprints.
   programs.ssh.extraConfig = ''
-    Match localuser ${notifyUser}
+    Match localuser ${releaseUser}
       IdentityFile ${secret "ci/deploy-ssh-key"}
       IdentitiesOnly yes
       StrictHostKeyChecking accept-new
@@ -271,7 +277,8 @@ in {
     experimental-features = ["nix-command" "flakes"];
     # common.nix lets only wheel use the daemon: Hydra's evaluator and web server use it too
     # (the queue runner is a trusted user; Harmonia's module admits Harmonia).
-    allowed-users = ["hydra" "hydra-www"];
+    # The gate's deploy-rs evaluates and copies the release's systems through it too.
+    allowed-users = ["hydra" "hydra-www" releaseUser];
   };
 
   ## The binary cache: this host's store, signed, on loopback behind nginx. (Later nixpkgs
@@ -310,15 +317,38 @@ in {
       })
     databases)
     // {
-      # What the release gate reads (hydra/release-gate); hydra-notify runs it.
-      hydra-notify.environment = {
-        COMPTOIR_RELEASE_PROJECT = project.name;
-        COMPTOIR_RELEASE_JOBSET = releaseJobset;
-        COMPTOIR_RELEASE_JOB = project.releaseJob;
-        COMPTOIR_RELEASE_ENV = project.releaseEnvironment;
-        COMPTOIR_RELEASE_STATE_DIR = releaseStateDir;
-        COMPTOIR_RELEASE_TEXTFILE_DIR = textfileDir;
-        COMPTOIR_RELEASE_DEPLOY = lib.getExe comptoir.deploy;
+      # The release gate (hydra/release-gate --drain): every event Hydra queued, oldest build
+      # first; started by comptoir-release-gate.path whenever the queue holds one.
+      comptoir-release-gate = {
+        description = "Comptoir's release gate: deploys the green release builds Hydra queued";
+        after = ["network-online.target" "nix-daemon.service"];
+        wants = ["network-online.target"];
+        # Deploying this host switches its configuration: the deploy in progress must not be
+        # stopped or restarted by it (it confirms this host's activation to deploy-rs).
+        restartIfChanged = false;
+        stopIfChanged = false;
+        environment = {
+          COMPTOIR_RELEASE_PROJECT = project.name;
+          COMPTOIR_RELEASE_JOBSET = releaseJobset;
+          COMPTOIR_RELEASE_JOB = project.releaseJob;
+          COMPTOIR_RELEASE_ENV = project.releaseEnvironment;
+          COMPTOIR_RELEASE_STATE_DIR = releaseStateDir;
+          COMPTOIR_RELEASE_TEXTFILE_DIR = textfileDir;
+          COMPTOIR_RELEASE_DEPLOY = lib.getExe comptoir.deploy;
+        };
+        serviceConfig = {
+          Type = "oneshot";
+          User = releaseUser;
+          Group = releaseUser;
+          ExecStart = "${lib.getExe releaseGate} --drain ${releaseQueue}";
+          # A whole environment, canary and health gate included, takes minutes; a deploy
+          # hanging for hours is stopped (and recorded as failed by the next run's state).
+          TimeoutStartSec = "2h";
+          NoNewPrivileges = true;
+          PrivateTmp = true;
+          ProtectSystem = "strict";
+          ReadWritePaths = [releaseStateDir textfileDir];
+        };
       };
       # Forgejo's dump (repositories, attachments, its custom/ and data/ directories, and its
       # database as SQL), kept keepDays.
@@ -330,11 +360,26 @@ in {
       };
     };
 
+  systemd.paths.comptoir-release-gate = {
+    wantedBy = ["multi-user.target"];
+    pathConfig.PathExistsGlob = "${releaseQueue}/*.json";
+  };
+
+  users.users.${releaseUser} = {
+    isSystemUser = true;
+    group = releaseUser;
+    home = releaseStateDir;
+    description = "Comptoir's release gate (deploys production)";
+  };
+  users.groups.${releaseUser} = {};
+
   systemd.tmpfiles.rules = [
     "d ${pgBackupDir}/daily 0700 postgres postgres - -"
-    "d ${releaseStateDir} 0750 ${notifyUser} hydra - -"
+    "d ${releaseStateDir} 0750 ${releaseUser} ${releaseUser} - -"
+    # Hydra's hook writes into the queue (the hydra group), the gate reads and empties it.
+    "d ${releaseQueue} 0770 ${releaseUser} hydra - -"
     # Read by the node exporter (its own user): the directory and the gate's files are public.
-    "d ${textfileDir} 0755 ${notifyUser} hydra - -"
+    "d ${textfileDir} 0755 ${releaseUser} ${releaseUser} - -"
   ];
 
   ## The release gate's metrics (last deployed build, last result): the node exporter of the
