@@ -113,6 +113,7 @@
         pkgs.cargo-nextest
         pkgs.cargo-deny
         pkgs.cargo-audit
+        pkgs.cargo-cyclonedx # dev/check-supply-chain.sh, the SBOMs
         pkgs.postgresql_17
         pkgs.openssl # dev/postgres.sh makes the local TLS certificates
         pkgs.jdk17_headless

