@@ -64,7 +64,7 @@ in ''
     }
 
     release [fillcolor=lightyellow, label=<<b>release</b> (aggregate, ${count constituents} constituents)<br/>${shipped} packages and checks<br/>+ the ${toString (length rollout)} ${env} hosts' systems<br/>writes release.json (commit, source)>];
-    hook [fillcolor=lightyellow, label=<<b>release gate</b> (RunCommand on ${gate})<br/>hydra/release-gate: succeeded, newest build only,<br/>one deploy at a time, recorded for Prometheus>];
+    hook [fillcolor=lightyellow, label=<<b>release gate</b><br/>RunCommand on ${gate} queues the build;<br/>the gate's own service (hydra/release-gate):<br/>succeeded, newest build only, one deploy at a time,<br/>recorded for Prometheus>];
     deploy [fillcolor=honeydew, label=<<b>deploy ${env}</b> (deploy-rs)<br/>canary ${canary}, health gate,<br/>then, one call, in inventory order:<br/>${wrap (tail rollout)}>];
     rollback [fillcolor=mistyrose, label=<<b>rollback</b><br/>deploy-rs magic rollback per host<br/>(activation not confirmed);<br/>canary unhealthy: the rest is not deployed>];
     red [fillcolor=mistyrose, label=<<b>red build</b><br/>nothing deployed;<br/>the gate stays on the last release>];
