@@ -30,13 +30,6 @@ case "${1:-}" in
   *) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
 
-install_packages() {
-  local missing=()
-  command -v nix-instantiate >/dev/null || missing+=(nix-bin)
-  command -v dot >/dev/null || missing+=(graphviz)
-  install_missing "${missing[@]}"
-}
-
 # nix-instantiate of an expression over the generators, as JSON on stdout.
 eval_json() {
   nix_eval_json -E "let lib = import ./nixos/lib {}; in $1"
@@ -58,23 +51,15 @@ check_diagrams() {
   tmp="$(mktemp -d)"
   # shellcheck disable=SC2064 # expand now: the trap must remove this directory
   trap "rm -rf '$tmp'" RETURN
-  for env in $(eval_json 'lib.inventory.environments' | python3 -c 'import json,sys; print(*json.load(sys.stdin))'); do
-    eval_json "lib.diagram.${env}" | python3 -c 'import json,sys; sys.stdout.write(json.load(sys.stdin))' >"$tmp/$env.dot"
-    dot -Tsvg "$tmp/$env.dot" >"$tmp/$env.svg"
-    local committed="docs/diagrams/fleet-$env.svg"
-    if $write_diagrams; then
-      cp "$tmp/$env.svg" "$committed"
-      log "wrote $committed"
-    elif ! cmp -s "$tmp/$env.svg" "$committed"; then
-      diff -u "$committed" "$tmp/$env.svg" | head -20 >&2 || true
-      die "$committed is not the diagram of nixos/fleet.nix: run dev/check-fleet.sh --write-diagrams and commit it"
-    fi
+  for env in $(eval_json 'lib.inventory.environments' | json_words); do
+    eval_json "lib.diagram.${env}" | json_text >"$tmp/$env.dot"
+    check_drawing "$tmp/$env.dot" "docs/diagrams/fleet-$env.svg" "$write_diagrams" "dev/check-fleet.sh --write-diagrams"
   done
   $write_diagrams || log "deployment diagrams match the inventory"
 }
 
 main() {
-  install_packages
+  install_nix_and_graphviz
   check_inventory
   check_diagrams
   local part

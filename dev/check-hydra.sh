@@ -29,18 +29,6 @@ esac
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
-install_packages() {
-  local missing=()
-  command -v nix-instantiate >/dev/null || missing+=(nix-bin)
-  command -v dot >/dev/null || missing+=(graphviz)
-  install_missing "${missing[@]}"
-}
-
-# A JSON string result (nix-instantiate --eval --json) written out as its raw text.
-raw_string() {
-  python3 -c 'import json,sys; sys.stdout.write(json.load(sys.stdin))'
-}
-
 check_spec() {
   nix_eval_json -E '(import ./hydra/lib.nix {}).spec' | python3 -m json.tool --indent 2 >"$tmp/spec.json"
   if $write; then
@@ -50,8 +38,8 @@ check_spec() {
   python3 dev/hydra_check.py spec hydra/spec.json "$tmp/spec.json"
 
   local flake_nixpkgs spec_nixpkgs
-  flake_nixpkgs="$(nix_eval_json -E '(import ./flake.nix).inputs.nixpkgs.url' | raw_string)"
-  spec_nixpkgs="$(nix_eval_json -E '(import ./hydra/project.nix).nixpkgsBranch' | raw_string)"
+  flake_nixpkgs="$(nix_eval_json -E '(import ./flake.nix).inputs.nixpkgs.url' | json_text)"
+  spec_nixpkgs="$(nix_eval_json -E '(import ./hydra/project.nix).nixpkgsBranch' | json_text)"
   [[ "$flake_nixpkgs" == */"$spec_nixpkgs" ]] \
     || die "hydra/project.nix's nixpkgsBranch ($spec_nixpkgs) is not flake.nix's nixpkgs ($flake_nixpkgs)"
   log "the .jobsets evaluation imports the flake's nixpkgs branch ($spec_nixpkgs)"
@@ -97,21 +85,13 @@ check_jobs() {
 }
 
 check_diagram() {
-  local committed="docs/diagrams/build-workflow.svg"
-  nix_eval_json -E 'import ./hydra/diagram.nix {}' | raw_string >"$tmp/build-workflow.dot"
-  dot -Tsvg "$tmp/build-workflow.dot" >"$tmp/build-workflow.svg"
-  if $write; then
-    cp "$tmp/build-workflow.svg" "$committed"
-    log "wrote $committed"
-  elif ! cmp -s "$tmp/build-workflow.svg" "$committed"; then
-    diff -u "$committed" "$tmp/build-workflow.svg" | head -20 >&2 || true
-    die "$committed is not hydra/diagram.nix's drawing: run dev/check-hydra.sh --write and commit it"
-  fi
-  log "the build-workflow diagram matches hydra/ and the flake"
+  nix_eval_json -E 'import ./hydra/diagram.nix {}' | json_text >"$tmp/build-workflow.dot"
+  check_drawing "$tmp/build-workflow.dot" docs/diagrams/build-workflow.svg "$write" "dev/check-hydra.sh --write"
+  $write || log "the build-workflow diagram matches hydra/ and the flake"
 }
 
 main() {
-  install_packages
+  install_nix_and_graphviz
   python3 -m unittest -q dev/tests/test_hydra_check.py
   check_spec
   check_jobsets

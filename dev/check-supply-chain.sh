@@ -78,7 +78,7 @@ sboms() {
   local args metadata crate name out="$RESULTS/sbom" generated
   # The arguments and the services, as the flake has them (pure Nix: only names are read).
   args="$(nix_eval_json -E '(import ./nix/packages.nix { pkgs = {}; craneLib = {}; advisory-db = null;
-    services = import ./nix/services.nix; }).sbomArgs' | python3 -c 'import json,sys; print(json.load(sys.stdin))')"
+    services = import ./nix/services.nix; }).sbomArgs' | json_text)"
   metadata="$(mktemp)"
   generated="$(mktemp -d)"
   # shellcheck disable=SC2064 # expand now
@@ -94,7 +94,7 @@ sboms() {
     mv "$file" "$generated/"
   done < <(find . -path ./target -prune -o -name '*.cdx.json' -print0)
   local schema=""
-  for name in $(nix_eval_json -E 'builtins.attrNames (import ./nix/services.nix)' | python3 -c 'import json,sys; print(*json.load(sys.stdin))'); do
+  for name in $(nix_eval_json -E 'builtins.attrNames (import ./nix/services.nix)' | json_words); do
     crate="comptoir-$name"
     [[ -f "$generated/$crate.cdx.json" ]] || die "cargo cyclonedx made no SBOM for $crate"
     "$SBOM_PYTHON" dev/sbom_check.py $schema "$generated/$crate.cdx.json" "$crate" "$metadata"

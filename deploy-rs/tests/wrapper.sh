@@ -407,16 +407,4 @@ test_finds_the_real_deploy_rs_not_itself() {
 
 # --- runner -----------------------------------------------------------------------------------
 
-PASSED=0
-FAILED=0
-for test in $(declare -F | awk '$3 ~ /^test_/ {print $3}'); do
-  if ("$test"); then
-    log "ok: $test"
-    PASSED=$((PASSED + 1))
-  else
-    log "FAILED: $test"
-    FAILED=$((FAILED + 1))
-  fi
-done
-echo "wrapper: $PASSED passed, $FAILED failed"
-((FAILED == 0))
+run_test_cases wrapper

@@ -46,3 +46,51 @@ install_missing() {
 nix_eval_json() {
   nix-instantiate --eval --strict --json "$@" 2> >(grep -v "group 'nixbld'" >&2)
 }
+
+# JSON on stdin written out plainly: a string as its text (json_text), a list as its items
+# separated by spaces (json_words), e.g. nix_eval_json -E '...' | json_words
+json_text() { python3 -c 'import json,sys; sys.stdout.write(json.load(sys.stdin))'; }
+json_words() { python3 -c 'import json,sys; print(*json.load(sys.stdin))'; }
+
+# The tools of the checks that evaluate pure Nix and draw with Graphviz, installed if missing.
+install_nix_and_graphviz() {
+  local missing=()
+  command -v nix-instantiate >/dev/null || missing+=(nix-bin)
+  command -v dot >/dev/null || missing+=(graphviz)
+  install_missing "${missing[@]}"
+}
+
+# check_drawing DOT SVG WRITE REGENERATE: Graphviz's SVG of the file DOT must be the committed
+# SVG; WRITE=true writes it there instead. A difference fails, saying to run REGENERATE.
+check_drawing() {
+  local dot_file="$1" committed="$2" write="$3" regenerate="$4" drawn
+  drawn="$(mktemp)"
+  dot -Tsvg "$dot_file" >"$drawn"
+  if [[ "$write" == true ]]; then
+    cp "$drawn" "$committed"
+    rm -f "$drawn"
+    log "wrote $committed"
+  elif ! cmp -s "$drawn" "$committed"; then
+    diff -u "$committed" "$drawn" | head -20 >&2 || true
+    rm -f "$drawn"
+    die "$committed is not the drawing of the code: run $regenerate and commit it"
+  fi
+  rm -f "$drawn"
+}
+
+# run_test_cases NAME: runs every function test_* defined so far (or those ONLY names), each in
+# a subshell that exits non-zero to fail; prints "NAME: P passed, F failed" and fails on any.
+run_test_cases() {
+  local test passed=0 failed=0
+  for test in ${ONLY:-$(declare -F | awk '$3 ~ /^test_/ {print $3}')}; do
+    if ("$test"); then
+      log "ok: $test"
+      passed=$((passed + 1))
+    else
+      log "FAILED: $test"
+      failed=$((failed + 1))
+    fi
+  done
+  echo "$1: $passed passed, $failed failed"
+  ((failed == 0))
+}

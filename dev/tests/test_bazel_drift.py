@@ -6,7 +6,6 @@ Run: python3 -m unittest discover -s dev/tests   (dev/test runs it with the Baze
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import sys
 import tempfile
@@ -14,12 +13,10 @@ import textwrap
 import unittest
 from pathlib import Path
 
-_SCRIPT = Path(__file__).resolve().parent.parent / "bazel_drift.py"
-_spec = importlib.util.spec_from_file_location("bazel_drift", _SCRIPT)
-assert _spec and _spec.loader
-drift = importlib.util.module_from_spec(_spec)
-sys.modules["bazel_drift"] = drift  # dataclasses look their module up while it loads
-_spec.loader.exec_module(drift)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from devscripts import load  # noqa: E402  (beside this file)
+
+drift = load("bazel_drift")
 
 # A workspace with a testonly kit (like libs/testkit) and a service with a binary, a test that
 # spawns the binary and a hermetic test reading committed files.

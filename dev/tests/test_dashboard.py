@@ -8,7 +8,6 @@ Run: python3 -m unittest dev/tests/test_dashboard.py   (dev/test runs it as a st
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import re
 import sys
@@ -17,12 +16,10 @@ import textwrap
 import unittest
 from pathlib import Path
 
-_SCRIPT = Path(__file__).resolve().parent.parent / "dashboard.py"
-_spec = importlib.util.spec_from_file_location("dashboard", _SCRIPT)
-assert _spec and _spec.loader
-dashboard = importlib.util.module_from_spec(_spec)
-sys.modules["dashboard"] = dashboard  # dataclasses look their module up while it loads
-_spec.loader.exec_module(dashboard)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from devscripts import load  # noqa: E402  (beside this file)
+
+dashboard = load("dashboard")
 
 IDS = ["C1.1", "C1.2", "C1.3", "C2.1"]
 

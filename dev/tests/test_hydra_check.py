@@ -7,17 +7,14 @@ Run: python3 -m unittest dev/tests/test_hydra_check.py   (dev/check-hydra.sh run
 from __future__ import annotations
 
 import copy
-import importlib.util
 import sys
 import unittest
 from pathlib import Path
 
-_SCRIPT = Path(__file__).resolve().parent.parent / "hydra_check.py"
-_spec = importlib.util.spec_from_file_location("hydra_check", _SCRIPT)
-assert _spec and _spec.loader
-hydra = importlib.util.module_from_spec(_spec)
-sys.modules["hydra_check"] = hydra
-_spec.loader.exec_module(hydra)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from devscripts import load  # noqa: E402  (beside this file)
+
+hydra = load("hydra_check")
 
 SHA = "3f9c2a7e4b1d6058c9a0e2f4b6d8a1c3e5f70912"
 REV = "0123456789abcdef0123456789abcdef01234567"

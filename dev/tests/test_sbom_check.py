@@ -7,19 +7,16 @@ Run: python3 -m unittest dev/tests/test_sbom_check.py   (dev/check-bazel.sh disc
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import sys
 import tempfile
 import unittest
 from pathlib import Path
 
-_SCRIPT = Path(__file__).resolve().parent.parent / "sbom_check.py"
-_spec = importlib.util.spec_from_file_location("sbom_check", _SCRIPT)
-assert _spec and _spec.loader
-sbom_check = importlib.util.module_from_spec(_spec)
-sys.modules["sbom_check"] = sbom_check
-_spec.loader.exec_module(sbom_check)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from devscripts import load  # noqa: E402  (beside this file)
+
+sbom_check = load("sbom_check")
 
 SVC = "path+file:///w/services/shop#comptoir-shop@0.1.0"
 LIB = "path+file:///w/libs/kit#comptoir-kit@0.1.0"

@@ -602,16 +602,4 @@ test_bad_release_json_is_refused() {
 
 # --- runner -----------------------------------------------------------------------------------
 
-PASSED=0
-FAILED=0
-for test in ${ONLY:-$(declare -F | awk '$3 ~ /^test_/ {print $3}')}; do
-  if ("$test"); then
-    log "ok: $test"
-    PASSED=$((PASSED + 1))
-  else
-    log "FAILED: $test"
-    FAILED=$((FAILED + 1))
-  fi
-done
-echo "release-gate: $PASSED passed, $FAILED failed"
-((FAILED == 0))
+run_test_cases release-gate

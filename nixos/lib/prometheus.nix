@@ -319,7 +319,7 @@
             alert = "ProductionDeployFailed";
             expr = ''comptoir_release_last_deploy_failed{target_env="prod"} == 1'';
             labels.severity = "critical";
-            annotations.summary = "{{ $labels.host }}: the release gate's last deploy to prod failed: read Hydra's RunCommand log of the release build and deploys.jsonl in /var/lib/comptoir-release, then deploy by hand or restart the build";
+            annotations.summary = "{{ $labels.host }}: the release gate's last deploy to prod failed: read journalctl -u comptoir-release-gate and deploys.jsonl in /var/lib/comptoir-release, then restart the build in Hydra or deploy by hand";
           }
           {
             # The newest finished release build failed, or its release.json is unusable.
