@@ -12,15 +12,20 @@
 //! - [`tls`]: the optional HTTPS listener of the public routes, its certificate reloaded when
 //!   its files change;
 //! - [`metrics`]: the Prometheus recorder and RED metrics per route;
+//! - [`etag`]: a resource's version as its ETag, and the `If-Match` a change must send;
 //! - [`problem`]: RFC 9457 problem+json for every error, and a JSON extractor that produces it;
+//! - [`openapi`]: what the platform answers on every route, declared in each service's
+//!   OpenAPI document, and the one bearer security scheme declaration;
 //! - [`service`]: the `main` of every service binary, built from the pieces above.
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod config;
+pub mod etag;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod secret;
 pub mod service;

@@ -165,22 +165,106 @@ pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
 /// JSON body extractor whose rejections are problem+json:
 /// 400 for malformed JSON, 422 for well-formed JSON of the wrong shape (wrong types, missing
 /// or unknown fields), 415 without a JSON content type, 413 past the body limit.
+///
+/// The body is a JSON object, as every request schema of the platform says: serde would also
+/// read a struct from an array of its fields in order (`[null, null]`), which no schema allows,
+/// so anything but an object is refused with 422.
+///
+/// A number with a zero fraction is an integer, as JSON Schema (and so the OpenAPI documents)
+/// says: `62.0` is accepted where an integer is expected, like `62`. serde refuses it, so a
+/// body refused for its shape is read again with such numbers written as integers.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
 impl<S, T> FromRequest<S> for Json<T>
 where
-    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    T: serde::de::DeserializeOwned,
     S: Send + Sync,
 {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        if !is_json(req.headers()) {
+            return Err(rejection_to_problem(
+                &JsonRejection::MissingJsonContentType(Default::default()),
+            ));
+        }
+        let bytes = match axum::body::Bytes::from_request(req, state).await {
+            Ok(bytes) => bytes,
+            Err(rejection) => {
+                return Err(rejection_to_problem(&JsonRejection::BytesRejection(
+                    rejection,
+                )));
+            }
+        };
+        match axum::Json::<T>::from_bytes(&bytes) {
+            Ok(_) if bytes.trim_ascii_start().first() != Some(&b'{') => Err(Problem::validation(
+                vec![FieldError::new("", "the body must be a JSON object")],
+            )),
             Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection @ JsonRejection::JsonDataError(_)) => integral_numbers(&bytes)
+                .and_then(|again| axum::Json::<T>::from_bytes(&again).ok())
+                .map(|axum::Json(value)| Self(value))
+                .ok_or_else(|| rejection_to_problem(&rejection)),
             Err(rejection) => Err(rejection_to_problem(&rejection)),
         }
     }
+}
+
+/// `Content-Type: application/json` or `application/<anything>+json`, parameters aside.
+fn is_json(headers: &http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// The body again with every number that has a zero fraction (and fits an i64) written as an
+/// integer; `None` when there is none, or the body is not JSON.
+fn integral_numbers(body: &[u8]) -> Option<Vec<u8>> {
+    fn walk(value: &mut serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+                match n.as_f64() {
+                    #[allow(clippy::cast_possible_truncation)] // checked: integral, in range
+                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                        *value = serde_json::Value::from(f as i64);
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            serde_json::Value::Array(items) => {
+                let mut changed = false;
+                for item in items {
+                    changed |= walk(item);
+                }
+                changed
+            }
+            serde_json::Value::Object(map) => {
+                let mut changed = false;
+                for item in map.values_mut() {
+                    changed |= walk(item);
+                }
+                changed
+            }
+            _ => false,
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    walk(&mut value)
+        .then(|| serde_json::to_vec(&value).ok())
+        .flatten()
 }
 
 impl<T: Serialize> IntoResponse for Json<T> {
@@ -278,6 +362,95 @@ async fn bare_errors_to_problems(request: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Line {
+        quantity: i64,
+        price: f64,
+        tags: Vec<i32>,
+    }
+
+    async fn extract(content_type: Option<&str>, body: &str) -> Result<Line, Problem> {
+        let mut request = http::Request::post("/").body(axum::body::Body::from(body.to_owned()));
+        if let (Ok(r), Some(t)) = (request.as_mut(), content_type) {
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_str(t).expect("header"),
+            );
+        }
+        Json::<Line>::from_request(request.expect("request"), &())
+            .await
+            .map(|Json(line)| line)
+    }
+
+    #[tokio::test]
+    async fn a_number_with_a_zero_fraction_is_an_integer() {
+        let line = extract(
+            Some("application/json"),
+            r#"{"quantity": 62.0, "price": 2.0, "tags": [1.0, 2]}"#,
+        )
+        .await
+        .expect("accepted");
+        assert_eq!(
+            line,
+            Line {
+                quantity: 62,
+                price: 2.0,
+                tags: vec![1, 2]
+            }
+        );
+        let refused = extract(
+            Some("application/json"),
+            r#"{"quantity": 62.5, "price": 2.0, "tags": []}"#,
+        )
+        .await
+        .expect_err("a fraction is no integer");
+        assert_eq!(refused.status, 422);
+        assert_eq!(refused.errors[0].field, "quantity");
+    }
+
+    #[tokio::test]
+    async fn the_body_is_refused_with_the_right_status() {
+        let body = r#"{"quantity": 1, "price": 1.5, "tags": []}"#;
+        assert!(
+            extract(Some("application/json; charset=utf-8"), body)
+                .await
+                .is_ok()
+        );
+        assert!(
+            extract(Some("application/merge-patch+json"), body)
+                .await
+                .is_ok()
+        );
+        assert_eq!(extract(None, body).await.expect_err("no type").status, 415);
+        assert_eq!(
+            extract(Some("text/plain"), body)
+                .await
+                .expect_err("text")
+                .status,
+            415
+        );
+        assert_eq!(
+            extract(Some("application/json"), "{")
+                .await
+                .expect_err("syntax")
+                .status,
+            400
+        );
+        let positional = extract(Some("application/json"), r#"[1, 1.5, []]"#)
+            .await
+            .expect_err("an array is no object");
+        assert_eq!(positional.status, 422);
+        let unknown = r#"{"quantity": 1, "price": 1.5, "tags": [], "x": 1}"#;
+        assert_eq!(
+            extract(Some("application/json"), unknown)
+                .await
+                .expect_err("shape")
+                .status,
+            422
+        );
+    }
 
     #[test]
     fn retry_after_is_rounded_up_and_never_zero() {
