@@ -5,17 +5,17 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json as AxumJson, Router};
+use comptoir_platform::etag::{IfMatch, etag, expected_version};
+use comptoir_platform::openapi::{ADMIN_TOKEN, Contract};
 use comptoir_platform::{FieldError, Json, Problem};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::domain::{Category, CategoryInput, Product, ProductInput};
-use crate::error::expected_version;
 use crate::repo::{self, ProductFilter};
 
 /// The catalog's routes.
@@ -61,10 +61,6 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-fn etag(version: i64) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
-}
-
 fn with_etag(status: StatusCode, product: Product) -> Response {
     let tag = etag(product.version);
     (status, [(header::ETAG, tag)], AxumJson(product)).into_response()
@@ -75,13 +71,17 @@ fn with_etag(status: StatusCode, product: Product) -> Response {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Free-text search over name, description and SKU.
+    /// Free-text search over name, description and SKU (at most 200 characters).
+    #[param(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub q: Option<String>,
     /// Category slug.
+    #[param(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub category: Option<String>,
     /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// Items to skip (default 0).
+    #[param(minimum = 0, maximum = 100_000)]
     pub offset: Option<i64>,
 }
 
@@ -205,7 +205,7 @@ pub async fn get_category(
 
 /// List and search all products, inactive ones included.
 #[utoipa::path(get, path = "/v1/admin/products", params(ListQuery), tag = "admin", security(("admin" = [])),
-    responses((status = 200, body = ProductPage), (status = 401, body = Problem)))]
+    responses((status = 200, body = ProductPage), (status = 401, body = Problem), (status = 422, body = Problem)))]
 #[tracing::instrument(skip_all)]
 pub async fn admin_list_products(
     _: Admin,
@@ -251,7 +251,7 @@ pub async fn create_product(
 
 /// Replace a product. Needs `If-Match` with the current ETag.
 #[utoipa::path(put, path = "/v1/admin/products/{id}", tag = "admin", security(("admin" = [])), request_body = ProductInput,
-    params(("If-Match" = String, Header, description = "ETag of the version being replaced")),
+    params(IfMatch),
     responses((status = 200, body = Product), (status = 404, body = Problem), (status = 409, body = Problem),
               (status = 422, body = Problem), (status = 428, body = Problem)))]
 #[tracing::instrument(skip_all, fields(product_id = %id))]
@@ -272,7 +272,7 @@ pub async fn update_product(
 
 /// Delete a product. Needs `If-Match` with the current ETag.
 #[utoipa::path(delete, path = "/v1/admin/products/{id}", tag = "admin", security(("admin" = [])),
-    params(("If-Match" = String, Header, description = "ETag of the version being deleted")),
+    params(IfMatch),
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem), (status = 428, body = Problem)))]
 #[tracing::instrument(skip_all, fields(product_id = %id))]
 pub async fn delete_product(
@@ -315,18 +315,6 @@ pub async fn delete_category(
     Ok(StatusCode::NO_CONTENT)
 }
 
-struct AdminSecurity;
-
-impl Modify for AdminSecurity {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "admin",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
 /// The catalog's OpenAPI 3.1 document, generated from the handlers above.
 #[derive(OpenApi)]
 #[openapi(
@@ -335,7 +323,7 @@ impl Modify for AdminSecurity {
           admin_get_product, create_product, update_product, delete_product, create_category,
           delete_category),
     components(schemas(Product, ProductInput, ProductPage, Category, CategoryInput, Problem, FieldError)),
-    modifiers(&AdminSecurity),
+    modifiers(&ADMIN_TOKEN, &Contract),
     tags((name = "shopper", description = "Public catalogue reads"),
          (name = "admin", description = "Catalogue management (bearer token)"))
 )]

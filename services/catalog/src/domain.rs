@@ -145,9 +145,14 @@ pub struct Product {
 #[serde(deny_unknown_fields)]
 pub struct CategoryInput {
     /// URL-friendly identifier: lowercase letters, digits and dashes.
-    #[schema(example = "coffee")]
+    #[schema(example = "coffee", pattern = r"^[a-z0-9-]{1,64}$")]
     pub slug: String,
-    #[schema(example = "Coffee")]
+    /// 1 to 100 characters once trimmed, no control characters.
+    #[schema(
+        example = "Coffee",
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
 }
 

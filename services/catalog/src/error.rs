@@ -1,8 +1,8 @@
 //! The catalog's errors as problem+json, in one place (`impl From<RepoError> for Problem`),
-//! and the HTTP preconditions its routes share.
+//! (`If-Match` is read by `comptoir_platform::etag`).
 
 use comptoir_platform::{FieldError, Problem};
-use http::{HeaderMap, StatusCode, header};
+use http::StatusCode;
 
 use crate::repo::RepoError;
 
@@ -43,19 +43,4 @@ impl From<RepoError> for Problem {
             }
         }
     }
-}
-
-/// The version an `If-Match` header names. Missing → 428, not one of our ETags → 400.
-pub(crate) fn expected_version(headers: &HeaderMap) -> Result<i64, Problem> {
-    let Some(value) = headers.get(header::IF_MATCH) else {
-        return Err(Problem::status(StatusCode::PRECONDITION_REQUIRED)
-            .with_detail("Send If-Match with the ETag of the version you are changing"));
-    };
-    value
-        .to_str()
-        .ok()
-        .map(|v| v.trim().trim_start_matches("W/"))
-        .and_then(|v| v.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
-        .and_then(|v| v.parse::<i64>().ok())
-        .ok_or_else(|| Problem::bad_request("If-Match must be an ETag returned by this service"))
 }

@@ -44,12 +44,10 @@ impl From<tokio_postgres::Error> for RepoError {
         match (db.code(), constraint) {
             (c, "products_sku_key") if *c == SqlState::UNIQUE_VIOLATION => Self::DuplicateSku,
             (c, "categories_slug_key") if *c == SqlState::UNIQUE_VIOLATION => Self::DuplicateSlug,
+            // A product naming a category that does not exist; deleting a category that
+            // products still name breaks the same constraint (delete_category says so).
             (c, "products_category_id_fkey") if *c == SqlState::FOREIGN_KEY_VIOLATION => {
-                if db.table() == Some("categories") {
-                    Self::CategoryInUse
-                } else {
-                    Self::UnknownCategory
-                }
+                Self::UnknownCategory
             }
             _ => Self::Postgres(error),
         }
@@ -138,12 +136,12 @@ pub async fn create_product(
     Ok(created)
 }
 
-/// Replaces a product if its version is still `expected_version`.
+/// Replaces a product if its version is still `expected_version` (`None`: whatever it is).
 pub async fn update_product(
     pool: &Pool,
     topic: &str,
     id: Uuid,
-    expected_version: i64,
+    expected_version: Option<i64>,
     p: &NewProduct,
 ) -> Result<Product, RepoError> {
     let mut client = pool.get().await?;
@@ -153,7 +151,8 @@ pub async fn update_product(
             &format!(
                 "UPDATE products SET sku = $3, name = $4, description = $5, category_id = $6, \
                  price_cents = $7, currency = $8, active = $9, version = version + 1, \
-                 updated_at = now() WHERE id = $1 AND version = $2 RETURNING {PRODUCT_COLUMNS}"
+                 updated_at = now() WHERE id = $1 AND ($2::bigint IS NULL OR version = $2) \
+                 RETURNING {PRODUCT_COLUMNS}"
             ),
             &[
                 &id,
@@ -177,19 +176,20 @@ pub async fn update_product(
     Ok(updated)
 }
 
-/// Deletes a product if its version is still `expected_version`.
+/// Deletes a product if its version is still `expected_version` (`None`: whatever it is).
 pub async fn delete_product(
     pool: &Pool,
     topic: &str,
     id: Uuid,
-    expected_version: i64,
+    expected_version: Option<i64>,
 ) -> Result<(), RepoError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let row = tx
         .query_opt(
             &format!(
-                "DELETE FROM products WHERE id = $1 AND version = $2 RETURNING {PRODUCT_COLUMNS}"
+                "DELETE FROM products WHERE id = $1 AND ($2::bigint IS NULL OR version = $2) \
+                 RETURNING {PRODUCT_COLUMNS}"
             ),
             &[&id, &expected_version],
         )
@@ -335,7 +335,11 @@ pub async fn delete_category(pool: &Pool, id: Uuid) -> Result<(), RepoError> {
     let client = pool.get().await?;
     let deleted = client
         .execute("DELETE FROM categories WHERE id = $1", &[&id])
-        .await?;
+        .await
+        .map_err(|error| match RepoError::from(error) {
+            RepoError::UnknownCategory => RepoError::CategoryInUse,
+            other => other,
+        })?;
     if deleted == 0 {
         Err(RepoError::NotFound)
     } else {

@@ -66,6 +66,52 @@ async fn a_created_product_can_be_read_back_with_its_etag() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_category_still_holding_products_is_not_deleted() {
+    let app = spawn_app().await;
+    let category = app.create_category("coffee").await;
+    let mut body = product_body("COF-002", "Kenya Nyeri, 250 g");
+    body["category_id"] = category["id"].clone();
+    let product = app.create_product(&body).await;
+    let path = format!(
+        "/v1/admin/categories/{}",
+        category["id"].as_str().expect("id")
+    );
+
+    let in_use = app
+        .admin(Method::DELETE, &path)
+        .send()
+        .await
+        .expect("request");
+    let problem = assert_problem(in_use, StatusCode::CONFLICT).await;
+    assert_eq!(
+        problem["type"],
+        "https://comptoir.dev/problems/category-in-use"
+    );
+
+    let delete = app
+        .change_product(
+            Method::DELETE,
+            &format!("/v1/admin/products/{}", product.id),
+            Some("*"),
+            None,
+        )
+        .await;
+    assert_eq!(delete.status(), StatusCode::NO_CONTENT);
+    let deleted = app
+        .admin(Method::DELETE, &path)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let again = app
+        .admin(Method::DELETE, &path)
+        .send()
+        .await
+        .expect("request");
+    assert_problem(again, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_need_the_current_version() {
     let app = spawn_app().await;
     let product = app.create_product(&product_body("TEA-001", "Sencha")).await;
@@ -111,13 +157,26 @@ async fn updates_need_the_current_version() {
             .contains("\"2\"")
     );
 
+    // A well-formed entity tag that is none of ours can never match.
+    let foreign = app
+        .change_product(Method::PUT, &path, Some("W/\"abc\""), Some(&change))
+        .await;
+    assert_problem(foreign, StatusCode::CONFLICT).await;
+
     let stale_delete = app
         .change_product(Method::DELETE, &path, Some("\"1\""), None)
         .await;
     assert_problem(stale_delete, StatusCode::CONFLICT).await;
 
+    // `*` means whatever the current version is (RFC 9110 §13.1.1).
+    let any = app
+        .change_product(Method::PUT, &path, Some("*"), Some(&change))
+        .await;
+    assert_eq!(any.status(), StatusCode::OK);
+    assert_eq!(any.headers()["etag"], "\"3\"");
+
     let delete = app
-        .change_product(Method::DELETE, &path, Some("\"2\""), None)
+        .change_product(Method::DELETE, &path, Some("\"3\""), None)
         .await;
     assert_eq!(delete.status(), StatusCode::NO_CONTENT);
     assert_problem(
@@ -126,7 +185,7 @@ async fn updates_need_the_current_version() {
     )
     .await;
     let gone = app
-        .change_product(Method::PUT, &path, Some("\"2\""), Some(&change))
+        .change_product(Method::PUT, &path, Some("\"3\""), Some(&change))
         .await;
     assert_problem(gone, StatusCode::NOT_FOUND).await;
 }

@@ -12,14 +12,14 @@ use axum::{Json as AxumJson, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use comptoir_auth::{Claims, Subject};
+use comptoir_platform::openapi::{BearerScheme, Contract};
 use comptoir_platform::{FieldError, Json, Problem};
 use comptoir_privacy::Pii;
 use http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use time::OffsetDateTime;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -538,22 +538,11 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-struct BearerSecurity;
-
-impl Modify for BearerSecurity {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}
+/// The customer's access token (a JWT signed by identity).
+const CUSTOMER_TOKEN: BearerScheme = BearerScheme {
+    name: "bearer",
+    format: Some("JWT"),
+};
 
 /// Identity's OpenAPI 3.1 document (public routes; `/internal` is not part of it).
 #[derive(OpenApi)]
@@ -569,7 +558,7 @@ impl Modify for BearerSecurity {
                        crate::gdpr::api::ExportStatus, crate::gdpr::api::ServiceAnswer,
                        crate::gdpr::api::ErasureInput, crate::gdpr::api::ErasureStatus,
                        crate::gdpr::api::ServiceConfirmation)),
-    modifiers(&BearerSecurity),
+    modifiers(&CUSTOMER_TOKEN, &Contract),
     tags((name = "customer", description = "Registration, sign-in and the customer's own data"),
          (name = "privacy", description = "GDPR: export (Art. 15, 20) and erasure (Art. 17)"),
          (name = "keys", description = "Token verification keys"))

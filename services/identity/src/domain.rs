@@ -230,11 +230,15 @@ fn addresses(errors: &mut Vec<FieldError>, raw: &[Address]) -> Vec<Address> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationInput {
-    #[schema(value_type = String, example = "ada@example.com")]
+    #[schema(value_type = String, example = "ada@example.com", max_length = 254)]
     pub email: Pii<String>,
-    #[schema(value_type = String, format = Password)]
+    /// 12 to 128 characters, and not easy to guess (zxcvbn score 3 of 4, the email and the
+    /// name counted as known to a guesser): a rule no schema states, hence a 422 for a
+    /// schema-valid password that is too weak.
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
     pub password: Pii<String>,
-    #[schema(value_type = String)]
+    /// 1 to 200 characters once trimmed.
+    #[schema(value_type = String, max_length = 200, pattern = r"\S")]
     pub name: Pii<String>,
     #[serde(default)]
     #[schema(value_type = Option<String>)]
@@ -316,8 +320,9 @@ impl RegistrationInput {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfilePatch {
+    /// 1 to 200 characters once trimmed.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 200, pattern = r"\S")]
     pub name: Option<Pii<String>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]

@@ -5,16 +5,16 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json as AxumJson, Router};
+use comptoir_platform::etag::{IfMatch, etag, expected_version};
+use comptoir_platform::openapi::{ADMIN_TOKEN, Contract};
 use comptoir_platform::{FieldError, Json, Problem};
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use http::{HeaderMap, StatusCode, header};
+use utoipa::OpenApi;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::domain::{AdjustmentInput, Availability, SetStockInput, Stock};
-use crate::error::expected_version;
 use crate::repo;
 
 /// Inventory's routes.
@@ -51,8 +51,7 @@ impl FromRequestParts<AppState> for Admin {
 }
 
 fn with_etag(stock: Stock) -> Response {
-    let tag = HeaderValue::from_str(&format!("\"{}\"", stock.version))
-        .unwrap_or(HeaderValue::from_static("\"0\""));
+    let tag = etag(stock.version);
     (StatusCode::OK, [(header::ETAG, tag)], AxumJson(stock)).into_response()
 }
 
@@ -88,7 +87,7 @@ pub async fn admin_get_stock(
 #[utoipa::path(put, path = "/v1/admin/stock/{product_id}", tag = "admin", security(("admin" = [])),
     request_body = SetStockInput,
     params(("product_id" = Uuid, Path, description = "The catalog's product id"),
-           ("If-Match" = String, Header, description = "ETag of the version being replaced")),
+           IfMatch),
     responses((status = 200, body = Stock, headers(("etag" = String))), (status = 400, body = Problem),
               (status = 401, body = Problem), (status = 404, body = Problem),
               (status = 409, body = Problem, description = "version-conflict, below-reserved"),
@@ -146,25 +145,13 @@ pub async fn adjust_stock(
     Ok(with_etag(stock))
 }
 
-struct AdminSecurity;
-
-impl Modify for AdminSecurity {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "admin",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
 /// Inventory's OpenAPI 3.1 document, generated from the handlers above.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Comptoir inventory", description = "Stock per product; reservations per order run over Pulsar."),
     paths(get_availability, admin_get_stock, set_stock, adjust_stock),
     components(schemas(Availability, Stock, SetStockInput, AdjustmentInput, Problem, FieldError)),
-    modifiers(&AdminSecurity),
+    modifiers(&ADMIN_TOKEN, &Contract),
     tags((name = "shopper", description = "Public availability"),
          (name = "admin", description = "Stock management (bearer token)"))
 )]

@@ -50,7 +50,7 @@ impl From<&Stock> for Availability {
 #[serde(deny_unknown_fields)]
 pub struct SetStockInput {
     /// 0 to 1 000 000 000, and at least what is reserved.
-    #[schema(example = 120)]
+    #[schema(example = 120, minimum = 0, maximum = 1_000_000_000)]
     pub on_hand: i64,
 }
 
@@ -73,10 +73,14 @@ impl SetStockInput {
 #[serde(deny_unknown_fields)]
 pub struct AdjustmentInput {
     /// Units added (positive) or removed (negative); not 0, at most 1 000 000 000 either way.
-    #[schema(example = 24)]
+    #[schema(example = 24, minimum = -1_000_000_000, maximum = 1_000_000_000)]
     pub delta: i64,
-    /// Why, for the log: 1–200 characters.
-    #[schema(example = "delivery 2026-12-01")]
+    /// Why, for the log: 1–200 characters once trimmed, no control characters.
+    #[schema(
+        example = "delivery 2026-12-01",
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub reason: String,
 }
 

@@ -203,18 +203,19 @@ async fn write_on_hand<C: GenericClient + Sync>(
     Ok(level)
 }
 
-/// Sets a product's `on_hand` (a stock count) if its version is still `expected_version`.
+/// Sets a product's `on_hand` (a stock count) if its version is still `expected_version`
+/// (`None`: whatever it is).
 pub async fn set_on_hand(
     pool: &Pool,
     topic: &str,
     product: Uuid,
-    expected_version: i64,
+    expected_version: Option<i64>,
     on_hand: i64,
 ) -> Result<Stock, RepoError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let current = lock_one(&tx, product).await?;
-    if current.version != expected_version {
+    if expected_version.is_some_and(|version| version != current.version) {
         return Err(RepoError::VersionConflict {
             current: current.version,
         });

@@ -6,11 +6,11 @@ use axum::extract::{FromRequestParts, Query, State};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json as AxumJson, Router};
+use comptoir_platform::openapi::{ADMIN_TOKEN, Contract};
 use comptoir_platform::{FieldError, Problem};
 use http::request::Parts;
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -48,6 +48,7 @@ impl FromRequestParts<AppState> for Admin {
 #[into_params(parameter_in = Query)]
 pub struct DeliveryQuery {
     /// The order whose deliveries to list (a UUID).
+    #[param(required = true, format = Uuid)]
     pub order_id: Option<String>,
 }
 
@@ -84,18 +85,6 @@ pub async fn list_deliveries(
     Ok(AxumJson(DeliveryList { items }))
 }
 
-struct AdminSecurity;
-
-impl Modify for AdminSecurity {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "admin",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
 /// The service's OpenAPI 3.1 document, generated from the handlers above.
 #[derive(OpenApi)]
 #[openapi(
@@ -103,7 +92,7 @@ impl Modify for AdminSecurity {
          description = "Transactional mail about orders; the delivery log holds no personal data."),
     paths(list_deliveries),
     components(schemas(Delivery, DeliveryList, Kind, Status, Problem, FieldError)),
-    modifiers(&AdminSecurity),
+    modifiers(&ADMIN_TOKEN, &Contract),
     tags((name = "admin", description = "Delivery log (bearer token)"))
 )]
 #[derive(Debug)]

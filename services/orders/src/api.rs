@@ -7,11 +7,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json as AxumJson, Router};
 use comptoir_auth::Subject;
+use comptoir_platform::openapi::{BearerScheme, Contract};
 use comptoir_platform::{FieldError, Json, Problem};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{IntoParams, Modify, OpenApi};
+use utoipa::{IntoParams, OpenApi};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -112,7 +112,8 @@ fn accepted(order: Order, replayed: bool) -> Response {
 /// never a second one; with another body, 422.
 #[utoipa::path(post, path = "/v1/orders", tag = "orders", security(("customer" = [])),
     request_body = CheckoutInput,
-    params(("Idempotency-Key" = String, Header, description = "A unique key per checkout (a UUID); retry with the same key")),
+    params(("Idempotency-Key" = String, Header, pattern = r"^[!-~]{1,200}$",
+        description = "A unique key per checkout (a UUID), 1–200 visible ASCII characters; retry with the same key")),
     responses((status = 202, body = Order, headers(("location" = String))), (status = 400, body = Problem),
               (status = 401, body = Problem), (status = 422, body = Problem)))]
 #[tracing::instrument(skip_all, fields(customer_id = %subject.customer_id, order_id))]
@@ -171,8 +172,10 @@ pub async fn checkout(
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// Items to skip (default 0).
+    #[param(minimum = 0, maximum = 100_000)]
     pub offset: Option<i64>,
 }
 
@@ -285,22 +288,11 @@ pub async fn refund_order(
     .await
 }
 
-struct CustomerSecurity;
-
-impl Modify for CustomerSecurity {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "customer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}
+/// The customer's access token (a JWT signed by identity).
+const CUSTOMER_TOKEN: BearerScheme = BearerScheme {
+    name: "customer",
+    format: Some("JWT"),
+};
 
 /// The orders service's OpenAPI 3.1 document, generated from the handlers above.
 #[derive(OpenApi)]
@@ -311,7 +303,7 @@ impl Modify for CustomerSecurity {
     components(schemas(Cart, crate::domain::CartLine, CartLineInput, CheckoutInput, Order,
                        crate::domain::OrderLineView, crate::domain::HistoryEntry, OrderPage,
                        Problem, FieldError)),
-    modifiers(&CustomerSecurity),
+    modifiers(&CUSTOMER_TOKEN, &Contract),
     tags((name = "cart", description = "The signed-in shopper's cart"),
          (name = "orders", description = "Checkout and the shopper's orders"))
 )]

@@ -20,6 +20,7 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
 #[serde(deny_unknown_fields)]
 pub struct CartLineInput {
     /// Units of the product, 1–99.
+    #[schema(minimum = 1, maximum = 99)]
     pub quantity: i64,
 }
 
@@ -42,6 +43,7 @@ pub struct CheckoutInput {
     /// The card token the payment provider gave the shopper's browser (never a card number).
     /// The simulated provider knows `tok_success`, `tok_decline`, `tok_insufficient_funds` and
     /// `tok_timeout`.
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,200}$")]
     pub payment_token: String,
     /// An address id from the shopper's address book in identity.
     #[serde(default)]
@@ -60,7 +62,7 @@ pub struct Checkout {
 
 impl CheckoutInput {
     pub fn parse(self, idempotency_key: String) -> Result<Checkout, Vec<FieldError>> {
-        let token = self.payment_token.trim();
+        let token = self.payment_token.as_str();
         if token.is_empty()
             || token.len() > 200
             || !token

@@ -5,11 +5,11 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json as AxumJson, Router};
+use comptoir_platform::openapi::{ADMIN_TOKEN, Contract};
 use comptoir_platform::{FieldError, Problem};
 use http::request::Parts;
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -69,25 +69,13 @@ pub async fn get_payment(
     }))
 }
 
-struct AdminSecurity;
-
-impl Modify for AdminSecurity {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "admin",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
 /// Payments' OpenAPI 3.1 document, generated from the handlers above.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Comptoir payments", description = "Payments of orders, through a payment provider (simulated in this repository)."),
     paths(get_payment),
     components(schemas(PaymentView, Payment, PaymentStatus, Operation, Problem, FieldError)),
-    modifiers(&AdminSecurity),
+    modifiers(&ADMIN_TOKEN, &Contract),
     tags((name = "admin", description = "Payment inspection (bearer token)"))
 )]
 #[derive(Debug)]
