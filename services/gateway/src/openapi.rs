@@ -21,6 +21,8 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use comptoir_platform::openapi::{problem_response, problem_schema};
+
 use crate::proxy::{Route, route_for};
 use crate::upstream::Upstream;
 
@@ -305,6 +307,10 @@ pub fn merge(documents: &[(String, &Value)], routes: &[Route]) -> Value {
             }
         }
     }
+    declare_gateway_answers(&mut paths);
+    merged_schemas
+        .entry("Problem")
+        .or_insert_with(|| serde_json::to_value(problem_schema()).unwrap_or_default());
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -319,6 +325,54 @@ pub fn merge(documents: &[(String, &Value)], routes: &[Route]) -> Value {
         },
         "tags": tags,
     })
+}
+
+/// What the gateway itself answers on every route it proxies, declared on every operation
+/// beside what the upstream declares: a client over its rate limit (429, with `Retry-After`),
+/// an upstream refusing connections or behind an open breaker, or tokens that cannot be
+/// verified for want of keys (503), an upstream too slow (504) or answering a 5xx that is no
+/// problem (502), and a body past the gateway's limit (413).
+fn declare_gateway_answers(paths: &mut Map<String, Value>) {
+    const METHODS: [&str; 8] = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+    let problem =
+        |description: &str| serde_json::to_value(problem_response(description)).unwrap_or_default();
+    for item in paths.values_mut().filter_map(Value::as_object_mut) {
+        for (method, operation) in item.iter_mut() {
+            if !METHODS.contains(&method.as_str()) {
+                continue;
+            }
+            let takes_body = operation.get("requestBody").is_some();
+            let Some(responses) = operation
+                .get_mut("responses")
+                .and_then(Value::as_object_mut)
+            else {
+                continue;
+            };
+            let mut add = |status: &str, description: &str| {
+                responses
+                    .entry(status)
+                    .or_insert_with(|| problem(description));
+            };
+            add(
+                "429",
+                "Over the client's rate limit at the gateway (`Retry-After` says when to come back)",
+            );
+            add(
+                "502",
+                "The upstream service answered an error the gateway cannot pass on",
+            );
+            add(
+                "503",
+                "The upstream service is unreachable or its breaker is open, or access tokens cannot be verified right now",
+            );
+            add("504", "The upstream service did not answer in time");
+            if takes_body {
+                add("413", "The body is larger than the gateway accepts");
+            }
+        }
+    }
 }
 
 /// The document as an HTTP response, with the degraded header when some upstream is not live.
