@@ -463,6 +463,41 @@ mod tests {
     }
 
     #[test]
+    fn every_operation_declares_what_the_gateway_itself_answers() {
+        let catalog_upstream = upstream("catalog");
+        let routes = vec![route("/v1/products", &catalog_upstream)];
+        let catalog = json!({
+            "paths": {"/v1/products": {
+                "get": {"responses": {"200": {"description": "A page"}}},
+                "post": {"requestBody": {"content": {"application/json": {}}},
+                         "responses": {"201": {"description": "Created"}, "503": {"description": "its own"}}},
+            }},
+        });
+        let merged = merge(&[("catalog".to_owned(), &catalog)], &routes);
+        let statuses = |method: &str| -> Vec<String> {
+            merged["paths"]["/v1/products"][method]["responses"]
+                .as_object()
+                .expect("responses")
+                .keys()
+                .cloned()
+                .collect()
+        };
+        assert_eq!(statuses("get"), ["200", "429", "502", "503", "504"]);
+        assert_eq!(statuses("post"), ["201", "413", "429", "502", "503", "504"]);
+        // The upstream's own declaration is kept; the added ones are problems.
+        assert_eq!(
+            merged["paths"]["/v1/products"]["post"]["responses"]["503"]["description"],
+            "its own"
+        );
+        assert_eq!(
+            merged["paths"]["/v1/products"]["get"]["responses"]["429"]["content"]["application/problem+json"]
+                ["schema"]["$ref"],
+            "#/components/schemas/Problem"
+        );
+        assert!(merged["components"]["schemas"]["Problem"]["properties"]["status"].is_object());
+    }
+
+    #[test]
     fn a_schema_referring_to_a_renamed_one_is_renamed_too() {
         let wrapper = json!({"type": "array", "items": {"$ref": "#/components/schemas/Item"}});
         let a = json!({"components": {"schemas": {"Page": wrapper, "Item": {"type": "integer"}}}});
