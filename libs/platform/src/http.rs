@@ -100,10 +100,12 @@ fn stack(service: &'static str, api: Router, settings: &HttpSettings) -> Router 
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_millis(settings.request_timeout_ms),
         ))
-        // Compression sits above the timeout so compressing a large body is not cut short.
-        .layer(CompressionLayer::new())
-        // Bare error responses from everything below (timeouts, limits) become problem+json.
+        // Bare error responses from everything below (timeouts, limits, axum's rejections)
+        // become problem+json, their plain-text reason read before anything encodes it.
         .layer(axum::middleware::from_fn(problem::problem_for_bare_errors))
+        // Compression sits above the timeout so compressing a large body is not cut short, and
+        // above the problem conversion so it compresses problems rather than what they quote.
+        .layer(CompressionLayer::new())
         // A panicking handler becomes a logged 500 problem, not a dropped connection.
         .layer(CatchPanicLayer::custom(panic_to_problem))
         // The id goes back to the client, on errors from the layers below too.

@@ -340,7 +340,8 @@ async fn bare_errors_to_problems(request: Request, next: Next) -> Response {
     let allow = response.headers().get(header::ALLOW).cloned();
     // Plain-text bodies from axum's own rejections (e.g. path or query parsing) are kept as
     // the detail; they describe the client's mistake, not our internals.
-    let detail = if has_type && status.is_client_error() {
+    let encoded = response.headers().contains_key(header::CONTENT_ENCODING);
+    let detail = if has_type && status.is_client_error() && !encoded {
         let (_, body) = response.into_parts();
         match axum::body::to_bytes(body, 4096).await {
             Ok(bytes) if !bytes.is_empty() => Some(String::from_utf8_lossy(&bytes).into_owned()),

@@ -86,6 +86,10 @@ async fn middleware_errors_are_problem_json_with_a_request_id() {
         )
         .route("/echo", post(|body: String| async move { body }))
         .route(
+            "/items/{id}",
+            get(|axum::extract::Path(id): axum::extract::Path<u64>| async move { id.to_string() }),
+        )
+        .route(
             "/panic",
             get(|| async { if true { panic!("boom") } else { "unreachable" } }),
         );
@@ -123,6 +127,23 @@ async fn middleware_errors_are_problem_json_with_a_request_id() {
             "panic text must not reach clients"
         );
     }
+
+    // A client that takes gzip gets the problem compressed as a whole: the reason axum gave in
+    // plain text is quoted before compression, never the compressed bytes of it.
+    let rejected = client
+        .get(format!("{}/items/not-a-number", running.base))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(rejected.status().as_u16(), 400);
+    assert_eq!(
+        rejected.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert_eq!(rejected.headers()["content-encoding"], "gzip");
+    let bytes = rejected.bytes().await.expect("body");
+    assert_eq!(&bytes[..2], &[0x1f, 0x8b], "a gzip stream");
 
     // A request id sent by the client is kept.
     let response = client
