@@ -62,22 +62,34 @@ customer_token() {
   die "the customer $email registered through $GATEWAY could not sign in ($attempt attempts)"
 }
 
-# run NAME ARGS...: one schemathesis run; its report and output kept under RESULTS.
+# run NAME ARGS...: one schemathesis run; its report and output kept under RESULTS. A run
+# that stops on an error of schemathesis itself (a Python traceback, no failure of the API) is
+# run again once: such errors come and go with the tool's caches. A failure of the API is
+# never retried.
 status=0
 run() {
-  local name="$1"
+  local name="$1" attempt
   shift
-  log "run $name: seed $SEED, $EXAMPLES examples per operation and phase"
-  # From the results directory: schemathesis keeps a cache in its working directory.
-  if (cd "$RESULTS" && "$VENV/bin/schemathesis" --config-file "$CONFIG" run "$GATEWAY/openapi.json" --url "$GATEWAY" \
-    --checks all --seed "$SEED" --max-examples "$EXAMPLES" --workers 2 --no-color --generation-database none \
-    --report junit --report-junit-path "$RESULTS/$name.junit.xml" "$@" >"$RESULTS/$name.txt" 2>&1); then
-    log "run $name: $(grep -E '^ *[0-9]+ generated' "$RESULTS/$name.txt" | xargs);$(grep -E '^=+ .* in [0-9.]+s =+$' "$RESULTS/$name.txt" | tr -d '=')"
-  else
-    status=1
-    sed -n '/^=* FAILURES =*$/,$p' "$RESULTS/$name.txt" | head -150 >&2
-    log "run $name FAILED: $RESULTS/$name.txt"
-  fi
+  for attempt in 1 2; do
+    log "run $name: seed $SEED, $EXAMPLES examples per operation and phase"
+    # From the results directory: schemathesis keeps a cache in its working directory.
+    if (cd "$RESULTS" && "$VENV/bin/schemathesis" --config-file "$CONFIG" run "$GATEWAY/openapi.json" --url "$GATEWAY" \
+      --checks all --seed "$SEED" --max-examples "$EXAMPLES" --workers 2 --no-color --generation-database none \
+      --report junit --report-junit-path "$RESULTS/$name.junit.xml" "$@" >"$RESULTS/$name.txt" 2>&1); then
+      log "run $name: $(grep -E '^ *[0-9]+ generated' "$RESULTS/$name.txt" | xargs);$(grep -E '^=+ .* in [0-9.]+s =+$' "$RESULTS/$name.txt" | tr -d '=')"
+      return 0
+    fi
+    if ((attempt == 1)) && grep -qE '^=+ ERRORS =+$' "$RESULTS/$name.txt" \
+      && ! grep -qE '^=+ FAILURES =+$' "$RESULTS/$name.txt"; then
+      log "run $name: schemathesis stopped on an error of its own, not of the API: once more"
+      cp "$RESULTS/$name.txt" "$RESULTS/$name.tool-error.txt"
+      continue
+    fi
+    break
+  done
+  status=1
+  sed -n '/^=* \(FAILURES\|ERRORS\) =*$/,$p' "$RESULTS/$name.txt" | head -150 >&2
+  log "run $name FAILED: $RESULTS/$name.txt"
 }
 
 main() {
