@@ -8,7 +8,8 @@
 #   3. an SBOM per service: cargo-cyclonedx with the flake's arguments (nix/packages.nix
 #      sbomArgs), each checked by dev/sbom_check.py (exactly the crates the service's binary is
 #      built from, licences, Cargo.lock's checksums; the first also against the CycloneDX 1.5
-#      JSON schema, which takes seconds a document), and kept in
+#      JSON schema, which takes seconds a document; the checker's tests are
+#      dev/tests/test_sbom_check.py), and kept in
 #      $COMPTOIR_RESULTS_DIR/sbom/<crate>.cdx.json (default ~/.cache/comptoir/results)
 # Installs what is missing: cargo-cyclonedx (cargo install, pinned), cyclonedx-python-lib (a
 # virtualenv under the cache); cargo-deny and cargo-audit come from dev/bootstrap.sh.
@@ -105,6 +106,8 @@ sboms() {
 }
 
 install_tools
+# The SBOM checker's own tests first: each way an SBOM can fall short must be caught.
+python3 -m unittest -q dev/tests/test_sbom_check.py
 deny
 audit
 sboms

@@ -1,7 +1,7 @@
 """Tests of dev/bazel_drift.py: a small repository in step, then each mistake the checker must
 catch (the ones a first real `bazel test //...` and `nix flake check` would have hit).
 
-Run: python3 -m unittest discover -s dev/tests   (dev/test runs it with the Bazel checks)
+Run: python3 -m unittest dev/tests/test_bazel_drift.py   (dev/check-bazel.sh runs it)
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Tests of dev/sbom_check.py on a small workspace: a document listing exactly what the binary
 is built from passes; each way an SBOM can lie or fall short is caught.
 
-Run: python3 -m unittest dev/tests/test_sbom_check.py   (dev/check-bazel.sh discovers it)
+Run: python3 -m unittest dev/tests/test_sbom_check.py   (dev/check-supply-chain.sh runs it)
 """
 
 from __future__ import annotations
