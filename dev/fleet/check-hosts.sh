@@ -10,9 +10,8 @@
 #      host a node-exporter target of its environment's Prometheus, every host of a role a
 #      target of its role's job, the services discovered through a k3s server's API, every
 #      target reachable through the target's firewall from the monitoring hosts
-#   3. per environment, `promtool check config` with the rule file and the secret files in
-#      place (placeholders), `promtool check rules`, and `promtool test rules` on
-#      dev/fleet/alert-rules.test.yaml
+#   3. per environment, `promtool check config` with the rule files and the secret files in
+#      place (placeholders); the rules' own checks and unit tests are dev/check-monitoring.sh's
 # promtool is Prometheus 3.7.3's, with the Kubernetes discovery the services' job uses
 # (Debian's 2.42 has none): built once from the Go module proxy into $COMPTOIR_CACHE/bin
 # (about 5 minutes on 2 cores), the way nixpkgs selects discovery plugins. Installs what else
@@ -25,10 +24,8 @@ COMPTOIR_SCRIPT_NAME="check-hosts"
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 cd "$COMPTOIR_DEV_DIR/.."
 
-# The 3.x release current when NixOS 25.11 branched; move it with the flake.lock's nixpkgs.
-PROMETHEUS_VERSION=3.7.3
-PROMETHEUS_MODULE="github.com/prometheus/prometheus@v0.307.3"
-PROMTOOL="$COMPTOIR_CACHE/bin/promtool-$PROMETHEUS_VERSION"
+# shellcheck source=dev/lib/promtool.sh
+source "$COMPTOIR_DEV_DIR/lib/promtool.sh"
 
 WORK=""
 NETNS=""
@@ -53,33 +50,6 @@ install_tools() {
   install_promtool
 }
 
-# promtool from the release's Go module, with only the Kubernetes service discovery
-# registered (plugins/plugins.go, which nixpkgs regenerates the same way to choose plugins);
-# the configuration loader, rule checker and test runner are the release's own.
-install_promtool() {
-  [[ -x "$PROMTOOL" ]] && return 0
-  command -v go >/dev/null || die "promtool $PROMETHEUS_VERSION must be built and Go is missing (install Go >= 1.24)"
-  log "building promtool $PROMETHEUS_VERSION with Kubernetes discovery (once; about 5 minutes on 2 cores)"
-  local build src
-  build="$(mktemp -d)"
-  src="$(cd "$build" && go mod download -json "$PROMETHEUS_MODULE" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
-  cp -r "$src" "$build/src"
-  chmod -R u+w "$build/src"
-  cat >"$build/src/plugins/plugins.go" <<'EOF'
-// Written by dev/fleet/check-hosts.sh: the service discovery the fleet's Prometheus uses.
-package plugins
-
-import (
-	_ "github.com/prometheus/prometheus/discovery/kubernetes"
-)
-EOF
-  mkdir -p "$(dirname "$PROMTOOL")"
-  (cd "$build/src" && GOFLAGS=-mod=mod go build -trimpath \
-    -ldflags "-s -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" \
-    -o "$PROMTOOL.partial" ./cmd/promtool) || { rm -rf "$build"; die "building promtool failed"; }
-  mv "$PROMTOOL.partial" "$PROMTOOL"
-  rm -rf "$build"
-}
 
 nix_eval() {
   nix-instantiate --eval --strict --json "$@" 2>/dev/null \
@@ -92,7 +62,7 @@ evaluate() {
   for name in fleet graph ports workloads; do
     nix_eval "nixos/$name.nix" >"$dir/$name.json" || die "nixos/$name.nix does not evaluate"
   done
-  for name in firewall firewallRules prometheus prometheusSecrets alertRules; do
+  for name in firewall firewallRules prometheus prometheusSecrets ruleFiles; do
     nix_eval -E "(import ./nixos/lib {}).$name" >"$dir/$name.json" \
       || die "nixos/lib: $name does not evaluate"
   done
@@ -141,13 +111,7 @@ main() {
     env="$(basename "$config" .yml)"
     "$PROMTOOL" check config "$config" >"$WORK/promtool.log" 2>&1 \
       || { cat "$WORK/promtool.log" >&2; die "$env: promtool check config fails"; }
-    "$PROMTOOL" check rules "$out/prometheus/alert-rules-$env.yaml" >"$WORK/promtool.log" 2>&1 \
-      || { cat "$WORK/promtool.log" >&2; die "$env: promtool check rules fails"; }
-    cp dev/fleet/alert-rules.test.yaml "$out/prometheus/alert-rules.test.yaml"
-    cp "$out/prometheus/alert-rules-$env.yaml" "$out/prometheus/alert-rules.yaml"
-    (cd "$out/prometheus" && "$PROMTOOL" test rules alert-rules.test.yaml) >"$WORK/promtool.log" 2>&1 \
-      || { cat "$WORK/promtool.log" >&2; die "$env: promtool test rules fails (dev/fleet/alert-rules.test.yaml)"; }
-    log "$env: promtool $PROMETHEUS_VERSION: config, rules and rule tests pass"
+    log "$env: promtool $PROMETHEUS_VERSION check config passes (with the rule files of nixos/monitoring/rules)"
   done
   log "all host checks passed"
 }

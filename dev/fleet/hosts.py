@@ -8,7 +8,7 @@
 
 EVAL_DIR holds JSON written by check-hosts.sh with nix-instantiate: the raw inventory, graph and
 ports (fleet.json, graph.json, ports.json: the data files themselves, not the generators) and
-the pod network and the services' namespace (workloads.json), and the generators' outputs (firewall.json, firewallRules.json, prometheus.json, alertRules.json,
+the pod network and the services' namespace (workloads.json), and the generators' outputs (firewall.json, firewallRules.json, prometheus.json, ruleFiles.json,
 prometheusSecrets.json). `check` also reads OUT/nft/<host>.json, the ruleset as nftables itself
 lists it after loading the text into a throwaway network namespace.
 
@@ -27,6 +27,8 @@ from pathlib import Path
 
 ANYWHERE = ["0.0.0.0/0", "::/0"]
 SECRETS_PREFIX = "/run/secrets/"
+# The rule files every environment loads (ruleFiles of nixos/lib/prometheus.nix).
+RULES_DIR = Path(__file__).resolve().parents[2] / "nixos" / "monitoring" / "rules"
 
 # Who may open a connection to whom, on which port (a dotted path into ports.nix):
 # (client, server role, port, protocol). Clients: "admin" (the environment's admin networks),
@@ -448,11 +450,9 @@ def prepare(ev: Path, out: Path) -> None:
         local.write_text("placeholder: the real file comes from sops-nix on the host\n")
     prom = out / "prometheus"
     prom.mkdir(parents=True, exist_ok=True)
-    rules = load(ev, "alertRules")
+    rule_files = [str(RULES_DIR / name) for name in load(ev, "ruleFiles")]
     for env, config in load(ev, "prometheus").items():
-        rule_file = f"alert-rules-{env}.yaml"
-        (prom / rule_file).write_text(json.dumps(rules[env], indent=2))
-        text = json.dumps(config | {"rule_files": [rule_file]}, indent=2)
+        text = json.dumps(config | {"rule_files": rule_files}, indent=2)
         (prom / f"{env}.yml").write_text(text.replace(SECRETS_PREFIX, f"{secrets_root}/"))
 
 

@@ -28,7 +28,7 @@ in {
   inherit (import ./pulsar.nix args) pulsar toProperties;
   patroni = import ./patroni.nix args;
   inherit (import ./firewall.nix args) firewall firewallRules;
-  inherit (import ./prometheus.nix args) prometheus prometheusSecrets alertRules;
+  inherit (import ./prometheus.nix args) prometheus prometheusSecrets ruleFiles;
   # Each service's environment per environment, and the k3s objects that carry it.
   settings = import ./settings.nix args;
   manifests = import ./manifests.nix args;

@@ -3,12 +3,12 @@
 #
 #   prometheus.<env>        the configuration file as an attribute set (its JSON is YAML):
 #                           global, alerting, scrape_configs. nixos/modules/monitoring.nix adds
-#                           `rule_files` (a store path) and writes it; dev/fleet/check-hosts.sh
+#                           `rule_files` (store paths) and writes it; dev/fleet/check-hosts.sh
 #                           checks it with promtool.
 #   prometheusSecrets       the files the configuration reads at run time, which
 #                           nixos/modules/monitoring.nix installs from sops (secrets/README.md).
-#   alertRules.<env>        the host-level alerting rules (a rule file as an attribute set),
-#                           unit-tested by dev/fleet/alert-rules.test.yaml.
+#   ruleFiles               the names of the rule files of nixos/monitoring/rules/ every
+#                           environment loads (the same for all; `env` is an external label).
 #
 # Targets are host addresses, not names: the fleet has no DNS of its own. Each target carries
 # a `host` label with the inventory name, so dashboards and alerts speak of prod-pg-2, not of
@@ -187,154 +187,13 @@
       );
   };
 
-  # Host-level alerts only: the observability work adds the services' own (latency, errors,
-  # saga backlog) next to their dashboards. Every rule has a unit test in
-  # dev/fleet/alert-rules.test.yaml. Labels: severity critical (someone acts now) or warning
-  # (someone looks today). The same rules serve every environment; `env` comes from the
-  # external labels.
-  localFs = ''fstype!~"tmpfs|ramfs"'';
-  hostRules = {
-    groups = [
-      {
-        name = "hosts";
-        rules = [
-          {
-            alert = "HostDown";
-            expr = ''up{job="node"} == 0'';
-            for = "2m";
-            labels.severity = "critical";
-            annotations.summary = "{{ $labels.host }} is down: its node exporter has not answered for 2 minutes";
-          }
-          {
-            alert = "TargetDown";
-            expr = ''up{job!="node"} == 0'';
-            for = "5m";
-            labels.severity = "warning";
-            annotations.summary = "{{ $labels.job }} on {{ $labels.instance }} has not answered scrapes for 5 minutes";
-          }
-          {
-            # /boot (vfat) included: old NixOS generations fill it.
-            alert = "FilesystemAlmostFull";
-            expr = ''
-              node_filesystem_avail_bytes{${localFs}} / node_filesystem_size_bytes{${localFs}} < 0.10
-              and node_filesystem_readonly{${localFs}} == 0'';
-            for = "5m";
-            labels.severity = "critical";
-            annotations.summary = "{{ $labels.host }}: {{ $labels.mountpoint }} has less than 10% free";
-          }
-          {
-            alert = "FilesystemFillingUp";
-            expr = ''
-              predict_linear(node_filesystem_avail_bytes{${localFs}}[6h], 24 * 3600) < 0
-              and node_filesystem_avail_bytes{${localFs}} / node_filesystem_size_bytes{${localFs}} < 0.40
-              and node_filesystem_readonly{${localFs}} == 0'';
-            for = "1h";
-            labels.severity = "warning";
-            annotations.summary = "{{ $labels.host }}: {{ $labels.mountpoint }} will be full within 24 hours at the rate of the last 6";
-          }
-          {
-            # Needs the node exporter's systemd collector (nixos/modules/common.nix).
-            alert = "SystemdUnitFailed";
-            expr = ''node_systemd_unit_state{state="failed"} == 1'';
-            for = "5m";
-            labels.severity = "warning";
-            annotations.summary = "{{ $labels.host }}: unit {{ $labels.name }} has failed";
-          }
-          {
-            # etcd, ZooKeeper, TLS and the tokens' expiry all assume synchronised clocks.
-            alert = "ClockNotSynchronised";
-            expr = "min_over_time(node_timex_sync_status[5m]) == 0 and node_timex_maxerror_seconds >= 16";
-            for = "10m";
-            labels.severity = "warning";
-            annotations.summary = "{{ $labels.host }}: the clock is not synchronised (chrony)";
-          }
-        ];
-      }
-
-      # The fleet's growth, per role (C8.4 of docs/certification-matrix.md): what the hosts of a
-      # role hold and use, recorded every minute so a year of it costs a few series, and the
-      # alerts that say when a role needs another host (one entry in nixos/fleet.nix). Read
-      # with, e.g., `role:node_cpu_utilisation:avg5m{env="prod"}` over 90 days.
-      {
-        name = "fleet-growth";
-        interval = "1m";
-        rules = [
-          {
-            record = "role:hosts:count";
-            expr = ''count by (role) (up{job="node"})'';
-          }
-          {
-            record = "role:node_cpu_cores:count";
-            expr = ''count by (role) (node_cpu_seconds_total{job="node", mode="idle"})'';
-          }
-          {
-            record = "role:node_cpu_utilisation:avg5m";
-            expr = ''1 - avg by (role) (rate(node_cpu_seconds_total{job="node", mode="idle"}[5m]))'';
-          }
-          {
-            record = "role:node_memory_bytes:sum";
-            expr = ''sum by (role) (node_memory_MemTotal_bytes{job="node"})'';
-          }
-          {
-            record = "role:node_memory_utilisation:ratio";
-            expr = ''
-              1 - sum by (role) (node_memory_MemAvailable_bytes{job="node"})
-                / sum by (role) (node_memory_MemTotal_bytes{job="node"})'';
-          }
-          {
-            record = "role:node_filesystem_used_bytes:sum";
-            expr = ''sum by (role) (node_filesystem_size_bytes{job="node", ${localFs}} - node_filesystem_avail_bytes{job="node", ${localFs}})'';
-          }
-          {
-            # Bytes a day the role's disks grow by, over the last week.
-            record = "role:node_filesystem_used_bytes:growth1d";
-            expr = "deriv(role:node_filesystem_used_bytes:sum[7d]) * 86400";
-          }
-          {
-            alert = "RoleCpuSaturated";
-            expr = "role:node_cpu_utilisation:avg5m > 0.75";
-            for = "30m";
-            labels.severity = "warning";
-            annotations.summary = "the {{ $labels.role }} hosts average {{ $value | humanizePercentage }} CPU for 30 minutes: add a host of that role to nixos/fleet.nix";
-          }
-          {
-            alert = "RoleMemorySaturated";
-            expr = "role:node_memory_utilisation:ratio > 0.85";
-            for = "30m";
-            labels.severity = "warning";
-            annotations.summary = "the {{ $labels.role }} hosts use {{ $value | humanizePercentage }} of their memory for 30 minutes: add a host of that role to nixos/fleet.nix";
-          }
-        ];
-      }
-
-      # Hydra's release gate (hydra/release-gate, the hook that deploys green release builds of
-      # main): its metrics come from the ci host's node exporter (textfile collector), so the
-      # alerts name that host, and the deploy wrapper's canary gate, which ignores alerts about
-      # other hosts, is not stopped by them.
-      {
-        name = "release";
-        rules = [
-          {
-            # Set by the failed attempt, cleared by the next successful one.
-            alert = "ProductionDeployFailed";
-            expr = ''comptoir_release_last_deploy_failed{target_env="prod"} == 1'';
-            labels.severity = "critical";
-            annotations.summary = "{{ $labels.host }}: the release gate's last deploy to prod failed: read journalctl -u comptoir-release-gate and deploys.jsonl in /var/lib/comptoir-release, then restart the build in Hydra or deploy by hand";
-          }
-          {
-            # The newest finished release build failed, or its release.json is unusable.
-            alert = "ReleaseGateRed";
-            expr = "comptoir_release_last_build_failed == 1";
-            for = "6h";
-            labels.severity = "warning";
-            annotations.summary = "{{ $labels.host }}: the newest release build of main has been failing for 6 hours: nothing reaches production";
-          }
-        ];
-      }
-    ];
-  };
+  # The rule files every environment loads, in nixos/monitoring/rules/ (the same files the
+  # fleet lab's and dev/up's Prometheus load): host-level alerts and the fleet's growth, the
+  # services' messaging, saga and KPIs, and the SLOs (generated from nixos/monitoring/slo.toml
+  # by dev/slo_rules.py). Plain rule files, not Nix: Prometheus and promtool read them as
+  # they are, and each has its unit tests beside it (dev/check-monitoring.sh).
+  ruleFiles = ["hosts.yaml" "services.yaml" "slo.yaml"];
 in {
-  inherit prometheusSecrets;
+  inherit prometheusSecrets ruleFiles;
   prometheus = perEnv config;
-  alertRules = perEnv (_: hostRules);
 }

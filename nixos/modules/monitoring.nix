@@ -1,23 +1,23 @@
 # The monitoring role: Prometheus (its configuration generated from the inventory by
-# nixos/lib/prometheus.nix), Alertmanager, and Grafana provisioned with that Prometheus and
-# the dashboards of nixos/dashboards/. Operators reach the three from the environment's admin
-# networks only (nixos/lib/firewall.nix); none of them has TLS or, Prometheus and
-# Alertmanager, any login of its own: the admin networks are the operators' VPN.
+# nixos/lib/prometheus.nix, its rules in nixos/monitoring/rules/), Alertmanager, and Grafana
+# provisioned with that Prometheus and the dashboards of nixos/monitoring/dashboards/.
+# Operators reach the three from the environment's admin networks only
+# (nixos/lib/firewall.nix); none of them has TLS or, Prometheus and Alertmanager, any login
+# of its own: the admin networks are the operators' VPN.
 {
   config,
   lib,
-  pkgs,
   fleetLib,
   host,
   ...
 }: let
   inherit (fleetLib) ports prometheusSecrets;
 
-  # The host-level alerting rules, as a rule file in the store.
-  rulesFile = pkgs.writeText "comptoir-alert-rules.yml" (builtins.toJSON fleetLib.alertRules.${host.env});
+  # The rule files of nixos/monitoring/rules/, each copied to the store as it is.
+  ruleFiles = map (name: "${../monitoring/rules + "/${name}"}") fleetLib.ruleFiles;
 
-  # The generated configuration plus the rule file; its JSON is valid YAML.
-  prometheusConfig = fleetLib.prometheus.${host.env} // {rule_files = ["${rulesFile}"];};
+  # The generated configuration plus the rule files; its JSON is valid YAML.
+  prometheusConfig = fleetLib.prometheus.${host.env} // {rule_files = ruleFiles;};
 
   # The files the configuration reads (CA certificates, the Kubernetes token) are sops
   # secrets named after their path: /run/secrets/prometheus/k3s-token is the key
@@ -126,7 +126,7 @@ in {
           }
         ];
       };
-      # Every JSON file of nixos/dashboards/, in one folder; edits in the UI are not kept
+      # Every JSON file of nixos/monitoring/dashboards/, in one folder; edits in the UI are not kept
       # (the files are the source).
       dashboards.settings = {
         apiVersion = 1;
@@ -137,7 +137,7 @@ in {
             type = "file";
             disableDeletion = true;
             allowUiUpdates = false;
-            options.path = ../dashboards;
+            options.path = ../monitoring/dashboards;
           }
         ];
       };

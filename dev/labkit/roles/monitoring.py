@@ -1,6 +1,6 @@
 """The monitoring host and the node exporters: Prometheus on the monitoring host with the
-configuration and alert rules nixos/lib/prometheus.nix generates for the lab (its targets are
-the inventory's hosts), Alertmanager beside it, and a node exporter on every host. Lab changes,
+configuration nixos/lib/prometheus.nix generates for the lab (its targets are the inventory's
+hosts) and the rule files of nixos/monitoring/rules/ every environment loads, Alertmanager beside it, and a node exporter on every host. Lab changes,
 each forced by the machine: the secret paths point into the lab's directory; the job that
 discovers the services through the k3s API (there is no k3s here) is replaced by the apps
 role's static targets when that role runs."""
@@ -40,7 +40,7 @@ def _config(lab: spec.Lab, host: spec.Host) -> dict:
     # One evaluation for the three outputs (each nix-instantiate re-reads the whole fleet).
     generated = spec.nix_eval(
         "let lib = import ./nixos/lib {}; in "
-        "{ config = lib.prometheus.lab; secrets = lib.prometheusSecrets; rules = lib.alertRules.lab; }"
+        "{ config = lib.prometheus.lab; secrets = lib.prometheusSecrets; rules = lib.ruleFiles; }"
     )
     config, secrets = generated["config"], generated["secrets"]
     # The brokers' CA (public) copied where Prometheus, which runs as its own account, may read
@@ -67,10 +67,16 @@ def _config(lab: spec.Lab, host: spec.Host) -> dict:
     if apps is not None and hasattr(apps, "scrape_config"):
         jobs.append(apps.scrape_config(lab))
     config["scrape_configs"] = jobs
-    rules = host.dir / "prometheus" / "alert-rules.json"
-    rules.parent.mkdir(parents=True, exist_ok=True)
-    rules.write_text(json.dumps(generated["rules"], indent=1))
-    config["rule_files"] = [str(rules)]
+    # The rule files every environment loads, copied as they are where Prometheus, which runs
+    # as its own account, may read them (the checkout may be under root's home).
+    rules_dir = host.dir / "prometheus" / "rules"
+    rules_dir.mkdir(parents=True, exist_ok=True)
+    config["rule_files"] = []
+    for name in generated["rules"]:
+        copy = rules_dir / name
+        shutil.copyfile(spec.ROOT / "nixos" / "monitoring" / "rules" / name, copy)
+        shutil.chown(copy, "prometheus", "prometheus")
+        config["rule_files"].append(str(copy))
     return config
 
 
