@@ -9,13 +9,14 @@
 //! Layout (the shape of every service, STYLE.md): [`settings`] the typed settings, [`error`]
 //! errors as problem+json, [`domain`] turns requests into validated values, [`repo`] owns the
 //! SQL, [`saga`] the orchestration, [`api`] maps HTTP to both, [`gdpr`] answers export and
-//! erasure.
+//! erasure, [`kpis`] keeps the business gauges.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod domain;
 pub mod error;
 pub mod gdpr;
+pub mod kpis;
 pub mod repo;
 pub mod saga;
 pub mod settings;
@@ -162,6 +163,11 @@ pub async fn run(
     });
     stages.spawn("background", |stop| {
         Arc::clone(&keys).run_periodic_refresh(stop)
+    });
+    let kpi_every = Duration::from_millis(settings.kpis.interval_ms);
+    let kpi_pool = pool.clone();
+    stages.spawn("background", move |stop| {
+        kpis::run(kpi_pool, kpi_every, stop)
     });
 
     let mut checks = comptoir_events::health::postgres_and_pulsar(

@@ -519,6 +519,45 @@ pub async fn overdue_orders<C: GenericClient + Sync>(
 }
 
 // ---------------------------------------------------------------------------------------------
+// KPIs
+
+/// What the KPI gauges show ([`crate::kpis`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KpiSnapshot {
+    /// Shoppers with a cart line added within the last hour.
+    pub active_carts: i64,
+    /// Orders whose saga has not finished, per status (only the statuses that have some).
+    pub in_flight: Vec<(String, i64)>,
+}
+
+/// Reads the KPI gauges' values. The in-flight count walks the partial index
+/// `orders_in_flight` (migration V2), so it costs the saga's backlog, not the order history.
+pub async fn kpi_snapshot<C: GenericClient + Sync>(client: &C) -> Result<KpiSnapshot, RepoError> {
+    let active_carts = client
+        .query_one(
+            "SELECT count(DISTINCT customer_id) FROM cart_lines \
+             WHERE added_at > now() - interval '1 hour'",
+            &[],
+        )
+        .await?
+        .get(0);
+    let in_flight = client
+        .query(
+            "SELECT status, count(*) FROM orders \
+             WHERE status NOT IN ('confirmed', 'cancelled', 'refunded') GROUP BY status",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    Ok(KpiSnapshot {
+        active_carts,
+        in_flight,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
 // GDPR
 
 /// Everything orders holds about a customer: their orders (with lines and history) and cart.

@@ -153,10 +153,22 @@ impl Saga {
         };
         let keep_token = status == OrderStatus::Pending;
         let moved = repo::move_order(tx, order.id, status, reason, deadline, keep_token).await?;
-        if status.is_terminal() {
+        // A saga finishes once: a refund's outcome (refunded, or confirmed again when it
+        // failed) is not a second end of the checkout.
+        if status.is_terminal() && order.status != OrderStatus::RefundRequested {
             metrics::counter!("orders_saga_finished_total", "status" => status.as_str(), "reason" => reason.unwrap_or("none").to_owned()).increment(1);
             metrics::histogram!("orders_saga_duration_seconds", "status" => status.as_str())
                 .record(moved.age_secs);
+        }
+        // Revenue is counted at capture (stock-committed → confirmed) only: a failed refund
+        // also puts an order back to confirmed.
+        if status == OrderStatus::Confirmed && order.status == OrderStatus::StockCommitted {
+            metrics::counter!("orders_revenue_minor_total", "currency" => order.currency.clone())
+                .increment(u64::try_from(order.total_minor).unwrap_or(0));
+        }
+        if status == OrderStatus::Refunded {
+            metrics::counter!("orders_refunded_minor_total", "currency" => order.currency.clone())
+                .increment(u64::try_from(order.total_minor).unwrap_or(0));
         }
         tracing::info!(order_id = %order.id, from = order.status.as_str(), to = status.as_str(), reason, "Order moved");
         Ok(moved.version)

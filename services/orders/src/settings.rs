@@ -27,6 +27,7 @@ pub struct Settings {
     /// Identity's namespace, where GDPR export and erasure requests are published.
     pub gdpr_requests_namespace: String,
     pub saga: SagaSettings,
+    pub kpis: KpiSettings,
 }
 
 /// How long the saga waits, and how often it looks.
@@ -39,6 +40,22 @@ pub struct SagaSettings {
     pub step_timeout_secs: u64,
     /// How often the sweep looks for steps past their deadline.
     pub sweep_interval_ms: u64,
+}
+
+/// The business KPI gauges (`src/kpis.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KpiSettings {
+    /// How often the gauges (active carts, orders in flight) are read from the database.
+    pub interval_ms: u64,
+}
+
+impl Default for KpiSettings {
+    fn default() -> Self {
+        Self {
+            interval_ms: 15_000,
+        }
+    }
 }
 
 impl Default for SagaSettings {
@@ -70,6 +87,7 @@ impl Default for Settings {
             payments_namespace: "comptoir/payments".to_owned(),
             gdpr_requests_namespace: "comptoir/identity".to_owned(),
             saga: SagaSettings::default(),
+            kpis: KpiSettings::default(),
         }
     }
 }
@@ -106,6 +124,9 @@ impl Validate for Settings {
         }
         if !(10..=60_000).contains(&self.saga.sweep_interval_ms) {
             problems.push("saga.sweep_interval_ms must be between 10 and 60000".to_owned());
+        }
+        if !(100..=600_000).contains(&self.kpis.interval_ms) {
+            problems.push("kpis.interval_ms must be between 100 and 600000".to_owned());
         }
         problems
     }

@@ -31,6 +31,8 @@ async fn a_paid_order_is_confirmed_with_its_stock_sold_and_one_capture() {
     let shopper = Uuid::now_v7();
     let coffee = shop.product(1290).await;
     app.put_line(shopper, coffee.product_id, 3).await;
+    // The KPI gauges: one active cart, then the order in flight instead.
+    app.wait_metric("orders_active_carts", 1.0).await;
     let response = app.checkout(shopper, "buy-1", "tok_success").await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let id = order_id(&response.json().await.expect("json"));
@@ -59,6 +61,30 @@ async fn a_paid_order_is_confirmed_with_its_stock_sold_and_one_capture() {
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     app.wait_status(shopper, id, "refunded").await;
     assert_eq!(shop.provider_calls(id, "refund").await, 1);
+
+    // The business KPIs: one checkout, one saga finished confirmed (the refund is not a
+    // second end), its amount captured then refunded, nothing left in flight, the cart gone.
+    app.wait_metric("orders_checkouts_total", 1.0).await;
+    app.wait_metric(
+        r#"orders_saga_finished_total{status="confirmed",reason="none"}"#,
+        1.0,
+    )
+    .await;
+    app.wait_metric(r#"orders_revenue_minor_total{currency="EUR"}"#, 3870.0)
+        .await;
+    app.wait_metric(r#"orders_refunded_minor_total{currency="EUR"}"#, 3870.0)
+        .await;
+    for step in [
+        "pending",
+        "stock-reserved",
+        "payment-authorised",
+        "stock-committed",
+        "refund-requested",
+    ] {
+        app.wait_metric(&format!(r#"orders_in_flight{{status="{step}"}}"#), 0.0)
+            .await;
+    }
+    app.wait_metric("orders_active_carts", 0.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

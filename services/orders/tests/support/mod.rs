@@ -124,6 +124,7 @@ pub fn settings_for(db: &TestDatabase, namespace: &TestNamespace, keys: &Keys) -
     settings.auth.url = keys.url.clone();
     settings.http.shutdown_grace_ms = 5_000;
     settings.saga.sweep_interval_ms = 100;
+    settings.kpis.interval_ms = 100;
     settings
 }
 
@@ -221,6 +222,35 @@ impl TestApp {
 
     pub fn token(&self, customer: Uuid) -> String {
         self.keys.token(customer)
+    }
+
+    /// The value of the sample `series` (name and labels exactly as `/metrics` writes
+    /// them), once `/metrics` shows it equal to `expected`; panics with the last value after
+    /// the deadline.
+    pub async fn wait_metric(&self, series: &str, expected: f64) {
+        let what = format!("{series} = {expected}");
+        let last = std::sync::Mutex::new(None::<f64>);
+        let found = wait_for(&what, Duration::from_secs(30), || async {
+            let text = self
+                .http
+                .get(format!("{}/metrics", self.base))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let value = text.lines().find_map(|line| {
+                let rest = line.strip_prefix(series)?.strip_prefix(' ')?;
+                rest.trim().parse::<f64>().ok()
+            });
+            *last.lock().expect("lock") = value;
+            (value == Some(expected)).then_some(())
+        })
+        .await;
+        if let Err(error) = found {
+            panic!("{error}; last seen: {:?}", last.lock().expect("lock"));
+        }
     }
 
     pub async fn put_line(&self, customer: Uuid, product: Uuid, quantity: i64) -> Response {
