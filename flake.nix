@@ -121,6 +121,13 @@
         pulsar
         pkgs.prometheus # the server
         pkgs.prometheus.cli # promtool: nixpkgs ships it in the `cli` output, not in `out`
+        # dev/monitoring.sh (dev/up's monitoring) and dev/bootstrap.sh's Mailpit; Jaeger, which
+        # nixpkgs does not package, is built by dev/bootstrap.sh.
+        pkgs.prometheus-alertmanager
+        pkgs.prometheus-node-exporter
+        pkgs.prometheus-postgres-exporter
+        pkgs.mailpit
+        pkgs.go
         pkgs.protobuf
         deploy
         pkgs.bazel-buildtools # buildifier

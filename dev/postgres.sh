@@ -19,8 +19,9 @@
 # Layout of COMPTOIR_PG_DIR: data/ (PGDATA), admin-password (mode 600), postgres.log, and the
 # unix socket (.s.PGSQL.<port>).
 #
-# Access (pg_hba.conf): comptoir_admin (superuser) may reach every database; any other role
-# may reach only the database named like the role; everything else is rejected.
+# Access (pg_hba.conf, rewritten and reloaded by every `start`): comptoir_admin (superuser) may
+# reach every database; comptoir_monitor (the metrics exporter) the postgres database; any
+# other role only the database named like the role; everything else is rejected.
 set -euo pipefail
 
 COMPTOIR_SCRIPT_NAME="postgres.sh"
@@ -158,11 +159,18 @@ ssl_cert_file = '$TLS_DIR/server.crt'
 ssl_key_file = '$TLS_DIR/server.key'
 ssl_min_protocol_version = 'TLSv1.2'
 EOF
+  write_hba
+}
+
+write_hba() {
   as_owner tee "$PGDATA_DIR/pg_hba.conf" >/dev/null <<EOF
 # Written by dev/postgres.sh on every start; edits are lost. First matching line wins.
 # TYPE  DATABASE  USER            ADDRESS        METHOD
 local   all       $ADMIN_USER                    scram-sha-256
 host    all       $ADMIN_USER     127.0.0.1/32   scram-sha-256
+# The metrics exporter's role (pg_monitor, made by dev/monitoring.sh) reads the statistics from
+# the postgres database only.
+host    postgres  comptoir_monitor 127.0.0.1/32  scram-sha-256
 # Every other role only reaches the database that has its own name.
 host    sameuser  all             127.0.0.1/32   scram-sha-256
 # Deny the rest (including replication).
@@ -188,6 +196,9 @@ wait_ready() {
 cmd_start() {
   prepare_dir
   if is_running; then
+    # The access rules of this version of the script, without a restart.
+    write_hba
+    as_owner "$PG_BIN/pg_ctl" reload -D "$PGDATA_DIR" -s >/dev/null
     log "already running on 127.0.0.1:$(port_of_running) ($PG_DIR)"
     return 0
   fi
