@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Gateway overhead benchmark: GET /v1/products?limit=20 straight to the catalog and through
-# the gateway, same wrk settings, same run, alternating, so the ratio says what the extra hop
-# costs (routing, edge checks, one more pooled HTTP exchange). Not a test: results go to
-# docs/performance.md by hand.
+# The read path benchmark: GET /v1/products?limit=20 against the trivial route of the same
+# binary (/livez), straight to the catalog with its pages in memory (src/pages.rs), straight
+# to a second catalog on the same database with them off (read_cache.enabled=false: every
+# request reads PostgreSQL), and through the gateway in front of the first; same wrk
+# settings, same run, alternating, so every ratio is taken within one run. Not a test:
+# results go to docs/performance.md by hand.
 #
-# Starts its own release catalog (database catalog_bench, demo catalogue) and gateway on
+# Starts its own release catalogs (database catalog_bench, demo catalogue) and gateway on
 # their own ports against the running local PostgreSQL and Pulsar (dev/postgres.sh,
 # dev/pulsar.sh), then stops them. The gateway's rate limits are raised out of the way (the
 # limiter still runs on every request); no token is sent.
 #
 # Usage: dev/bench-gateway.sh [duration, default 20s] [rounds, default 2]
-# Environment: BENCH_CATALOG_PORT (18081), BENCH_GATEWAY_PORT (18000), WRK_THREADS (2),
-# WRK_CONNECTIONS (64).
+# Environment: BENCH_CATALOG_PORT (18081; the catalog without its pages in memory takes the
+# next port), BENCH_GATEWAY_PORT (18000), WRK_THREADS (2), WRK_CONNECTIONS (64).
 set -euo pipefail
 
 COMPTOIR_SCRIPT_NAME="bench-gateway"
@@ -24,6 +26,7 @@ cd "$COMPTOIR_DEV_DIR/.."
 duration="${1:-20s}"
 rounds="${2:-2}"
 catalog_port="${BENCH_CATALOG_PORT:-18081}"
+nocache_port="$((catalog_port + 1))"
 gateway_port="${BENCH_GATEWAY_PORT:-18000}"
 threads="${WRK_THREADS:-2}"
 connections="${WRK_CONNECTIONS:-64}"
@@ -32,7 +35,7 @@ work="$COMPTOIR_CACHE/bench-gateway"
 pulsar_http="http://127.0.0.1:${COMPTOIR_PULSAR_HTTP_PORT:-8080}"
 
 command -v wrk >/dev/null || die "wrk not found (Debian package wrk)"
-for port in "$catalog_port" "$gateway_port"; do
+for port in "$catalog_port" "$nocache_port" "$gateway_port"; do
   port_in_use "$port" && die "port $port is taken"
 done
 dev/postgres.sh start
@@ -62,21 +65,27 @@ cleanup() {
 trap cleanup EXIT
 
 
-log "starting the catalog on :$catalog_port (log: $work/catalog.log)"
-COMPTOIR_CATALOG__HTTP__LISTEN="127.0.0.1:$catalog_port" \
-  COMPTOIR_CATALOG__DATABASE__NAME=catalog_bench \
-  COMPTOIR_CATALOG__DATABASE__USER=catalog_bench \
-  COMPTOIR_CATALOG__DATABASE__PORT="${COMPTOIR_PG_PORT:-55432}" \
-  COMPTOIR_CATALOG__DATABASE__PASSWORD_FILE="$work/db-password" \
-  COMPTOIR_CATALOG__DATABASE__TLS=verify-full \
-  COMPTOIR_CATALOG__DATABASE__CA_FILE="$(dev/postgres.sh ca-file)" \
-  COMPTOIR_CATALOG__PULSAR__URL="pulsar://127.0.0.1:${COMPTOIR_PULSAR_PORT:-6650}" \
-  COMPTOIR_CATALOG__ADMIN_TOKEN_FILE="$work/admin-token" \
-  COMPTOIR_CATALOG__DEMO_DATA=true \
-  COMPTOIR_CATALOG__TELEMETRY__LOG_FILTER=warn \
-  "$bin/comptoir-catalog" >"$work/catalog.log" 2>&1 &
-pids+=("$!")
-wait_for_url "http://127.0.0.1:$catalog_port/readyz" "$!" "$work/catalog.log"
+# start_catalog PORT LOG VAR=VALUE...: a release catalog on the bench database.
+start_catalog() {
+  local port="$1" log_file="$2"
+  shift 2
+  log "starting a catalog on :$port (log: $log_file)"
+  env "$@" COMPTOIR_CATALOG__HTTP__LISTEN="127.0.0.1:$port" \
+    COMPTOIR_CATALOG__DATABASE__NAME=catalog_bench \
+    COMPTOIR_CATALOG__DATABASE__USER=catalog_bench \
+    COMPTOIR_CATALOG__DATABASE__PORT="${COMPTOIR_PG_PORT:-55432}" \
+    COMPTOIR_CATALOG__DATABASE__PASSWORD_FILE="$work/db-password" \
+    COMPTOIR_CATALOG__DATABASE__TLS=verify-full \
+    COMPTOIR_CATALOG__DATABASE__CA_FILE="$(dev/postgres.sh ca-file)" \
+    COMPTOIR_CATALOG__PULSAR__URL="pulsar://127.0.0.1:${COMPTOIR_PULSAR_PORT:-6650}" \
+    COMPTOIR_CATALOG__ADMIN_TOKEN_FILE="$work/admin-token" \
+    COMPTOIR_CATALOG__TELEMETRY__LOG_FILTER=warn \
+    "$bin/comptoir-catalog" >"$log_file" 2>&1 &
+  pids+=("$!")
+  wait_for_url "http://127.0.0.1:$port/readyz" "$!" "$log_file"
+}
+start_catalog "$catalog_port" "$work/catalog.log" COMPTOIR_CATALOG__DEMO_DATA=true
+start_catalog "$nocache_port" "$work/catalog-nocache.log" COMPTOIR_CATALOG__READ_CACHE__ENABLED=false
 
 log "starting the gateway on :$gateway_port (log: $work/gateway.log)"
 COMPTOIR_GATEWAY__HTTP__LISTEN="127.0.0.1:$gateway_port" \
@@ -90,21 +99,32 @@ pids+=("$!")
 wait_for_url "http://127.0.0.1:$gateway_port/livez" "$!" "$work/gateway.log"
 
 
+baseline="http://127.0.0.1:$catalog_port/livez"
 direct="http://127.0.0.1:$catalog_port$path"
+nocache="http://127.0.0.1:$nocache_port$path"
 through="http://127.0.0.1:$gateway_port$path"
-log "wrk -t$threads -c$connections -d$duration, $rounds round(s), warming both up for 3 s first"
-wrk -t"$threads" -c"$connections" -d3s "$direct" >/dev/null
-wrk -t"$threads" -c"$connections" -d3s "$through" >/dev/null
-printf '| round | path | requests/s | p99 (ms) |\n|---|---|---:|---:|\n'
-sum_direct=0
-sum_through=0
-for round in $(seq 1 "$rounds"); do
-  read -r d_rps d_p99 _ < <(wrk_run "$threads" "$connections" "$duration" "$direct")
-  read -r g_rps g_p99 _ < <(wrk_run "$threads" "$connections" "$duration" "$through")
-  printf '| %s | direct to catalog | %s | %s |\n' "$round" "$d_rps" "$d_p99"
-  printf '| %s | through the gateway | %s | %s |\n' "$round" "$g_rps" "$g_p99"
-  sum_direct="$(awk -v a="$sum_direct" -v b="$d_rps" 'BEGIN { print a + b }')"
-  sum_through="$(awk -v a="$sum_through" -v b="$g_rps" 'BEGIN { print a + b }')"
+log "wrk -t$threads -c$connections -d$duration, $rounds round(s), warming each up for 3 s first"
+for url in "$baseline" "$direct" "$nocache" "$through"; do
+  wrk -t"$threads" -c"$connections" -d3s "$url" >/dev/null
 done
-awk -v g="$sum_through" -v d="$sum_direct" \
-  'BEGIN { printf "\ngateway / direct throughput ratio: %.3f\n", g / d }'
+printf '| round | path | requests/s | p99 (ms) |\n|---|---|---:|---:|\n'
+declare -A sum=([baseline]=0 [direct]=0 [nocache]=0 [through]=0)
+declare -A label=(
+  [baseline]="GET /livez, the trivial route (baseline)"
+  [direct]="listing, pages in memory"
+  [nocache]="listing, pages off (PostgreSQL per request)"
+  [through]="listing through the gateway, pages in memory"
+)
+for round in $(seq 1 "$rounds"); do
+  for name in baseline direct nocache through; do
+    read -r rps p99 _ < <(wrk_run "$threads" "$connections" "$duration" "${!name}")
+    printf '| %s | %s | %s | %s |\n' "$round" "${label[$name]}" "$rps" "$p99"
+    sum[$name]="$(awk -v a="${sum[$name]}" -v b="$rps" 'BEGIN { print a + b }')"
+  done
+done
+awk -v b="${sum[baseline]}" -v d="${sum[direct]}" -v n="${sum[nocache]}" -v g="${sum[through]}" 'BEGIN {
+  printf "\nlisting in memory / baseline: %.3f (target 0.5)\n", d / b
+  printf "listing off memory / baseline: %.3f\n", n / b
+  printf "listing through the gateway / baseline: %.3f (target 0.4)\n", g / b
+  printf "gateway / direct: %.3f\n", g / d
+}'

@@ -467,41 +467,28 @@ impl Relay {
     }
 }
 
-/// Keeps a `LISTEN outbox` connection open, waking the relay on each notification, and
-/// reconnects with backoff when it drops.
+/// Keeps a `LISTEN outbox` connection open, waking the relay on each notification and on
+/// each (re)connection: rows committed while no one listened are picked up then, not at the
+/// next poll. While the connection is lost, the relay polls.
 async fn listen(
     settings: comptoir_store::DatabaseSettings,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(200);
-    while !shutdown.is_cancelled() {
-        match comptoir_store::listen(&settings, "outbox").await {
-            Ok((_client, mut notifications)) => {
-                backoff = Duration::from_millis(200);
-                // Rows committed while no one listened are picked up now, not at the next poll.
+    let heartbeat = Duration::from_secs(5);
+    comptoir_store::keep_listening(
+        settings,
+        "outbox",
+        heartbeat,
+        shutdown,
+        |event| match event {
+            comptoir_store::Listening::Connected | comptoir_store::Listening::Notified(_) => {
                 wake.notify_one();
-                loop {
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        received = notifications.recv() => match received {
-                            Some(_) => wake.notify_one(),
-                            None => break,
-                        },
-                    }
-                }
-                tracing::warn!("Outbox notification connection lost; polling until it is back");
             }
-            Err(error) => {
-                tracing::warn!(error = %chain(&error), "Cannot listen for outbox notifications; polling");
-            }
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
-    }
+            comptoir_store::Listening::Lost => {}
+        },
+    )
+    .await;
 }
 
 pub(crate) fn chain(error: &(dyn std::error::Error + '_)) -> String {

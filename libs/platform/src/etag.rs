@@ -22,6 +22,17 @@ pub struct IfMatch {
     pub if_match: String,
 }
 
+/// The `If-None-Match` header of a conditional read, for `params(IfNoneMatch)`: the ETags the
+/// client holds (or `*`); the answer is `304 Not Modified` when one is current.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IfNoneMatch {
+    /// ETags from earlier answers, comma-separated, or `*`. A value that names none of the
+    /// current tags (malformed ones included) is ignored: the answer is the full `200`.
+    #[param(rename = "If-None-Match")]
+    pub if_none_match: Option<String>,
+}
+
 /// The version a foreign entity tag stands for: none, so it matches nothing.
 const NO_VERSION: i64 = -1;
 

@@ -220,6 +220,8 @@ pub async fn listen(
 > {
     let channel = provision::identifier(channel)?.to_owned();
     let mut config = base_config(settings)?;
+    // Named so that an operator (or a test) can tell it from the pool's connections.
+    config.application_name(format!("{} listen {channel}", settings.user));
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
     let client = match settings.tls {
         TlsMode::Disable => {
@@ -239,6 +241,78 @@ pub async fn listen(
     };
     client.batch_execute(&format!("LISTEN {channel}")).await?;
     Ok((client, receiver))
+}
+
+/// What [`keep_listening`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listening<'a> {
+    /// The `LISTEN` is in place (first time, or again after a loss): whatever was committed
+    /// while nobody listened must be looked at now, no notification will say it.
+    Connected,
+    /// A notification, with its payload.
+    Notified(&'a str),
+    /// The connection dropped, or could not be made: notifications may be missed until the
+    /// next `Connected`.
+    Lost,
+}
+
+/// Keeps a `LISTEN channel` connection open until `shutdown`, reconnecting with backoff
+/// (200 ms doubling to 10 s), and tells `on` what happens ([`Listening`]). The outbox relay
+/// wakes on it; the catalog's read path drops its pages on it.
+///
+/// A connection can also die silently (a partition, a server that froze): TCP would notice
+/// only after its keepalive, hours by default. So every `heartbeat` the connection runs an
+/// empty query, and one not answered within another `heartbeat` counts as a loss.
+pub async fn keep_listening(
+    settings: DatabaseSettings,
+    channel: &str,
+    heartbeat: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+    mut on: impl FnMut(Listening<'_>) + Send,
+) {
+    let mut backoff = std::time::Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        match listen(&settings, channel).await {
+            Ok((client, mut notifications)) => {
+                backoff = std::time::Duration::from_millis(200);
+                on(Listening::Connected);
+                let mut beat = tokio::time::interval(heartbeat);
+                beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        received = notifications.recv() => match received {
+                            Some(payload) => on(Listening::Notified(&payload)),
+                            None => break,
+                        },
+                        _ = beat.tick() => {
+                            let answered = tokio::time::timeout(heartbeat, client.simple_query("")).await;
+                            if !matches!(answered, Ok(Ok(_))) {
+                                break;
+                            }
+                        }
+                    }
+                }
+                tracing::warn!(channel, "Notification connection lost; reconnecting");
+            }
+            Err(error) => {
+                let chain = std::iter::successors(
+                    Some(&error as &(dyn std::error::Error + 'static)),
+                    |e| e.source(),
+                )
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(": ");
+                tracing::warn!(channel, error = %chain, "Cannot listen for notifications; retrying");
+            }
+        }
+        on(Listening::Lost);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+    }
 }
 
 async fn forward_notifications<S, T>(

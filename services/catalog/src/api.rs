@@ -5,7 +5,7 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json as AxumJson, Router};
-use comptoir_platform::etag::{IfMatch, etag, expected_version};
+use comptoir_platform::etag::{IfMatch, IfNoneMatch, etag, expected_version};
 use comptoir_platform::openapi::{ADMIN_TOKEN, Contract};
 use comptoir_platform::{FieldError, Json, Problem};
 use http::request::Parts;
@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::domain::{Category, CategoryInput, Product, ProductInput};
+use crate::pages::{Page, PageKey};
 use crate::repo::{self, ProductFilter};
 
 /// The catalog's routes.
@@ -143,13 +144,8 @@ impl ListQuery {
     }
 }
 
-async fn page(
-    state: &AppState,
-    query: ListQuery,
-    include_inactive: bool,
-) -> Result<ProductPage, Problem> {
-    let filter = query.into_filter(include_inactive)?;
-    let (items, total) = repo::list_products(&state.pool, &filter).await?;
+async fn page_of(state: &AppState, filter: &ProductFilter) -> Result<ProductPage, Problem> {
+    let (items, total) = repo::list_products(&state.pool, filter).await?;
     let next = filter.offset + items.len() as i64;
     Ok(ProductPage {
         next_offset: (next < total).then_some(next),
@@ -160,15 +156,36 @@ async fn page(
     })
 }
 
-/// List and search active products.
-#[utoipa::path(get, path = "/v1/products", params(ListQuery), tag = "shopper",
-    responses((status = 200, body = ProductPage), (status = 400, body = Problem), (status = 422, body = Problem)))]
+/// List and search active products. Served from memory, with an ETag: send it back in
+/// `If-None-Match` to get `304` while the catalogue has not changed.
+#[utoipa::path(get, path = "/v1/products", params(ListQuery, IfNoneMatch), tag = "shopper",
+    responses((status = 200, body = ProductPage, headers(("etag" = String), ("cache-control" = String))),
+              (status = 304, description = "The page named by If-None-Match is current", headers(("etag" = String))),
+              (status = 400, body = Problem), (status = 422, body = Problem)))]
 #[tracing::instrument(skip_all)]
 pub async fn list_products(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Query(query): Query<ListQuery>,
-) -> Result<AxumJson<ProductPage>, Problem> {
-    page(&state, query, false).await.map(AxumJson)
+) -> Result<Response, Problem> {
+    let filter = query.into_filter(false)?;
+    let key = PageKey::Products {
+        text: filter.text.clone(),
+        category: filter.category.clone(),
+        limit: filter.limit,
+        offset: filter.offset,
+    };
+    let page = state
+        .pages
+        .page(key, async {
+            let page = page_of(&state, &filter).await?;
+            Page::of(&page).map_err(|error| {
+                tracing::error!(%error, "Cannot serialise a page");
+                Problem::internal()
+            })
+        })
+        .await?;
+    Ok(page.respond(&headers))
 }
 
 /// One active product.
@@ -183,13 +200,26 @@ pub async fn get_product(
     Ok(with_etag(StatusCode::OK, product))
 }
 
-/// Every category.
-#[utoipa::path(get, path = "/v1/categories", tag = "shopper", responses((status = 200, body = Vec<Category>)))]
+/// Every category. Served from memory, with an ETag, like the listings.
+#[utoipa::path(get, path = "/v1/categories", params(IfNoneMatch), tag = "shopper",
+    responses((status = 200, body = Vec<Category>, headers(("etag" = String), ("cache-control" = String))),
+              (status = 304, description = "The list named by If-None-Match is current", headers(("etag" = String)))))]
 #[tracing::instrument(skip_all)]
 pub async fn list_categories(
     State(state): State<AppState>,
-) -> Result<AxumJson<Vec<Category>>, Problem> {
-    Ok(AxumJson(repo::list_categories(&state.pool).await?))
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let page = state
+        .pages
+        .page(PageKey::Categories, async {
+            let categories = repo::list_categories(&state.pool).await?;
+            Page::of(&categories).map_err(|error| {
+                tracing::error!(%error, "Cannot serialise the categories");
+                Problem::internal()
+            })
+        })
+        .await?;
+    Ok(page.respond(&headers))
 }
 
 /// One category.
@@ -212,7 +242,8 @@ pub async fn admin_list_products(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
 ) -> Result<AxumJson<ProductPage>, Problem> {
-    page(&state, query, true).await.map(AxumJson)
+    let filter = query.into_filter(true)?;
+    page_of(&state, &filter).await.map(AxumJson)
 }
 
 /// One product, inactive or not.

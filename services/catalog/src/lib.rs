@@ -7,8 +7,8 @@
 //!
 //! Layout (the shape of every service, STYLE.md): [`settings`] the typed settings, [`error`]
 //! errors as problem+json, [`domain`] turns requests into validated values, [`repo`] owns the
-//! SQL, [`api`] maps HTTP to both, [`gdpr`] answers export and erasure, [`demo`] seeds a
-//! realistic catalogue.
+//! SQL, [`api`] maps HTTP to both, [`pages`] keeps the shoppers' pages in memory, [`gdpr`]
+//! answers export and erasure, [`demo`] seeds a realistic catalogue.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -16,6 +16,7 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod gdpr;
+pub mod pages;
 pub mod repo;
 pub mod settings;
 
@@ -49,6 +50,8 @@ pub struct AppState {
     /// Wakes the outbox relay after a commit so events leave at once.
     pub relay_wake: Arc<tokio::sync::Notify>,
     pub admin_token: Arc<Secret<String>>,
+    /// The shoppers' pages kept in memory ([`pages`]).
+    pub pages: pages::PageCache,
 }
 
 /// Runs the catalog on `listener` until `shutdown` is cancelled: migrates the database,
@@ -81,6 +84,7 @@ pub async fn run(
         topic: settings.pulsar.topic(PRODUCT_TOPIC),
         relay_wake: relay.waker(),
         admin_token: Arc::new(admin_token),
+        pages: pages::PageCache::new(settings.read_cache.enabled, settings.read_cache.max_pages),
     };
     if settings.demo_data {
         let loaded = demo::load(&state)
@@ -92,8 +96,11 @@ pub async fn run(
     // Stopped in this order once the last request has drained: the GDPR consumers answer
     // through the outbox, so they stop before the relay, and the relay stops last, after
     // publishing every committed change.
-    let mut stages = Stages::new(["consumers", "outbox relay"]);
+    let mut stages = Stages::new(["consumers", "background", "outbox relay"]);
     stages.spawn("outbox relay", |stop| relay.run(stop));
+    let pages = state.pages.clone();
+    let database = settings.database.clone();
+    stages.spawn("background", move |stop| pages.run_listener(database, stop));
     let gdpr_topics = comptoir_events::gdpr::GdprTopics {
         requests_namespace: settings.gdpr_requests_namespace.clone(),
         replies_namespace: settings.pulsar.namespace.clone(),

@@ -22,6 +22,27 @@ pub struct Settings {
     pub demo_data: bool,
     /// Identity's namespace, where GDPR export and erasure requests are published.
     pub gdpr_requests_namespace: String,
+    pub read_cache: ReadCacheSettings,
+}
+
+/// The shoppers' read path (`src/pages.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadCacheSettings {
+    /// Serve listings and the category list from memory, dropped on every change (off: every
+    /// request reads the database, as the benchmarks compare).
+    pub enabled: bool,
+    /// Pages kept at most; past it the cache starts over.
+    pub max_pages: usize,
+}
+
+impl Default for ReadCacheSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_pages: 10_000,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -41,6 +62,7 @@ impl Default for Settings {
             admin_token_file: None,
             demo_data: false,
             gdpr_requests_namespace: "comptoir/identity".to_owned(),
+            read_cache: ReadCacheSettings::default(),
         }
     }
 }
@@ -71,6 +93,9 @@ impl Validate for Settings {
             self.admin_token_file.as_deref(),
             "the admin routes need a token",
         ));
+        if !(1..=1_000_000).contains(&self.read_cache.max_pages) {
+            problems.push("read_cache.max_pages must be between 1 and 1000000".to_owned());
+        }
         problems
     }
 }

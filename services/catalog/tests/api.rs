@@ -511,3 +511,200 @@ async fn nul_bytes_are_refused_not_a_server_error() {
         .expect("request");
     assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
 }
+
+/// The price of `sku` in the first page of active products, as shoppers see it.
+async fn listed_price(app: &support::TestApp, sku: &str) -> Option<i64> {
+    let page: Value = app.get_json("/v1/products?limit=100").await;
+    page["items"]
+        .as_array()?
+        .iter()
+        .find(|item| item["sku"] == sku)?["price_cents"]
+        .as_i64()
+}
+
+/// The catalog's counter of pages served from memory.
+async fn pages_from_memory(app: &support::TestApp) -> f64 {
+    let metrics = app.get("/metrics").await.text().await.expect("text");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"catalog_pages_total{result="memory"} "#))
+        .map_or(0.0, |v| v.trim().parse().expect("number"))
+}
+
+/// Waits until the read path's listener is connected (pages are kept from then on).
+async fn pages_live(app: &support::TestApp) {
+    comptoir_testkit::wait_for(
+        "the pages listener",
+        std::time::Duration::from_secs(15),
+        || async {
+            let metrics = app.get("/metrics").await.text().await.ok()?;
+            metrics
+                .lines()
+                .any(|l| l == "catalog_pages_live 1")
+                .then_some(())
+        },
+    )
+    .await
+    .expect("listener connected");
+}
+
+/// Waits up to the read path's documented bound (one second; `src/pages.rs`) for `sku` to be
+/// listed at `price`.
+async fn listed_within_the_bound(app: &support::TestApp, sku: &str, price: i64) {
+    let seen = comptoir_testkit::wait_for(
+        &format!("{sku} listed at {price}"),
+        std::time::Duration::from_secs(1),
+        || async { (listed_price(app, sku).await == Some(price)).then_some(()) },
+    )
+    .await;
+    if let Err(error) = seen {
+        panic!("{error}; listed at {:?}", listed_price(app, sku).await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_carry_an_etag_and_answer_304_while_the_catalogue_is_unchanged() {
+    let app = spawn_app().await;
+    let product = app.create_product(&product_body("TEA-001", "Sencha")).await;
+    let first = app.get("/v1/products?limit=100").await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.headers()["cache-control"], "no-cache");
+    assert_eq!(first.headers()["content-type"], "application/json");
+    let tag = first.headers()["etag"].clone();
+    let body: Value = first.json().await.expect("json");
+    assert_eq!(body["items"][0]["sku"], "TEA-001");
+
+    let unchanged = app
+        .http
+        .get(app.url("/v1/products?limit=100"))
+        .header("if-none-match", tag.clone())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(unchanged.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(unchanged.headers()["etag"], tag);
+    assert!(unchanged.bytes().await.expect("body").is_empty());
+    // Another page has its own tag; the category list has one too.
+    let other = app.get("/v1/products?limit=5").await;
+    assert_ne!(other.headers()["etag"], tag);
+    assert!(
+        app.get("/v1/categories")
+            .await
+            .headers()
+            .contains_key("etag")
+    );
+
+    let mut change = product_body("TEA-001", "Sencha");
+    change["price_cents"] = json!(1590);
+    let path = format!("/v1/admin/products/{}", product.id);
+    let ok = app
+        .change_product(Method::PUT, &path, Some("\"1\""), Some(&change))
+        .await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    listed_within_the_bound(&app, "TEA-001", 1590).await;
+    let changed = app
+        .http
+        .get(app.url("/v1/products?limit=100"))
+        .header("if-none-match", tag.clone())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert_ne!(changed.headers()["etag"], tag);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_price_change_is_served_within_the_bound() {
+    let app = spawn_app().await;
+    let product = app.create_product(&product_body("TEA-001", "Sencha")).await;
+    pages_live(&app).await;
+    // Read twice: the second answer comes from memory.
+    assert_eq!(listed_price(&app, "TEA-001").await, Some(1290));
+    assert_eq!(listed_price(&app, "TEA-001").await, Some(1290));
+    assert!(
+        pages_from_memory(&app).await >= 1.0,
+        "no page served from memory"
+    );
+
+    // Each committed change is listed within the bound, several in a row.
+    for (version, price) in [(1, 1590), (2, 990), (3, 2490)] {
+        let mut change = product_body("TEA-001", "Sencha");
+        change["price_cents"] = json!(price);
+        let path = format!("/v1/admin/products/{}", product.id);
+        let ok = app
+            .change_product(
+                Method::PUT,
+                &path,
+                Some(&format!("\"{version}\"")),
+                Some(&change),
+            )
+            .await;
+        assert_eq!(ok.status(), StatusCode::OK);
+        listed_within_the_bound(&app, "TEA-001", price).await;
+    }
+
+    // A change made behind the service's back (SQL, a migration, another replica) is
+    // notified by the database itself.
+    let admin = app.db.admin().await.expect("admin");
+    admin
+        .execute("UPDATE products SET price_cents = 777", &[])
+        .await
+        .expect("update");
+    listed_within_the_bound(&app, "TEA-001", 777).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_change_notifications_never_serves_a_stale_page() {
+    let app = spawn_app().await;
+    app.create_product(&product_body("TEA-001", "Sencha")).await;
+    pages_live(&app).await;
+    assert_eq!(listed_price(&app, "TEA-001").await, Some(1290));
+    assert_eq!(listed_price(&app, "TEA-001").await, Some(1290));
+    let before = pages_from_memory(&app).await;
+    assert!(before >= 1.0, "no page served from memory");
+
+    // The listening connection dies, and the price changes before it is back: pages read
+    // before must not be served after.
+    let admin = app.db.admin().await.expect("admin");
+    let killed: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name LIKE '% listen catalog_changed'",
+            &[],
+        )
+        .await
+        .expect("terminate")
+        .get(0);
+    assert_eq!(killed, 1, "one listening connection");
+    admin
+        .execute("UPDATE products SET price_cents = 555", &[])
+        .await
+        .expect("update");
+    listed_within_the_bound(&app, "TEA-001", 555).await;
+
+    // And once it is back, pages are kept again and still follow changes.
+    comptoir_testkit::wait_for("the listener back", std::time::Duration::from_secs(15), || async {
+        let rows = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND application_name LIKE '% listen catalog_changed'",
+                &[],
+            )
+            .await
+            .ok()?;
+        (rows.get::<_, i64>(0) == 1).then_some(())
+    })
+    .await
+    .expect("listener");
+    pages_live(&app).await;
+    admin
+        .execute("UPDATE products SET price_cents = 444", &[])
+        .await
+        .expect("update");
+    listed_within_the_bound(&app, "TEA-001", 444).await;
+    assert_eq!(listed_price(&app, "TEA-001").await, Some(444));
+    assert!(
+        pages_from_memory(&app).await > before,
+        "pages are kept again once the listener is back"
+    );
+}
