@@ -22,8 +22,9 @@
 //!   nothing is served from memory or stored (every request reads the database), and on
 //!   reconnection every page is dropped.
 //!
-//! `Cache-Control: no-cache` lets browsers and the gateway keep a copy but makes them
-//! revalidate it on each use, which the `ETag` makes cheap: no copy outlives the bound either.
+//! [`CACHE_CONTROL`] makes browsers revalidate their copy on each use, which the `ETag` makes
+//! cheap, and lets the gateway's shared cache answer for one second: through the gateway the
+//! bound is one second more.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -42,6 +43,11 @@ pub const CHANNEL: &str = "catalog_changed";
 /// How often the listening connection proves it is alive: a connection lost silently stops
 /// the pages being served within twice this.
 pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Clients revalidate on every use (`max-age=0, must-revalidate`: cheap with the ETag); a shared
+/// cache — the gateway's (services/gateway/src/cache.rs) — may answer for one second
+/// (`s-maxage=1`), which adds at most that second to the freshness bound through it.
+pub const CACHE_CONTROL: &str = "public, max-age=0, s-maxage=1, must-revalidate";
 
 /// What a page is the answer to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -76,11 +82,14 @@ impl Page {
     }
 
     /// `304` when `request` already holds this page (`If-None-Match` with its tag, or `*`),
-    /// else `200` with the body; both with the `ETag` and `Cache-Control: no-cache`.
+    /// else `200` with the body; both with the `ETag` and [`CACHE_CONTROL`].
     pub fn respond(&self, request: &HeaderMap) -> Response {
         let headers = [
             (header::ETAG, self.etag.clone()),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static(CACHE_CONTROL),
+            ),
         ];
         if holds(request, &self.etag) {
             return (StatusCode::NOT_MODIFIED, headers).into_response();
@@ -318,6 +327,6 @@ mod tests {
         let response = page.respond(&headers);
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()[header::ETAG], page.etag);
-        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-cache");
+        assert_eq!(response.headers()[header::CACHE_CONTROL], CACHE_CONTROL);
     }
 }

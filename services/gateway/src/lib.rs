@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod breaker;
+pub mod cache;
 pub mod edge;
 pub mod openapi;
 pub mod proxy;
@@ -109,6 +110,9 @@ pub async fn run(
     let proxy = Arc::new(Proxy {
         edge,
         body_limit: settings.http.body_limit_bytes,
+        cache: settings.cache.enabled.then(|| {
+            cache::SharedCache::new(settings.cache.max_entries, settings.cache.max_body_bytes)
+        }),
     });
     let api = router(&routes, &proxy, openapi);
     let checks = vec![keys.readiness_check()];

@@ -20,6 +20,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use opentelemetry::propagation::Injector;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+use crate::cache::{Key, SharedCache};
 use crate::edge::Edge;
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -51,6 +52,8 @@ pub fn route_for<'a>(routes: &'a [Route], path: &str) -> Option<&'a Route> {
 pub struct Proxy {
     pub edge: Arc<Edge>,
     pub body_limit: usize,
+    /// The shared cache of public answers (`cache.enabled`).
+    pub cache: Option<SharedCache>,
 }
 
 const HOP_BY_HOP: &[HeaderName] = &[
@@ -167,6 +170,16 @@ pub async fn forward(proxy: Arc<Proxy>, route: Route, request: Request) -> Respo
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_owned(), ToString::to_string);
+    // After the edge's checks (rate limits apply to cached answers too).
+    let shared = proxy
+        .cache
+        .as_ref()
+        .and_then(|cache| Some((cache, SharedCache::key(&parts, &path_and_query)?)));
+    if let Some((cache, key)) = &shared
+        && let Some(stored) = cache.lookup(key, &parts.headers)
+    {
+        return stored;
+    }
     let uri = match route.upstream.uri(&path_and_query) {
         Ok(uri) => uri,
         Err(_) => return Problem::bad_request("The request target is not valid").into_response(),
@@ -175,9 +188,49 @@ pub async fn forward(proxy: Arc<Proxy>, route: Route, request: Request) -> Respo
     *outbound.method_mut() = parts.method.clone();
     *outbound.uri_mut() = uri;
     *outbound.headers_mut() = upstream_headers(parts.headers, peer);
-    match route.upstream.call(outbound).await {
-        Ok(response) => relay(route.upstream.name(), response),
-        Err(error) => failure(&error),
+    match (route.upstream.call(outbound).await, shared) {
+        (Ok(response), Some((cache, key))) => {
+            relay_and_keep(cache, key, route.upstream.name(), response).await
+        }
+        (Ok(response), None) => relay(route.upstream.name(), response),
+        (Err(error), _) => failure(&error),
+    }
+}
+
+/// [`relay`], keeping the answer in the shared cache when it says a shared cache may, and its
+/// declared length fits the cache's limit.
+async fn relay_and_keep(
+    cache: &SharedCache,
+    key: Key,
+    upstream: &Arc<str>,
+    response: http::Response<hyper::body::Incoming>,
+) -> Response {
+    let declared = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let lifetime = SharedCache::lifetime(response.status(), response.headers())
+        .filter(|_| declared.is_some_and(|length| length <= cache.max_body_bytes()));
+    let Some(lifetime) = lifetime else {
+        return relay(upstream, response);
+    };
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    match axum::body::to_bytes(Body::new(body), cache.max_body_bytes()).await {
+        Ok(bytes) => {
+            cache.store(key, &parts.headers, bytes.clone(), lifetime);
+            Response::from_parts(parts, Body::from(bytes))
+        }
+        Err(error) => {
+            tracing::warn!(upstream = %upstream, %error, "Upstream body failed mid-way");
+            Problem::typed(
+                StatusCode::BAD_GATEWAY,
+                "upstream-error",
+                "An upstream service failed",
+            )
+            .with_detail(format!("The {upstream} service failed; retry later"))
+            .into_response()
+        }
     }
 }
 

@@ -31,6 +31,29 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub cors: CorsSettings,
     pub openapi: OpenApiSettings,
+    pub cache: CacheSettings,
+}
+
+/// The shared cache of public answers (`src/cache.rs`): what an upstream marks
+/// `s-maxage` is answered by the gateway itself for that long.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    pub enabled: bool,
+    /// Answers kept at most; past it, expired ones are dropped, then all.
+    pub max_entries: usize,
+    /// Answers with a larger body are not kept.
+    pub max_body_bytes: usize,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_entries: 10_000,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
 }
 
 /// One upstream service and how it is called.
@@ -252,6 +275,7 @@ impl Default for Settings {
             rate_limit: RateLimitSettings::default(),
             cors: CorsSettings::default(),
             openapi: OpenApiSettings::default(),
+            cache: CacheSettings::default(),
         }
     }
 }
@@ -297,6 +321,12 @@ impl Validate for Settings {
         let mut problems = self.http.validate();
         problems.extend(self.telemetry.validate());
         problems.extend(self.auth.problems("auth"));
+        if !(1..=1_000_000).contains(&self.cache.max_entries) {
+            problems.push("cache.max_entries must be between 1 and 1000000".to_owned());
+        }
+        if !(1..=64 * 1024 * 1024).contains(&self.cache.max_body_bytes) {
+            problems.push("cache.max_body_bytes must be between 1 and 67108864".to_owned());
+        }
         for (name, upstream) in &self.upstreams {
             let key = format!("upstreams.{name}");
             match upstream.url.parse::<Uri>() {

@@ -466,3 +466,90 @@ async fn the_merged_openapi_holds_every_routed_path_and_survives_an_upstream_out
     assert_eq!(document["x-comptoir-sources"]["down"]["status"], "missing");
     assert_eq!(document["x-comptoir-sources"]["catalog"]["status"], "live");
 }
+
+/// How many times the catalog itself answered `GET route` (its RED counter).
+async fn catalog_served(catalog: &Catalog, route: &str) -> f64 {
+    let metrics = reqwest::get(format!("{}/metrics", catalog.base))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    sample(
+        &metrics,
+        "http_requests_total",
+        &[
+            "method=\"GET\"",
+            &format!("route=\"{route}\""),
+            "status=\"200\"",
+        ],
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_reads_are_answered_from_the_shared_cache_for_their_s_maxage_only() {
+    let catalog = Catalog::spawn().await;
+    let identity = Stub::spawn().await;
+    let gateway = spawn_gateway(settings(&identity, &catalog.base)).await;
+
+    // Anonymous reads of the category list: the catalog answers the first, the gateway the
+    // next ones (the catalog allows a shared cache one second: s-maxage=1), saying how old.
+    let first = gateway.get("/v1/categories").await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert!(
+        first.headers()["cache-control"]
+            .to_str()
+            .expect("ascii")
+            .contains("s-maxage=1")
+    );
+    let tag = first.headers()["etag"].clone();
+    for _ in 0..5 {
+        let again = gateway.get("/v1/categories").await;
+        assert_eq!(again.status(), StatusCode::OK);
+        assert!(again.headers().contains_key("age"));
+    }
+    assert_eq!(catalog_served(&catalog, "/v1/categories").await, 1.0);
+    // A client holding the answer gets 304 from the gateway itself.
+    let held = gateway
+        .request(Method::GET, "/v1/categories")
+        .header("if-none-match", tag)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(held.status(), StatusCode::NOT_MODIFIED);
+    // A signed-in client's read is never shared: it reaches the catalog.
+    let signed_in = gateway
+        .request(Method::GET, "/v1/categories")
+        .bearer_auth(identity.token(Uuid::new_v4()))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(signed_in.status(), StatusCode::OK);
+    assert!(!signed_in.headers().contains_key("age"));
+    assert_eq!(catalog_served(&catalog, "/v1/categories").await, 2.0);
+    let metrics = gateway.metrics().await;
+    assert!(sample(&metrics, "gateway_cache_total", &["result=\"hit\""]).unwrap_or(0.0) >= 6.0);
+
+    // A change is seen through the gateway within its bound: the catalog's second plus the
+    // shared cache's second.
+    let created = gateway
+        .request(Method::POST, "/v1/admin/categories")
+        .bearer_auth(&catalog.admin_token)
+        .json(&json!({"slug": "tea", "name": "Tea"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    comptoir_testkit::wait_for(
+        "the new category through the gateway",
+        std::time::Duration::from_secs(2),
+        || async {
+            let list: Value = gateway.get("/v1/categories").await.json().await.ok()?;
+            (list.as_array()?.len() == 1).then_some(())
+        },
+    )
+    .await
+    .expect("within two seconds");
+    gateway.stop().await;
+}
