@@ -467,7 +467,8 @@ async fn the_merged_openapi_holds_every_routed_path_and_survives_an_upstream_out
     assert_eq!(document["x-comptoir-sources"]["catalog"]["status"], "live");
 }
 
-/// How many times the catalog itself answered `GET route` (its RED counter).
+/// How many times the catalog itself answered `GET route` (its RED counter; the gateway runs in
+/// this process too and counts into the same registry, so the service label tells them apart).
 async fn catalog_served(catalog: &Catalog, route: &str) -> f64 {
     let metrics = reqwest::get(format!("{}/metrics", catalog.base))
         .await
@@ -479,6 +480,7 @@ async fn catalog_served(catalog: &Catalog, route: &str) -> f64 {
         &metrics,
         "http_requests_total",
         &[
+            "service=\"catalog\"",
             "method=\"GET\"",
             &format!("route=\"{route}\""),
             "status=\"200\"",
