@@ -122,6 +122,25 @@ async fn orders_killed_mid_saga_completes_the_order_exactly_once_after_restart()
     )
     .await
     .expect("reserved");
+    // ...and the authorise command published (it leaves orders' outbox within milliseconds;
+    // killed before that, orders would only send it once restarted).
+    wait_for(
+        "the authorise command to leave the outbox",
+        Duration::from_secs(30),
+        || async {
+            let left: i64 = orders_db
+                .admin()
+                .await
+                .ok()?
+                .query_one("SELECT count(*) FROM outbox", &[])
+                .await
+                .ok()?
+                .get(0);
+            (left == 0).then_some(())
+        },
+    )
+    .await
+    .expect("published");
     process.kill();
 
     // The authorisation completes while orders is dead; its reply waits in the broker.
