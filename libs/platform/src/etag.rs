@@ -33,6 +33,20 @@ pub struct IfNoneMatch {
     pub if_none_match: Option<String>,
 }
 
+/// Whether the request's `If-None-Match` names `etag` (weak comparison, RFC 9110 §13.1.2) or
+/// is `*`: the answer is then `304 Not Modified`.
+pub fn none_match(request: &HeaderMap, etag: &HeaderValue) -> bool {
+    let strip = |tag: &[u8]| tag.strip_prefix(b"W/").map_or(tag.to_vec(), <[u8]>::to_vec);
+    let ours = strip(etag.as_bytes());
+    request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || strip(tag.as_bytes()) == ours)
+}
+
 /// The version a foreign entity tag stands for: none, so it matches nothing.
 const NO_VERSION: i64 = -1;
 

@@ -169,20 +169,10 @@ pub async fn list_products(
     Query(query): Query<ListQuery>,
 ) -> Result<Response, Problem> {
     let filter = query.into_filter(false)?;
-    let key = PageKey::Products {
-        text: filter.text.clone(),
-        category: filter.category.clone(),
-        limit: filter.limit,
-        offset: filter.offset,
-    };
     let page = state
         .pages
-        .page(key, async {
-            let page = page_of(&state, &filter).await?;
-            Page::of(&page).map_err(|error| {
-                tracing::error!(%error, "Cannot serialise a page");
-                Problem::internal()
-            })
+        .page(PageKey::Products(filter.clone()), async {
+            Page::of(&page_of(&state, &filter).await?)
         })
         .await?;
     Ok(page.respond(&headers))
@@ -212,11 +202,7 @@ pub async fn list_categories(
     let page = state
         .pages
         .page(PageKey::Categories, async {
-            let categories = repo::list_categories(&state.pool).await?;
-            Page::of(&categories).map_err(|error| {
-                tracing::error!(%error, "Cannot serialise the categories");
-                Problem::internal()
-            })
+            Page::of(&repo::list_categories(&state.pool).await?)
         })
         .await?;
     Ok(page.respond(&headers))

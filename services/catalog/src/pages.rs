@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use comptoir_platform::Problem;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use tokio_util::sync::CancellationToken;
 
@@ -52,13 +53,8 @@ pub const CACHE_CONTROL: &str = "public, max-age=0, s-maxage=1, must-revalidate"
 /// What a page is the answer to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PageKey {
-    /// A listing of active products: search text, category slug, limit, offset (validated).
-    Products {
-        text: Option<String>,
-        category: Option<String>,
-        limit: i64,
-        offset: i64,
-    },
+    /// A listing of products, by its validated filter.
+    Products(crate::repo::ProductFilter),
     /// Every category.
     Categories,
 }
@@ -72,8 +68,11 @@ pub struct Page {
 
 impl Page {
     /// The page of `value`'s JSON.
-    pub fn of<T: serde::Serialize>(value: &T) -> Result<Self, serde_json::Error> {
-        let body = Bytes::from(serde_json::to_vec(value)?);
+    pub fn of<T: serde::Serialize>(value: &T) -> Result<Self, Problem> {
+        let body = Bytes::from(serde_json::to_vec(value).map_err(|error| {
+            tracing::error!(%error, "Cannot serialise a page");
+            Problem::internal()
+        })?);
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         body.hash(&mut hasher);
         let etag = HeaderValue::from_str(&format!("\"{:016x}\"", hasher.finish()))
@@ -91,7 +90,7 @@ impl Page {
                 HeaderValue::from_static(CACHE_CONTROL),
             ),
         ];
-        if holds(request, &self.etag) {
+        if comptoir_platform::etag::none_match(request, &self.etag) {
             return (StatusCode::NOT_MODIFIED, headers).into_response();
         }
         let mut response = (StatusCode::OK, headers, Body::from(self.body.clone())).into_response();
@@ -101,18 +100,6 @@ impl Page {
         );
         response
     }
-}
-
-/// Whether `If-None-Match` names `etag` (weak comparison, RFC 9110 §13.1.2) or is `*`.
-fn holds(request: &HeaderMap, etag: &HeaderValue) -> bool {
-    let ours = etag.as_bytes();
-    request
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag).as_bytes() == ours)
 }
 
 /// The pages in memory. Cheap to clone (shared).
@@ -228,11 +215,6 @@ impl PageCache {
         )
         .await;
     }
-
-    /// Whether pages are served from memory now (the listener is connected).
-    pub fn is_live(&self) -> bool {
-        self.inner.enabled && self.inner.live.load(Ordering::Acquire)
-    }
 }
 
 #[cfg(test)]
@@ -240,12 +222,11 @@ mod tests {
     use super::*;
 
     fn key(offset: i64) -> PageKey {
-        PageKey::Products {
-            text: None,
-            category: None,
+        PageKey::Products(crate::repo::ProductFilter {
             limit: 20,
             offset,
-        }
+            ..Default::default()
+        })
     }
 
     async fn page_of(cache: &PageCache, key: PageKey, value: u32) -> Arc<Page> {

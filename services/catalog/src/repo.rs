@@ -233,8 +233,8 @@ pub async fn get_product(
     row.map(|r| product(&r)).ok_or(RepoError::NotFound)
 }
 
-/// Filters of a product listing.
-#[derive(Debug, Clone, Default)]
+/// Filters of a product listing (also the key of its page in memory, `src/pages.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ProductFilter {
     /// Free text, matched against name, description and SKU.
     pub text: Option<String>,

@@ -91,20 +91,22 @@ impl SharedCache {
             return None;
         };
         count("hit");
-        let mut headers = entry.headers.clone();
+        let (mut headers, body) = (entry.headers.clone(), entry.body.clone());
         let age = now.duration_since(entry.stored).as_secs();
+        drop(entries);
         headers.insert(header::AGE, HeaderValue::from(age));
-        let etag = headers.get(header::ETAG);
-        let response = if etag.is_some_and(|tag| names(request, tag)) {
-            let mut response = Response::new(Body::empty());
-            *response.status_mut() = StatusCode::NOT_MODIFIED;
+        let held = headers
+            .get(header::ETAG)
+            .is_some_and(|tag| comptoir_platform::etag::none_match(request, tag));
+        let mut response = if held {
             headers.remove(header::CONTENT_TYPE);
             headers.remove(header::CONTENT_LENGTH);
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
             response
         } else {
-            Response::new(Body::from(entry.body.clone()))
+            Response::new(Body::from(body))
         };
-        let mut response = response;
         *response.headers_mut() = headers;
         Some(response)
     }
@@ -167,19 +169,6 @@ fn directives(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|d| d.trim().to_ascii_lowercase())
-}
-
-/// Whether `If-None-Match` names `etag` (weak comparison) or is `*`.
-fn names(request: &HeaderMap, etag: &HeaderValue) -> bool {
-    let ours = etag.as_bytes();
-    let ours = ours.strip_prefix(b"W/").unwrap_or(ours);
-    request
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag).as_bytes() == ours)
 }
 
 #[cfg(test)]
