@@ -103,7 +103,7 @@ start_jaeger() {
 
 # The scrape configuration: the same rule files as every environment, local targets.
 write_prometheus_config() {
-  local entry name port rules
+  local entry name port rules file
   rules="$PWD/nixos/monitoring/rules"
   {
     cat <<YAML
@@ -120,7 +120,9 @@ alerting:
         - targets: ["127.0.0.1:$ALERTMANAGER_PORT"]
 rule_files:
 YAML
-    for name in $(nix_rule_files); do printf '  - %s/%s\n' "$rules" "$name"; done
+    for file in "$rules"/*.yaml; do
+      [[ "$file" == *.test.yaml ]] || printf '  - %s\n' "$file"
+    done
     cat <<YAML
 scrape_configs:
   - job_name: comptoir-services
@@ -151,12 +153,6 @@ YAML
       - targets: ["127.0.0.1:$ALERTMANAGER_PORT"]
 YAML
   } >"$DIR/prometheus.yml"
-}
-
-# The rule files' names, as nixos/lib/prometheus.nix lists them (read from its text: dev/up
-# needs no Nix).
-nix_rule_files() {
-  sed -n 's/^ *ruleFiles = \[\(.*\)\];/\1/p' nixos/lib/prometheus.nix | tr -d '"'
 }
 
 # A role that may read the statistics (pg_monitor) and nothing else, for the exporter.

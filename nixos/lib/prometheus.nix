@@ -191,8 +191,12 @@
   # fleet lab's and dev/up's Prometheus load): host-level alerts and the fleet's growth, the
   # services' messaging, saga and KPIs, and the SLOs (generated from nixos/monitoring/slo.toml
   # by dev/slo_rules.py). Plain rule files, not Nix: Prometheus and promtool read them as
-  # they are, and each has its unit tests beside it (dev/check-monitoring.sh).
-  ruleFiles = ["hosts.yaml" "services.yaml" "slo.yaml"];
+  # they are, and each has its unit tests beside it (dev/check-monitoring.sh). Every
+  # `*.yaml` of the folder but the tests: a new file is loaded everywhere without a list to edit.
+  ruleFiles =
+    builtins.filter
+    (name: builtins.match ".*\\.yaml" name != null && builtins.match ".*\\.test\\.yaml" name == null)
+    (builtins.attrNames (builtins.readDir ../monitoring/rules));
 in {
   inherit prometheusSecrets ruleFiles;
   prometheus = perEnv config;
