@@ -37,7 +37,7 @@ pgbench="$(find /usr/lib/postgresql -name pgbench -type f 2>/dev/null | sort | t
 
 log "building comptoir-xtask (release)"
 cargo build --locked --release --quiet -p comptoir-xtask
-target_dir="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+target_dir="$(cargo_target_dir)"
 xtask="$target_dir/release/comptoir-xtask"
 COMPTOIR_PG_ADMIN_URL="$(dev/postgres.sh admin-url)"
 export COMPTOIR_PG_ADMIN_URL

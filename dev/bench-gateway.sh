@@ -43,7 +43,7 @@ dev/pulsar.sh start
 
 log "building release binaries"
 cargo build --locked --release -p comptoir-catalog -p comptoir-gateway -p comptoir-xtask
-target_dir="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+target_dir="$(cargo_target_dir)"
 bin="$target_dir/release"
 
 mkdir -p "$work"

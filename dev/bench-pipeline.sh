@@ -20,7 +20,7 @@ flags=("$@")
 ((${#flags[@]} > 0)) || flags=(--backlog 20000 --burst 10000 --rate 1000 --seconds 10)
 
 cargo build --locked --release -p comptoir-xtask
-target_dir="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+target_dir="$(cargo_target_dir)"
 xtask="$target_dir/release/comptoir-xtask"
 shim="$(mktemp -d)/nodelay.so"
 gcc -shared -fPIC -O2 -o "$shim" dev/bench/nodelay.c -ldl

@@ -22,7 +22,7 @@ classpath="$COMPTOIR_CACHE/pulsar/classpath.txt"
 dev/pulsar.sh status >/dev/null || die "Pulsar is not healthy; run dev/pulsar.sh start"
 
 cargo build --quiet --locked --release -p comptoir-xtask
-xtask="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/comptoir-xtask"
+xtask="$(cargo_target_dir)/release/comptoir-xtask"
 "$xtask" provision-pulsar "$http" comptoir-bench/producers
 
 client_conf="$(mktemp)"

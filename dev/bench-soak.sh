@@ -37,7 +37,7 @@ port_in_use "$port" && die "port $port is taken"
 
 log "building the release gateway"
 cargo build --locked --release -p comptoir-gateway
-target_dir="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+target_dir="$(cargo_target_dir)"
 mkdir -p "$work"
 
 pid=""

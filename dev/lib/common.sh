@@ -94,3 +94,9 @@ run_test_cases() {
   echo "$1: $passed passed, $failed failed"
   ((failed == 0))
 }
+
+# The workspace's cargo target directory (CARGO_TARGET_DIR or Cargo's default), where the
+# scripts find the binaries they built.
+cargo_target_dir() {
+  cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'
+}
