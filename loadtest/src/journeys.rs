@@ -272,6 +272,14 @@ async fn json_of(
     }
 }
 
+/// `answer[key]` as text; its absence fails the journey, naming `what` answered without it.
+fn text(answer: &Value, key: &str, what: &str) -> Result<String, Box<TransactionError>> {
+    answer[key]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| custom(format!("the {what} gave no {key}")))
+}
+
 fn session(user: &GooseUser) -> Result<&Session, Box<TransactionError>> {
     user.get_session_data::<Session>()
         .ok_or_else(|| custom("not signed in"))
@@ -348,10 +356,7 @@ async fn sign_in(user: &mut GooseUser) -> TransactionResult {
     let body = json!({ "email": email, "password": PASSWORD });
     let goose = send(user, SIGN_IN, "/v1/sessions", |b| b.json(&body)).await?;
     let answer = json_of(user, goose).await?;
-    let token = answer["access_token"]
-        .as_str()
-        .ok_or_else(|| custom("the sign-in gave no access_token"))?
-        .to_owned();
+    let token = text(&answer, "access_token", "sign-in")?;
     if let Some(session) = user.get_session_data_mut::<Session>() {
         session.token = token;
     }
@@ -420,10 +425,7 @@ async fn checkout(user: &mut GooseUser) -> TransactionResult {
     if let Some(session) = user.get_session_data_mut::<Session>() {
         session.in_cart = 0;
     }
-    let id = order["id"]
-        .as_str()
-        .ok_or_else(|| custom("the checkout gave no order id"))?
-        .to_owned();
+    let id = text(&order, "id", "checkout")?;
     let path = format!("/v1/orders/{id}");
     let ends = ["confirmed", "cancelled"];
     let status = follow(user, ORDER, &path, &auth, &ends, &["cancelled"]).await?;
@@ -444,10 +446,7 @@ async fn export(user: &mut GooseUser) -> TransactionResult {
     })
     .await?;
     let accepted = json_of(user, goose).await?;
-    let id = accepted["id"]
-        .as_str()
-        .ok_or_else(|| custom("the export gave no id"))?
-        .to_owned();
+    let id = text(&accepted, "id", "export")?;
     let path = format!("/v1/me/exports/{id}");
     let ends = ["ready", "failed"];
     let status = follow(user, EXPORT_STATUS, &path, &auth, &ends, &["failed"]).await?;
@@ -467,10 +466,7 @@ async fn erase(user: &mut GooseUser) -> TransactionResult {
     })
     .await?;
     let accepted = json_of(user, goose).await?;
-    let id = accepted["id"]
-        .as_str()
-        .ok_or_else(|| custom("the erasure gave no id"))?
-        .to_owned();
+    let id = text(&accepted, "id", "erasure")?;
     let path = format!("/v1/erasures/{id}");
     follow(user, ERASURE_STATUS, &path, "", &["complete"], &[]).await?;
     OUTCOMES.erasures_complete.fetch_add(1, Ordering::Relaxed);

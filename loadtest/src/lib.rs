@@ -198,6 +198,8 @@ pub async fn run(options: Options) -> anyhow::Result<bool> {
     // reported, not judged: goose cancels the requests in flight when the plan ends.
     let summary = json!({
         "profile": plan.profile.to_string(),
+        // When goose started (UTC): the request log's `elapsed` counts from it.
+        "started_at": metrics.history.first().map(|h| h.timestamp),
         "plan": plan.test_plan(),
         "throttle": plan.throttle,
         "coordinated_omission_mitigation": "average",

@@ -123,6 +123,8 @@ fn read(path: &PathBuf) -> Result<Vec<u8>, ConnectError> {
 /// reason ("connection error, not retryable: ...", through `log`) and returns a generic
 /// "fatal error when connecting" (streamnative/pulsar-rs#292): look for that line.
 pub async fn connect(settings: &PulsarSettings) -> Result<Pulsar<TokioExecutor>, ConnectError> {
+    // pulsar-rs builds its TLS configuration from the process's default provider.
+    comptoir_platform::tls::use_ring_by_default();
     let mut builder = Pulsar::builder(settings.url.as_str(), TokioExecutor)
         .with_connection_retry_options(reconnection());
     if let Some(path) = &settings.token_file {

@@ -25,6 +25,21 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+/// Makes ring the process's default rustls crypto provider, unless one is already set.
+///
+/// Our own TLS configurations name ring explicitly, but some libraries build theirs from the
+/// process default (pulsar-rs for `pulsar+ssl://`). rustls picks that default from its crate
+/// features only when exactly one provider is compiled in; a build of the whole workspace
+/// also compiles aws-lc-rs (the load generator's HTTP client brings it), and rustls then
+/// refuses to guess and panics at the first handshake. Call this before such a library
+/// connects; it is cheap and idempotent.
+pub fn use_ring_by_default() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Another thread may install one first: either way a provider is set.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 /// The HTTPS listener of `http.tls`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
