@@ -36,7 +36,8 @@ use crate::envelope::{CloudEvent, EventType};
 
 /// The advisory lock key of the relay's leadership: any fixed bigint, the same in every
 /// replica ("outbox" in ASCII). Each service has its own database, so one key suffices.
-const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
+/// Public so an operator (or a test) can see or take it: `pg_locks.objid`.
+pub const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
 
 /// The `outbox` table as the relay expects it, for migrations and tests to share.
 pub const OUTBOX_TABLE_SQL: &str = "CREATE TABLE outbox (
@@ -214,9 +215,7 @@ impl Relay {
             if !self.lead(&mut leadership).await {
                 // Not the leader: drop producers (another relay publishes) and check again at
                 // the next poll or notification.
-                for (_, mut producer) in producers.drain() {
-                    let _ = producer.close().await;
-                }
+                self.retire(&mut producers).await;
                 if stopping {
                     break;
                 }
@@ -231,18 +230,9 @@ impl Relay {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(error) => {
                     tracing::error!(error = %chain(&error), retry_in_ms = backoff.as_millis() as u64, "Outbox relay failed; will retry");
-                    // A producer may be broken; rebuild on the next attempt. Each is closed
-                    // first (a dropped pulsar-rs producer stays registered on a live connection,
-                    // and a rebuilt one with its name would be refused as "already connected"),
-                    // and the rebuilt ones get a new name: a new producer numbers its messages
-                    // from 0 again, which broker deduplication must not take for replays of
-                    // the old one's. Rows published twice across the rebuild are dropped by the
-                    // consumers' inbox.
-                    for (_, mut producer) in producers.drain() {
-                        let _ = producer.close().await;
-                    }
-                    self.generation
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    // A producer may be broken; rebuild on the next attempt. Rows published
+                    // twice across the rebuild are dropped by the consumers' inbox.
+                    self.retire(&mut producers).await;
                     if stopping {
                         break;
                     }
@@ -263,9 +253,7 @@ impl Relay {
                 () = tokio::time::sleep(self.poll_interval) => {}
             }
         }
-        for (_, mut producer) in producers {
-            let _ = producer.close().await;
-        }
+        self.retire(&mut producers).await;
         if let Some(listener) = listener {
             let _ = listener.await;
         }
@@ -424,6 +412,26 @@ impl Relay {
                 return Err(error);
             }
         }
+    }
+
+    /// Closes every producer and moves to the next generation of names, so the next ones are
+    /// new producers to the broker. Closed first: a dropped pulsar-rs producer stays
+    /// registered on a live connection, and a new one with its name would be refused as
+    /// "already connected". Renamed: a new producer numbers its messages from 0 again, and
+    /// broker deduplication, keyed on the name, would take them for replays of the old one's
+    /// and drop them while answering success. Whenever producers are let go — after an error,
+    /// or when the lock was lost (a database outage, a standby leading meanwhile) and is taken
+    /// back — this runs: dev/chaos.sh once caught a relay that took the lock back after a
+    /// PostgreSQL restart and lost an order's command this way.
+    async fn retire(&self, producers: &mut HashMap<String, Producer<TokioExecutor>>) {
+        if producers.is_empty() {
+            return;
+        }
+        for (_, mut producer) in producers.drain() {
+            let _ = producer.close().await;
+        }
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     async fn producer<'a>(

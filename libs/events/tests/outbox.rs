@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use comptoir_events::CloudEvent;
 use comptoir_events::contracts::catalog::ProductChanged;
-use comptoir_events::outbox::{OUTBOX_TABLE_SQL, Relay, enqueue};
+use comptoir_events::outbox::{OUTBOX_TABLE_SQL, RELAY_LOCK, Relay, enqueue};
 use comptoir_store::{DatabaseSettings, TlsMode};
 use comptoir_testkit::{TestDatabase, TestNamespace, pulsar_url};
 use futures::TryStreamExt;
@@ -254,4 +254,101 @@ async fn one_relay_of_several_publishes_and_a_standby_takes_over() {
     );
     stop_standby.cancel();
     task_standby.await.expect("standby stops");
+}
+
+/// A relay that loses the lock and takes it back later (a database outage, or a standby that
+/// led meanwhile) publishes what follows. Its new producers must be new to the broker: with
+/// deduplication on (as the topology has it), producers with the old names would number their
+/// messages from 0 again, and the broker would drop them as replays while answering success.
+/// Found by dev/chaos.sh: after a PostgreSQL restart, an order's reserve command left the
+/// outbox and never reached the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_takes_the_lock_back_publishes_what_follows() {
+    let db = TestDatabase::create("events_test").await.expect("db");
+    let own = db.connect_as_role(&db.name).await.expect("connect");
+    own.batch_execute(OUTBOX_TABLE_SQL).await.expect("schema");
+    let settings = DatabaseSettings {
+        tls: TlsMode::Disable,
+        pool_size: 3,
+        ..db.settings()
+    };
+    let namespace = TestNamespace::create().await.expect("namespace");
+    let admin =
+        comptoir_events::admin::PulsarAdmin::new(comptoir_testkit::pulsar_admin_url(), None);
+    admin
+        .set_policy(&namespace.name, "deduplication", serde_json::json!(true))
+        .await
+        .expect("deduplication on");
+    let topic = namespace.topic("lock-back");
+    let pulsar = Pulsar::builder(pulsar_url().as_str(), TokioExecutor)
+        .build()
+        .await
+        .expect("connect");
+    let mut consumer = comptoir_testkit::subscribe(&pulsar, &topic, "lock-back-test").await;
+    let relay = Relay::new(
+        comptoir_store::connect(&settings).expect("pool"),
+        pulsar.clone(),
+        "lock-back",
+    )
+    .poll_every(Duration::from_millis(100));
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(relay.run(stop.clone()));
+
+    let writers = comptoir_store::connect(&settings).expect("writer pool");
+    let write = |name: &'static str| {
+        let writers = writers.clone();
+        let topic = topic.clone();
+        async move {
+            let writer = writers.get().await.expect("writer");
+            let data = ProductChanged {
+                name: name.to_owned(),
+                ..ProductChanged::sample()
+            };
+            let event = CloudEvent::new("/comptoir/test", data.product_id.to_string(), data);
+            enqueue(&writer, &topic, &event).await.expect("enqueue");
+        }
+    };
+    for name in ["one", "two", "three"] {
+        write(name).await;
+        let (message, received) = receive(&mut consumer).await;
+        assert_eq!(received, name);
+        consumer.ack(&message).await.expect("ack");
+    }
+
+    // The relay's lock connection dies; another holder takes the lock before the relay can,
+    // keeps it long enough for the relay to let its producers go, and gives it back.
+    let admin_db = db.admin().await.expect("admin");
+    admin_db
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks \
+             WHERE locktype = 'advisory' AND objid = ($1::bigint & 4294967295)::oid",
+            &[&RELAY_LOCK],
+        )
+        .await
+        .expect("terminate the relay's lock connection");
+    let taken: bool = comptoir_testkit::wait_for("the lock", Duration::from_secs(10), || async {
+        own.query_one("SELECT pg_try_advisory_lock($1)", &[&RELAY_LOCK])
+            .await
+            .ok()
+            .and_then(|row| row.get::<_, bool>(0).then_some(true))
+    })
+    .await
+    .expect("the lock taken while the relay has none");
+    assert!(taken);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    own.execute("SELECT pg_advisory_unlock($1)", &[&RELAY_LOCK])
+        .await
+        .expect("unlock");
+
+    for name in ["four", "five"] {
+        write(name).await;
+        let (message, received) = receive(&mut consumer).await;
+        assert_eq!(
+            received, name,
+            "published after the relay took the lock back"
+        );
+        consumer.ack(&message).await.expect("ack");
+    }
+    stop.cancel();
+    task.await.expect("relay stops");
 }
