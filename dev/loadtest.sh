@@ -13,6 +13,7 @@
 #           raised, then run the profile with a release build of the generator. The next plain
 #           dev/up restores the limits. For figures worth keeping, run
 #           COMPTOIR_PROFILE=release dev/loadtest.sh PROFILE (the services built release too).
+# Environment: COMPTOIR_LOADTEST_BUILD (dev|release) overrides the generator's build profile.
 # Results: ~/.cache/comptoir/loadtest/PROFILE-TIME/ — summary.md (printed at the end),
 # summary.json, goose's report.html and report.json, the request log, the plots (SVG).
 set -euo pipefail
@@ -25,7 +26,7 @@ cd "$COMPTOIR_DEV_DIR/.."
 profile="${1:-}"
 case "$profile" in
   smoke | load | stress | spike | soak) shift ;;
-  *) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
 gateway="http://127.0.0.1:${COMPTOIR_GATEWAY_PORT:-8000}"
 
@@ -45,6 +46,7 @@ else
   build=release
 fi
 
+build="${COMPTOIR_LOADTEST_BUILD:-$build}"
 log "building comptoir-loadtest (profile $build)"
 cargo build --locked --quiet --profile "$build" -p comptoir-loadtest
 bin="$(cargo_target_dir)/$([[ "$build" == dev ]] && echo debug || echo "$build")/comptoir-loadtest"
