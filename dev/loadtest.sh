@@ -13,6 +13,8 @@
 #           raised, then run the profile with a release build of the generator. The next plain
 #           dev/up restores the limits. For figures worth keeping, run
 #           COMPTOIR_PROFILE=release dev/loadtest.sh PROFILE (the services built release too).
+#   trivial the generator's own ceiling: /livez without think time (not rate-limited), no
+#           restart; compare with wrk on the same route (docs/performance.md).
 # Environment: COMPTOIR_LOADTEST_BUILD (dev|release) overrides the generator's build profile.
 # Results: ~/.cache/comptoir/loadtest/PROFILE-TIME/ — summary.md (printed at the end),
 # summary.json, goose's report.html and report.json, the request log, the plots (SVG).
@@ -25,15 +27,15 @@ cd "$COMPTOIR_DEV_DIR/.."
 
 profile="${1:-}"
 case "$profile" in
-  smoke | load | stress | spike | soak) shift ;;
-  *) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  smoke | load | stress | spike | soak | trivial) shift ;;
+  *) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
 gateway="http://127.0.0.1:${COMPTOIR_GATEWAY_PORT:-8000}"
 
-if [[ "$profile" == smoke ]]; then
+if [[ "$profile" == smoke || "$profile" == trivial ]]; then
   [[ "$(curl -s -o /dev/null -w '%{http_code}' "$gateway/readyz")" == 200 ]] \
     || die "the gateway is not ready at $gateway; run dev/up first"
-  build=dev
+  build=$([[ "$profile" == smoke ]] && echo dev || echo release)
 else
   export COMPTOIR_IDENTITY__LOGIN__PER_IP_PER_MINUTE=100000000 \
     COMPTOIR_IDENTITY__LOGIN__PER_EMAIL_PER_MINUTE=100000000 \

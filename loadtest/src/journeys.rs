@@ -71,6 +71,9 @@ pub const EXPORT_STATUS: Request = request("GET", "/v1/me/exports/{id}");
 pub const ERASE: Request = request("DELETE", "/v1/me");
 pub const ERASURE_STATUS: Request = request("GET", "/v1/erasures/{id}");
 
+/// The gateway's liveness route, for the `trivial` profile only (not a shopper's request).
+pub const LIVEZ: Request = request("GET", "/livez");
+
 /// Every request the journeys make.
 pub const REQUESTS: &[Request] = &[
     PRODUCTS,
@@ -220,6 +223,17 @@ pub fn scenarios(think: (Duration, Duration)) -> Result<Vec<Scenario>, GooseErro
         .register_transaction(transaction!(export).set_name("export").set_sequence(2))
         .register_transaction(transaction!(erase).set_name("erase").set_sequence(3));
     Ok(vec![browser, shopper, privacy])
+}
+
+/// The `trivial` profile's only visitor: the gateway's `/livez`, again and again, no think
+/// time (the generator's own ceiling, against wrk on the same route).
+pub fn trivial_scenario() -> Result<Scenario, GooseError> {
+    Ok(scenario!("trivial").register_transaction(transaction!(livez).set_name("livez")))
+}
+
+async fn livez(user: &mut GooseUser) -> TransactionResult {
+    send(user, LIVEZ, "/livez", |b| b).await?;
+    Ok(())
 }
 
 fn custom(message: impl Into<String>) -> Box<TransactionError> {

@@ -25,7 +25,7 @@ use crate::profile::{Overrides, Plan, Profile};
 use crate::slo::SloFile;
 
 pub const USAGE: &str = "\
-usage: comptoir-loadtest --profile smoke|load|stress|spike|soak [options] [-- goose options]
+usage: comptoir-loadtest --profile smoke|load|stress|spike|soak|trivial [options] [-- goose options]
 
   --host URL                   the gateway (default http://127.0.0.1:8000)
   --slo FILE                   the SLOs (default nixos/monitoring/slo.toml of this checkout)
@@ -111,24 +111,32 @@ pub async fn run(options: Options) -> anyhow::Result<bool> {
     std::fs::create_dir_all(&out)
         .with_context(|| format!("cannot create the run directory {}", out.display()))?;
 
-    let http = reqwest_goose::Client::new();
-    let catalogue = read_catalogue(&http, &options.host).await?;
-    if let Some(file) = &options.inventory_token_file {
-        top_up(&http, &options.host, file, &catalogue.products).await?;
-    }
+    let scenarios = if plan.profile == Profile::Trivial {
+        vec![journeys::trivial_scenario()?]
+    } else {
+        let http = reqwest_goose::Client::new();
+        let catalogue = read_catalogue(&http, &options.host).await?;
+        if let Some(file) = &options.inventory_token_file {
+            top_up(&http, &options.host, file, &catalogue.products).await?;
+        }
+        println!(
+            "comptoir-loadtest: {} products, {} categories",
+            catalogue.products.len(),
+            catalogue.categories.len()
+        );
+        journeys::use_catalogue(catalogue)?;
+        journeys::scenarios(plan.think)?
+    };
     println!(
-        "comptoir-loadtest: profile {}, plan {}, think {:?}..{:?}, throttle {}, {} products; \
-         results in {}",
+        "comptoir-loadtest: profile {}, plan {}, think {:?}..{:?}, throttle {}; results in {}",
         plan.profile,
         plan.test_plan(),
         plan.think.0,
         plan.think.1,
         plan.throttle
             .map_or("none".to_owned(), |r| format!("{r} requests/s")),
-        catalogue.products.len(),
         out.display()
     );
-    journeys::use_catalogue(catalogue)?;
 
     let log = out.join("requests.json");
     let path = |name: &str| out.join(name).display().to_string();
@@ -162,7 +170,7 @@ pub async fn run(options: Options) -> anyhow::Result<bool> {
     for rule in &rules {
         attack = *attack.set_default(GooseDefault::Threshold, rule.threshold.as_str())?;
     }
-    for scenario in journeys::scenarios(plan.think)? {
+    for scenario in scenarios {
         attack = attack.register_scenario(scenario);
     }
 

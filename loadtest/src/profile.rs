@@ -28,6 +28,9 @@ pub enum Profile {
     Spike,
     /// A steady rate for an hour: leaks, growth, slow drift.
     Soak,
+    /// Not shoppers: visitors fetching the gateway's `/livez` without thinking, to measure the
+    /// generator itself against wrk on the same route (docs/performance.md).
+    Trivial,
 }
 
 impl FromStr for Profile {
@@ -40,7 +43,10 @@ impl FromStr for Profile {
             "stress" => Self::Stress,
             "spike" => Self::Spike,
             "soak" => Self::Soak,
-            other => bail!("unknown profile {other:?}: smoke, load, stress, spike or soak"),
+            "trivial" => Self::Trivial,
+            other => {
+                bail!("unknown profile {other:?}: smoke, load, stress, spike, soak or trivial")
+            }
         })
     }
 }
@@ -53,6 +59,7 @@ impl fmt::Display for Profile {
             Self::Stress => "stress",
             Self::Spike => "spike",
             Self::Soak => "soak",
+            Self::Trivial => "trivial",
         })
     }
 }
@@ -216,6 +223,22 @@ impl Plan {
                     progress_every: secs(60),
                 }
             }
+            Profile::Trivial => {
+                let users = o.users.unwrap_or(32);
+                Self {
+                    profile,
+                    steps: vec![
+                        step(users, secs(1)),
+                        step(users, o.hold.unwrap_or(secs(20))),
+                        step(0, secs(1)),
+                    ],
+                    think: think((Duration::ZERO, Duration::ZERO)),
+                    throttle: o.rate,
+                    judged: None,
+                    stop_on_breach: false,
+                    progress_every: secs(10),
+                }
+            }
         };
         if plan.steps.iter().all(|s| s.users == 0) {
             bail!("--users must be at least 1");
@@ -304,7 +327,7 @@ mod tests {
 
     #[test]
     fn profiles_are_named_as_the_command_line_writes_them() {
-        for name in ["smoke", "load", "stress", "spike", "soak"] {
+        for name in ["smoke", "load", "stress", "spike", "soak", "trivial"] {
             assert_eq!(
                 name.parse::<Profile>().expect("test data").to_string(),
                 name
