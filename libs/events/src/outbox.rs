@@ -36,8 +36,7 @@ use crate::envelope::{CloudEvent, EventType};
 
 /// The advisory lock key of the relay's leadership: any fixed bigint, the same in every
 /// replica ("outbox" in ASCII). Each service has its own database, so one key suffices.
-/// Public so an operator (or a test) can see or take it: `pg_locks.objid`.
-pub const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
+const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
 
 /// The `outbox` table as the relay expects it, for migrations and tests to share.
 pub const OUTBOX_TABLE_SQL: &str = "CREATE TABLE outbox (

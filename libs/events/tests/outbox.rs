@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use comptoir_events::CloudEvent;
 use comptoir_events::contracts::catalog::ProductChanged;
-use comptoir_events::outbox::{OUTBOX_TABLE_SQL, RELAY_LOCK, Relay, enqueue};
+use comptoir_events::outbox::{OUTBOX_TABLE_SQL, Relay, enqueue};
 use comptoir_store::{DatabaseSettings, TlsMode};
 use comptoir_testkit::{TestDatabase, TestNamespace, pulsar_url};
 use futures::TryStreamExt;
@@ -153,6 +153,17 @@ async fn a_large_backlog_is_published_once_each_in_order() {
     assert_eq!(left, 0);
 }
 
+/// Enqueues a product event named `name` for `topic`, committed on its own.
+async fn write(writers: &deadpool_postgres::Pool, topic: &str, name: &str) {
+    let writer = writers.get().await.expect("writer");
+    let data = ProductChanged {
+        name: name.to_owned(),
+        ..ProductChanged::sample()
+    };
+    let event = CloudEvent::new("/comptoir/test", data.product_id.to_string(), data);
+    enqueue(&writer, topic, &event).await.expect("enqueue");
+}
+
 /// The next message and its product name.
 async fn receive(
     consumer: &mut pulsar::Consumer<Vec<u8>, TokioExecutor>,
@@ -200,23 +211,8 @@ async fn one_relay_of_several_publishes_and_a_standby_takes_over() {
     let (stop_b, task_b) = start("replica-b");
 
     let writers = comptoir_store::connect(&settings).expect("writer pool");
-    let write = |name: &'static str| {
-        let writers = writers.clone();
-        let topic = topic.clone();
-        async move {
-            let mut client = writers.get().await.expect("writer");
-            let tx = client.transaction().await.expect("begin");
-            let data = ProductChanged {
-                name: name.to_owned(),
-                ..ProductChanged::sample()
-            };
-            let event = CloudEvent::new("/comptoir/test", data.product_id.to_string(), data);
-            enqueue(&tx, &topic, &event).await.expect("enqueue");
-            tx.commit().await.expect("commit");
-        }
-    };
     for name in ["one", "two", "three"] {
-        write(name).await;
+        write(&writers, &topic, name).await;
     }
     for expected in ["one", "two", "three"] {
         let (message, name) = receive(&mut consumer).await;
@@ -240,7 +236,7 @@ async fn one_relay_of_several_publishes_and_a_standby_takes_over() {
     };
     stop_leader.cancel();
     task_leader.await.expect("leader stops");
-    write("four").await;
+    write(&writers, &topic, "four").await;
     let (message, name) = receive(&mut consumer).await;
     assert_eq!(name, "four");
     consumer.ack(&message).await.expect("ack");
@@ -295,53 +291,41 @@ async fn a_relay_that_takes_the_lock_back_publishes_what_follows() {
     let task = tokio::spawn(relay.run(stop.clone()));
 
     let writers = comptoir_store::connect(&settings).expect("writer pool");
-    let write = |name: &'static str| {
-        let writers = writers.clone();
-        let topic = topic.clone();
-        async move {
-            let writer = writers.get().await.expect("writer");
-            let data = ProductChanged {
-                name: name.to_owned(),
-                ..ProductChanged::sample()
-            };
-            let event = CloudEvent::new("/comptoir/test", data.product_id.to_string(), data);
-            enqueue(&writer, &topic, &event).await.expect("enqueue");
-        }
-    };
     for name in ["one", "two", "three"] {
-        write(name).await;
+        write(&writers, &topic, name).await;
         let (message, received) = receive(&mut consumer).await;
         assert_eq!(received, name);
         consumer.ack(&message).await.expect("ack");
     }
 
-    // The relay's lock connection dies; another holder takes the lock before the relay can,
-    // keeps it long enough for the relay to let its producers go, and gives it back.
+    // The database goes away for the service, as in an outage: its role may not log in and
+    // its connections are cut, so the relay loses the lock and cannot take it back; once it
+    // has let its producers go, the role logs in again and the relay leads again.
     let admin_db = db.admin().await.expect("admin");
+    let role = db.name.as_str();
     admin_db
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_locks \
-             WHERE locktype = 'advisory' AND objid = ($1::bigint & 4294967295)::oid",
-            &[&RELAY_LOCK],
-        )
+        .batch_execute(&format!(
+            "ALTER ROLE \"{role}\" NOLOGIN; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+        ))
         .await
-        .expect("terminate the relay's lock connection");
-    let taken: bool = comptoir_testkit::wait_for("the lock", Duration::from_secs(10), || async {
-        own.query_one("SELECT pg_try_advisory_lock($1)", &[&RELAY_LOCK])
-            .await
-            .ok()
-            .and_then(|row| row.get::<_, bool>(0).then_some(true))
+        .expect("the service's connections cut");
+    comptoir_testkit::wait_for("the producers closed", Duration::from_secs(10), || async {
+        let stats = admin.topic_stats(&topic).await.ok()?;
+        stats["publishers"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+            .then_some(())
     })
     .await
-    .expect("the lock taken while the relay has none");
-    assert!(taken);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    own.execute("SELECT pg_advisory_unlock($1)", &[&RELAY_LOCK])
+    .expect("a relay without the lock lets its producers go");
+    admin_db
+        .batch_execute(&format!("ALTER ROLE \"{role}\" LOGIN"))
         .await
-        .expect("unlock");
+        .expect("the role logs in again");
 
     for name in ["four", "five"] {
-        write(name).await;
+        write(&writers, &topic, name).await;
         let (message, received) = receive(&mut consumer).await;
         assert_eq!(
             received, name,

@@ -34,10 +34,8 @@ use tokio_util::sync::CancellationToken;
 /// refuses to guess and panics at the first handshake. Call this before such a library
 /// connects; it is cheap and idempotent.
 pub fn use_ring_by_default() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Another thread may install one first: either way a provider is set.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
+    // Refused (and dropped) when a provider is already set: either way one is.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// The HTTPS listener of `http.tls`.
