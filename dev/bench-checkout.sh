@@ -30,8 +30,7 @@ seconds="${1:-30}"
 shoppers="${2:-16}"
 gateway="http://127.0.0.1:${COMPTOIR_GATEWAY_PORT:-8000}"
 run_dir="$COMPTOIR_CACHE/run"
-[[ "$(curl -s -o /dev/null -w '%{http_code}' "$gateway/readyz")" == 200 ]] \
-  || die "the gateway is not ready at $gateway; run dev/up first"
+require_ready "the gateway" "$gateway"
 pgbench="$(find /usr/lib/postgresql -name pgbench -type f 2>/dev/null | sort | tail -n 1)"
 [[ -x "$pgbench" ]] || die "pgbench not found (Debian package postgresql)"
 

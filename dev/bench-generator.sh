@@ -17,8 +17,7 @@ cd "$COMPTOIR_DEV_DIR/.."
 seconds="${1:-20}"
 connections="${2:-32}"
 gateway="http://127.0.0.1:${COMPTOIR_GATEWAY_PORT:-8000}"
-[[ "$(curl -s -o /dev/null -w '%{http_code}' "$gateway/livez")" == 200 ]] \
-  || die "the gateway does not answer at $gateway; run dev/up first"
+require_ready "the gateway" "$gateway"
 command -v wrk >/dev/null || install_missing wrk
 [[ -x /usr/bin/time ]] || install_missing time
 cargo build --locked --quiet --release -p comptoir-loadtest

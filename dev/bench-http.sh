@@ -18,8 +18,7 @@ duration="${1:-20s}"
 threads="${WRK_THREADS:-2}"
 connections="${WRK_CONNECTIONS:-64}"
 command -v wrk >/dev/null || die "wrk not found (Debian package wrk)"
-[[ "$(curl -s -o /dev/null -w '%{http_code}' "$base/readyz")" == 200 ]] \
-  || die "the catalog is not ready at $base; run dev/up first"
+require_ready "the catalog" "$base"
 
 
 log "wrk -t$threads -c$connections -d$duration on $base (warming up 3 s first)"

@@ -20,8 +20,7 @@ port="${COMPTOIR_IDENTITY_PORT:-8082}"
 base="http://127.0.0.1:$port"
 duration="${1:-20s}"
 command -v wrk >/dev/null || die "wrk not found (Debian package wrk)"
-[[ "$(curl -s -o /dev/null -w '%{http_code}' "$base/readyz")" == 200 ]] \
-  || die "identity is not ready at $base; run dev/up first"
+require_ready "identity" "$base"
 pid="$(<"$COMPTOIR_CACHE/run/identity.pid")"
 password="$(<"$COMPTOIR_CACHE/secrets/demo-customer-password")"
 

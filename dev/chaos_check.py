@@ -147,6 +147,11 @@ class Databases:
         return list(csv.DictReader(io.StringIO(out)))
 
 
+def outbox_counts(db: Databases) -> dict[str, int]:
+    """Events not yet published, per service."""
+    return {s: int(db.rows(s, "SELECT count(*) AS n FROM outbox")[0]["n"]) for s in OUTBOX_OWNERS}
+
+
 def settle(db: Databases, since: int, seconds: int = SETTLE_SECONDS) -> None:
     """Waits until no order of the run is in flight and every outbox is empty."""
     deadline = time.monotonic() + seconds
@@ -156,8 +161,7 @@ def settle(db: Databases, since: int, seconds: int = SETTLE_SECONDS) -> None:
             f"SELECT count(*) AS n FROM orders WHERE created_at >= to_timestamp({since}) "
             f"AND status NOT IN {TERMINAL!r}",
         )[0]["n"]
-        outboxes = sum(int(db.rows(s, "SELECT count(*) AS n FROM outbox")[0]["n"]) for s in OUTBOX_OWNERS)
-        if in_flight == "0" and outboxes == 0:
+        if in_flight == "0" and not any(outbox_counts(db).values()):
             return
         time.sleep(2)
 
@@ -282,7 +286,7 @@ def main(argv: list[str]) -> int:
         "SELECT order_id, count(*) AS n FROM payment_operations "
         "WHERE action = 'capture' AND result = 'captured' GROUP BY order_id HAVING count(*) > 1",
     )
-    outbox = {s: int(db.rows(s, "SELECT count(*) AS n FROM outbox")[0]["n"]) for s in OUTBOX_OWNERS}
+    outbox = outbox_counts(db)
 
     verdicts = [
         orders_end(orders),

@@ -33,8 +33,7 @@ esac
 gateway="http://127.0.0.1:${COMPTOIR_GATEWAY_PORT:-8000}"
 
 if [[ "$profile" == smoke || "$profile" == trivial ]]; then
-  [[ "$(curl -s -o /dev/null -w '%{http_code}' "$gateway/readyz")" == 200 ]] \
-    || die "the gateway is not ready at $gateway; run dev/up first"
+  require_ready "the gateway" "$gateway"
   build=$([[ "$profile" == smoke ]] && echo dev || echo release)
 else
   export COMPTOIR_IDENTITY__LOGIN__PER_IP_PER_MINUTE=100000000 \

@@ -100,3 +100,9 @@ run_test_cases() {
 cargo_target_dir() {
   cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'
 }
+
+# require_ready WHAT URL: stops unless the running platform's WHAT answers URL/readyz with 200.
+require_ready() {
+  [[ "$(curl -s -o /dev/null -w '%{http_code}' "$2/readyz")" == 200 ]] \
+    || die "$1 is not ready at $2; run dev/up first"
+}

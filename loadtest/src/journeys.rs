@@ -513,16 +513,17 @@ async fn follow(
         let mut metric = goose.request.clone();
         let answer = json_of(user, goose).await?;
         let status = answer["status"].as_str().unwrap_or_default().to_owned();
-        let timed_out = started.elapsed() > FOLLOW_FOR;
-        if failures.contains(&status.as_str()) || (timed_out && !ends.contains(&status.as_str())) {
+        let ended = ends.contains(&status.as_str());
+        let late = !ended && started.elapsed() > FOLLOW_FOR;
+        if late || failures.contains(&status.as_str()) {
             let why = format!("{path} ended {status:?} (after {:?})", started.elapsed());
             // set_failure records the failure and answers it as an error, which is ours too.
             let _recorded = user.set_failure(&why, &mut metric, None, None);
-            if timed_out && !ends.contains(&status.as_str()) {
+            if late {
                 return Err(custom(why));
             }
         }
-        if ends.contains(&status.as_str()) {
+        if ended {
             return Ok(status);
         }
     }

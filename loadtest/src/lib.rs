@@ -373,11 +373,6 @@ async fn top_up(
     Ok(())
 }
 
-/// How long the whole profile would run, for wrappers' timeouts.
-pub fn planned_duration(options: &Options) -> anyhow::Result<Duration> {
-    Ok(Plan::new(options.profile, &options.overrides)?.duration())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,10 +396,6 @@ mod tests {
         assert_eq!(o.inventory_token_file, Some(PathBuf::from("/t")));
         assert_eq!(o.goose, ["--timeout", "5"]);
         assert!(o.slo.ends_with("nixos/monitoring/slo.toml"));
-        assert_eq!(
-            planned_duration(&o).expect("test data"),
-            Duration::from_secs(30 + 120 + 5)
-        );
     }
 
     #[test]

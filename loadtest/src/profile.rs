@@ -120,6 +120,11 @@ fn step(users: usize, over: Duration) -> Step {
     Step { users, over }
 }
 
+/// Up to `users` over `ramp`, held for `hold`, down to none over `down`.
+fn ramp_hold(users: usize, ramp: Duration, hold: Duration, down: Duration) -> Vec<Step> {
+    vec![step(users, ramp), step(users, hold), step(0, down)]
+}
+
 impl Plan {
     pub fn new(profile: Profile, o: &Overrides) -> anyhow::Result<Self> {
         let think = |default| o.think.unwrap_or(default);
@@ -131,11 +136,7 @@ impl Plan {
                 let users = o.users.unwrap_or(9);
                 Self {
                     profile,
-                    steps: vec![
-                        step(users, secs(3)),
-                        step(users, o.hold.unwrap_or(secs(40))),
-                        step(0, secs(1)),
-                    ],
+                    steps: ramp_hold(users, secs(3), o.hold.unwrap_or(secs(40)), secs(1)),
                     think: think((ms(200), ms(1000))),
                     throttle: Some(o.rate.unwrap_or(40)),
                     judged: Some(Errors::None),
@@ -147,11 +148,7 @@ impl Plan {
                 let users = o.users.unwrap_or(150);
                 Self {
                     profile,
-                    steps: vec![
-                        step(users, secs(30)),
-                        step(users, o.hold.unwrap_or(secs(300))),
-                        step(0, secs(5)),
-                    ],
+                    steps: ramp_hold(users, secs(30), o.hold.unwrap_or(secs(300)), secs(5)),
                     think: think((ms(500), ms(2000))),
                     throttle: Some(o.rate.unwrap_or(200)),
                     judged: Some(Errors::Budget),
@@ -211,11 +208,7 @@ impl Plan {
                 let users = o.users.unwrap_or(80);
                 Self {
                     profile,
-                    steps: vec![
-                        step(users, secs(30)),
-                        step(users, o.hold.unwrap_or(secs(3600))),
-                        step(0, secs(5)),
-                    ],
+                    steps: ramp_hold(users, secs(30), o.hold.unwrap_or(secs(3600)), secs(5)),
                     think: think((ms(500), ms(2000))),
                     throttle: Some(o.rate.unwrap_or(100)),
                     judged: Some(Errors::Budget),
@@ -227,11 +220,7 @@ impl Plan {
                 let users = o.users.unwrap_or(32);
                 Self {
                     profile,
-                    steps: vec![
-                        step(users, secs(1)),
-                        step(users, o.hold.unwrap_or(secs(20))),
-                        step(0, secs(1)),
-                    ],
+                    steps: ramp_hold(users, secs(1), o.hold.unwrap_or(secs(20)), secs(1)),
                     think: think((Duration::ZERO, Duration::ZERO)),
                     throttle: o.rate,
                     judged: None,
