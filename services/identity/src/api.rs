@@ -488,9 +488,15 @@ pub async fn put_consent(
     if !PURPOSES.contains(&purpose.as_str()) {
         return Err(Problem::not_found("consent purpose"));
     }
-    let at = repo::set_consent(&state.pool, subject.customer_id, &purpose, input.granted)
-        .await
-        .map_err(problem)?;
+    let at = repo::set_consent(
+        &state.pool,
+        &state.gdpr.consent_changes_topic,
+        subject.customer_id,
+        &purpose,
+        input.granted,
+    )
+    .await
+    .map_err(problem)?;
     tracing::info!(granted = input.granted, "Consent set");
     Ok(AxumJson(Consent {
         purpose,

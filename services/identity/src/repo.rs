@@ -1,6 +1,9 @@
 //! The SQL of identity. Only ciphertexts, blind indexes, hashes and opaque ids cross this
 //! boundary: no function here takes or returns plaintext personal data.
 
+use comptoir_events::CloudEvent;
+use comptoir_events::contracts::identity::ConsentChanged;
+use comptoir_events::outbox;
 use deadpool_postgres::Pool;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -15,6 +18,8 @@ pub enum RepoError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database error")]
     Postgres(#[from] tokio_postgres::Error),
+    #[error("cannot enqueue the event")]
+    Outbox(#[from] comptoir_events::outbox::OutboxError),
 }
 
 /// What a new customer is stored as.
@@ -386,9 +391,11 @@ pub async fn consents(
         .collect())
 }
 
-/// Sets a consent, appending to the history when it changes. Returns when it took effect.
+/// Sets a consent, appending to the history and enqueuing `ConsentChanged` on `topic` (in the
+/// same transaction) when it changes. Returns when it took effect.
 pub async fn set_consent(
     pool: &Pool,
+    topic: &str,
     customer: Uuid,
     purpose: &str,
     granted: bool,
@@ -436,8 +443,20 @@ pub async fn set_consent(
         ],
     )
     .await?;
+    let changed_at: OffsetDateTime = row.get(0);
+    let event = CloudEvent::new(
+        crate::gdpr::EVENT_SOURCE,
+        customer.to_string(),
+        ConsentChanged {
+            customer_id: customer,
+            purpose: purpose.to_owned(),
+            granted,
+            changed_at,
+        },
+    );
+    outbox::enqueue(&tx, topic, &event).await?;
     tx.commit().await?;
-    Ok(row.get(0))
+    Ok(changed_at)
 }
 
 /// Every consent change of a customer, oldest first.

@@ -8,7 +8,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use comptoir_auth::{Claims, Jwks, Verifier};
+use comptoir_events::CloudEvent;
+use comptoir_events::contracts::identity::{CONSENT_CHANGES_TOPIC, ConsentChanged};
 use comptoir_testkit::wait_for;
+use futures::TryStreamExt as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::{
@@ -202,6 +205,39 @@ async fn consents_are_per_purpose_with_an_append_only_history() {
             ("marketing".to_owned(), false)
         ]
     );
+    // Each change, and only a change, went out as a `ConsentChanged` keyed by the customer.
+    let pulsar = pulsar::Pulsar::builder(
+        comptoir_testkit::pulsar_url().as_str(),
+        pulsar::TokioExecutor,
+    )
+    .build()
+    .await
+    .expect("connect");
+    let topic = app.namespace.topic(CONSENT_CHANGES_TOPIC);
+    let customer: Uuid = app.me(&t.access).await["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("the customer's id");
+    let mut reader = comptoir_testkit::subscribe(&pulsar, &topic, "test-consents").await;
+    let mut published = Vec::new();
+    while published.len() < 3 {
+        let message = tokio::time::timeout(Duration::from_secs(30), reader.try_next())
+            .await
+            .expect("three consent events within 30 s")
+            .expect("stream ok")
+            .expect("stream open");
+        assert_eq!(
+            message.metadata().partition_key.as_deref(),
+            Some(customer.to_string().as_str())
+        );
+        let event: CloudEvent<ConsentChanged> =
+            serde_json::from_slice(&message.payload.data).expect("a ConsentChanged");
+        assert_eq!(event.data.customer_id, customer);
+        published.push((event.data.purpose, event.data.granted));
+    }
+    assert_eq!(published, changes);
+    let more = tokio::time::timeout(Duration::from_millis(500), reader.try_next()).await;
+    assert!(more.is_err(), "no event for the unchanged consent");
     // Append-only in the database too.
     let admin = app.db.admin().await.expect("admin");
     assert!(

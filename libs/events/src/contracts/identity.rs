@@ -1,5 +1,6 @@
-//! Events published by identity: the two GDPR requests every service takes part in. They carry
-//! the customer id (a UUID) and never a name, email, phone or address.
+//! Events published by identity: the two GDPR requests every service takes part in, and the
+//! customers' consent changes. They carry the customer id (a UUID) and never a name, email,
+//! phone or address.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -10,6 +11,8 @@ use crate::envelope::EventType;
 pub const EXPORT_REQUESTS_TOPIC: &str = "export-requests";
 /// Topic (in identity's namespace) of [`CustomerErased`].
 pub const CUSTOMER_ERASED_TOPIC: &str = "customer-erased";
+/// Topic (in identity's namespace) of [`ConsentChanged`], keyed by customer id.
+pub const CONSENT_CHANGES_TOPIC: &str = "consent-changes";
 
 /// A customer asked for their data (GDPR Art. 15 and 20): every service sends its slice back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -34,6 +37,26 @@ pub struct CustomerErased {
 
 impl EventType for CustomerErased {
     const TYPE: &'static str = "comptoir.identity.customer-erased.v1";
+}
+
+/// A customer granted or withdrew consent for a purpose (`marketing`, `analytics`). Published in
+/// the transaction that records the change, so a service keeping a local projection (analytics
+/// drops click events of customers without the analytics consent) never misses one. Events of a
+/// customer are keyed by their id, so they arrive in order; `changed_at` still lets a projection
+/// ignore an older change delivered again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ConsentChanged {
+    pub customer_id: Uuid,
+    pub purpose: String,
+    pub granted: bool,
+    /// When the change took effect at identity (RFC 3339).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
+    pub changed_at: time::OffsetDateTime,
+}
+
+impl EventType for ConsentChanged {
+    const TYPE: &'static str = "comptoir.identity.consent-changed.v1";
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! place (old payloads must still decode, which the tests check); anything breaking is a new
 //! type with the next `.vN` suffix.
 
+pub mod analytics;
 pub mod catalog;
 pub mod gdpr;
 pub mod identity;
@@ -21,6 +22,8 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         schema::<catalog::ProductChanged>(),
         schema::<identity::ExportRequested>(),
         schema::<identity::CustomerErased>(),
+        schema::<identity::ConsentChanged>(),
+        schema::<analytics::ClickBatch>(),
         schema::<gdpr::ExportSlice>(),
         schema::<gdpr::ErasureConfirmed>(),
         schema::<orders::StockCommand>(),
