@@ -318,6 +318,23 @@ impl PulsarAdmin {
         Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
     }
 
+    /// Statistics of a partitioned topic, each partition's under `partitions`.
+    pub async fn partitioned_topic_stats(
+        &self,
+        topic: &str,
+    ) -> Result<serde_json::Value, AdminError> {
+        let path = topic.trim_start_matches("persistent://");
+        let text = self
+            .call(
+                reqwest::Method::GET,
+                &format!("persistent/{path}/partitioned-stats?perPartition=true"),
+                None,
+                &[],
+            )
+            .await?;
+        Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
     /// Deletes a tenant and everything in it (tests clean up with it).
     pub async fn delete_tenant(&self, tenant: &str) -> Result<(), AdminError> {
         self.call(

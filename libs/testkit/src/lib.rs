@@ -6,6 +6,7 @@
 //! - [`TestNamespace`]: a fresh Pulsar namespace;
 //! - [`wait_for`]: polls a condition until a deadline, instead of sleeping a fixed time;
 //! - [`subscribe`]: reads what a service published;
+//! - [`jwks::Keys`]: a JWKS endpoint standing in for identity, to act as any customer;
 //! - [`tls::TestCa`]: a fresh CA issuing server certificates, for the TLS paths;
 //! - [`standalone`]: starts and stops a private Pulsar standalone (for restart tests), open or
 //!   secured (TLS, a token per role, authorization).
@@ -13,6 +14,8 @@
 //! Where the platform is, comes from `COMPTOIR_TEST_PG_ADMIN_URL`, `COMPTOIR_TEST_PULSAR_URL`
 //! and `COMPTOIR_TEST_PULSAR_ADMIN_URL`; without them, the local platform's defaults.
 #![forbid(unsafe_code)]
+
+pub mod jwks;
 
 pub mod standalone;
 
@@ -293,6 +296,38 @@ impl Drop for TestNamespace {
         })
         .join();
     }
+}
+
+/// Waits until `subscription` exists on `topic` with nothing left to acknowledge: every
+/// message published so far has been handled. A partitioned topic's partitions are each
+/// waited for.
+pub async fn drained(topic: &str, subscription: &str) {
+    let admin = PulsarAdmin::new(pulsar_admin_url(), None);
+    wait_for(
+        &format!("{subscription} to exist and drain"),
+        Duration::from_secs(60),
+        || async {
+            let stats = match admin.topic_stats(topic).await {
+                Ok(stats) => stats,
+                Err(_) => admin.partitioned_topic_stats(topic).await.ok()?,
+            };
+            let partitions: Vec<serde_json::Value> = match stats["partitions"].as_object() {
+                Some(partitions) if !partitions.is_empty() => {
+                    partitions.values().cloned().collect()
+                }
+                _ => vec![stats],
+            };
+            partitions
+                .iter()
+                .all(|stats| {
+                    let sub = &stats["subscriptions"][subscription];
+                    sub.is_object() && sub["msgBacklog"] == 0 && sub["unackedMessages"] == 0
+                })
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or fails after `timeout` with `what`.

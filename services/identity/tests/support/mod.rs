@@ -541,21 +541,8 @@ impl Drop for Catalog {
     }
 }
 
-/// Waits until `subscription` exists on `topic` with nothing left to acknowledge.
-pub async fn drained(topic: &str, subscription: &str) {
-    let admin = PulsarAdmin::new(comptoir_testkit::pulsar_admin_url(), None);
-    wait_for(
-        &format!("{subscription} to exist and drain"),
-        Duration::from_secs(60),
-        || async {
-            let stats = admin.topic_stats(topic).await.ok()?;
-            let sub = &stats["subscriptions"][subscription];
-            (sub.is_object() && sub["msgBacklog"] == 0 && sub["unackedMessages"] == 0).then_some(())
-        },
-    )
-    .await
-    .expect("drained");
-}
+#[allow(unused_imports)] // Each test binary uses a different subset of the helpers.
+pub use comptoir_testkit::drained;
 
 /// Asserts that none of `needles` appears, in any case, in any text-like, bytea, JSON or
 /// array column of any table of `db`, nor in its `pg_dump` where pg_dump is installed.

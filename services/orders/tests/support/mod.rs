@@ -1,9 +1,9 @@
 //! `spawn_app()`: orders on port 0 with a fresh database and a fresh Pulsar namespace (used as
 //! every namespace orders reads from), driven like a client would.
 //!
-//! Access tokens come from [`Keys`], a JWKS endpoint serving a key generated here: it stands
-//! in for identity's `/.well-known/jwks.json`, so these tests can act as any customer. The
-//! end-to-end tests (`tests/e2e`) sign in through the real identity.
+//! Access tokens come from [`Keys`] (`comptoir_testkit::jwks`), a JWKS endpoint serving a key
+//! generated in the test: it stands in for identity's `/.well-known/jwks.json`, so these tests can
+//! act as any customer. The end-to-end tests (`tests/e2e`) sign in through the real identity.
 #![allow(dead_code)] // Each test binary uses a different subset of the helpers.
 
 pub mod commerce;
@@ -11,8 +11,6 @@ pub mod commerce;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
-use comptoir_auth::{Claims, Jwks, Signer};
 use comptoir_events::CloudEvent;
 use comptoir_events::contracts::catalog::{PRODUCT_EVENTS_TOPIC, ProductChange, ProductChanged};
 use comptoir_orders::Settings;
@@ -25,64 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// A JWKS endpoint and the key behind it.
-pub struct Keys {
-    pub url: String,
-    signer: Arc<Signer>,
-    shutdown: CancellationToken,
-}
-
-impl Keys {
-    pub async fn start() -> Self {
-        let signer = Arc::new(Signer::generate("orders-test").expect("key"));
-        let jwks = Jwks::new(vec![signer.jwk()]);
-        let app = axum::Router::new().route(
-            "/.well-known/jwks.json",
-            get(move || {
-                let jwks = jwks.clone();
-                async move { axum::Json(jwks) }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!(
-            "http://{}/.well-known/jwks.json",
-            listener.local_addr().expect("addr")
-        );
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        });
-        Self {
-            url,
-            signer,
-            shutdown,
-        }
-    }
-
-    /// An access token for `customer`, as identity would issue at sign-in.
-    pub fn token(&self, customer: Uuid) -> String {
-        let claims = Claims::new(
-            comptoir_auth::DEFAULT_ISSUER,
-            comptoir_auth::DEFAULT_AUDIENCE,
-            customer,
-            "customer",
-            Duration::from_secs(600),
-            None,
-        );
-        self.signer.issue(&claims).expect("token")
-    }
-}
-
-impl Drop for Keys {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
+pub use comptoir_testkit::jwks::Keys;
 
 pub struct TestApp {
     pub base: String,
