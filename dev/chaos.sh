@@ -30,7 +30,7 @@ case "${1:-}" in
   "") outage=5 calm=20 users=80 rate=150 ;;
   *) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
-SERVICES=(catalog identity orders inventory payments notifications gateway)
+SERVICES=(catalog identity orders inventory payments notifications analytics gateway)
 RUN_DIR="$COMPTOIR_CACHE/run"
 out="$COMPTOIR_CACHE/chaos/$(date -u +%Y%m%d-%H%M%S)"
 mkdir -p "$out"

@@ -31,7 +31,7 @@ SETTLE_SECONDS = 120
 # A server error this long after a fault's recovery is no longer the fault's.
 GRACE_MS = 10_000
 TERMINAL = ("confirmed", "cancelled", "refunded")
-OUTBOX_OWNERS = ("catalog", "identity", "orders", "inventory", "payments", "notifications")
+OUTBOX_OWNERS = ("catalog", "identity", "orders", "inventory", "payments", "notifications", "analytics")
 
 
 @dataclass

@@ -7,8 +7,8 @@
 #   1. as a customer (a fresh one, registered for the run): every route but the admin ones and
 #      the erasure of one's own account
 #   2. the erasure (DELETE /v1/me) alone, with another fresh customer, since it ends the account
-#   3. as each service's admin: catalog, inventory, payments, notifications, their admin routes
-#      with their own token
+#   3. as each service's admin: catalog, inventory, payments, notifications, analytics, their
+#      admin routes with their own token
 # What a schema cannot say (a password too easy to guess, ...) is said, with its reason, in
 # dev/contracts/schemathesis.toml. The reports (JUnit per run, the run's summary with seeds and
 # example counts) go to $COMPTOIR_RESULTS_DIR/contracts/ (default ~/.cache/comptoir/results).
@@ -107,7 +107,8 @@ main() {
 
   local service prefix
   for service in catalog:'^/v1/admin/(products|categories)' inventory:'^/v1/admin/stock/' \
-    payments:'^/v1/admin/payments/' notifications:'^/v1/admin/deliveries'; do
+    payments:'^/v1/admin/payments/' notifications:'^/v1/admin/deliveries' \
+    analytics:'^/v1/admin/kpis/'; do
     prefix="${service#*:}"
     service="${service%%:*}"
     run "admin-$service" -H "Authorization: Bearer $(cat "$SECRETS/$service-admin-token")" \

@@ -50,6 +50,7 @@ SERVICE_PORTS=(
   "inventory=${COMPTOIR_INVENTORY_PORT:-8084}"
   "payments=${COMPTOIR_PAYMENTS_PORT:-8085}"
   "notifications=${COMPTOIR_NOTIFICATIONS_PORT:-8086}"
+  "analytics=${COMPTOIR_ANALYTICS_PORT:-8087}"
 )
 
 # bin DEBIAN_NAME UPSTREAM_NAME: the path of a tool, under Debian's name or the upstream one

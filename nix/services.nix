@@ -7,6 +7,11 @@
 #   binary  the [[bin]] the image runs
 #   port    the HTTP port the service listens on inside its container
 {
+  analytics = {
+    crate = "comptoir-analytics";
+    binary = "comptoir-analytics";
+    port = 8080;
+  };
   catalog = {
     crate = "comptoir-catalog";
     binary = "comptoir-catalog";

@@ -4,10 +4,12 @@
 {
   # Plain-HTTP calls between services inside the cluster: caller → callees, on the callee's
   # service port. The gateway proxies every public route; orders verifies shoppers' tokens
-  # against identity's JWKS; notifications resolves addresses through identity's /internal.
+  # against identity's JWKS (analytics too, for signed-in shoppers' clicks); notifications
+  # resolves addresses through identity's /internal.
   calls = {
-    gateway = ["catalog" "identity" "inventory" "notifications" "orders" "payments"];
+    gateway = ["analytics" "catalog" "identity" "inventory" "notifications" "orders" "payments"];
     orders = ["identity"];
+    analytics = ["identity"];
     notifications = ["identity"];
   };
 
@@ -15,6 +17,7 @@
   # database), `pulsar` (the brokers, TLS) and `smtp` (the environment's mail relay).
   # Every service has an entry, even an empty one.
   needs = {
+    analytics = ["postgres" "pulsar"];
     catalog = ["postgres" "pulsar"];
     gateway = [];
     identity = ["postgres" "pulsar"];

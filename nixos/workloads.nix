@@ -77,6 +77,23 @@ in {
   #   tls              true: it serves HTTPS too (ports.service.https), with tls.crt and
   #                    tls.key of its Secret; absent: plain HTTP only
   services = {
+    # The click stream: the highest message rate of the platform, so it scales on CPU like the
+    # gateway. Its pseudonymisation keys are files of its Secret named <YYYY-MM>.key, one per
+    # month (services/analytics/README.md): this month's and the next are listed; a month's
+    # key is removed once the click stream's retention (a day) has passed its end, after
+    # which its pseudonyms can no longer be linked to anyone.
+    analytics = {
+      replicas = 2;
+      maxReplicas = 6;
+      cpuTarget = 70;
+      pdbMinAvailable = 1;
+      # Ingestion reads the consent projection only for signed-in shoppers; the processor
+      # holds one connection per consumer: 4 keeps the fleet under its connection budget.
+      poolSize = 4;
+      resources = standardResources;
+      secrets = ["database-password" "pulsar-token" "admin-token" "2026-12.key" "2027-01.key"];
+    };
+
     catalog = {
       replicas = 2;
       maxReplicas = 6;

@@ -761,6 +761,15 @@ def check_settings(e: Env) -> None:
                 if value not in mounted:
                     e.problem(f"{service}: {key}={value} is no file the pod mounts")
                 referenced.add(value)
+            if key.endswith("_KEYS_DIR"):
+                # A directory of keys, one <YYYY-MM>.key per month (analytics' pseudonymisation
+                # keys): the Secret's own directory, naming each such file it mounts.
+                if value != secrets_dir:
+                    e.problem(f"{service}: {key}={value} is not the secrets directory {secrets_dir}")
+                monthly = [p for p in mounted if re.fullmatch(re.escape(value) + r"/\d{4}-\d{2}\.key", p)]
+                if not monthly:
+                    e.problem(f"{service}: {key} names a directory without any <YYYY-MM>.key")
+                referenced.update(monthly)
             # In-cluster URLs: only to the services it calls, at their port (what the
             # NetworkPolicies let through). Browser origins are no destination.
             urls = [] if key.endswith("ALLOWED_ORIGINS") else re.findall(r"([a-z+]+)://([^/\"',\]]+)", value)
@@ -1031,7 +1040,8 @@ def file_kind(key: str | None, path: str, mount_kind: str) -> str:
     if mount_kind == "ca" or (key and key.endswith("CA_FILE")):
         return "ca"
     if key is None:
-        return "token"
+        # A monthly key of a *_KEYS_DIR (analytics' pseudonymisation keys), else a token.
+        return "key32" if re.search(r"/\d{4}-\d{2}\.key$", path) else "token"
     if key.endswith("TLS__CERT_FILE"):
         return "tls-cert"
     if key.endswith("TLS__KEY_FILE"):
@@ -1076,7 +1086,8 @@ def pod_files(data: Data, env: str, service: str, root: Path, ca_pem: Path, sign
     lines = []
     for key, value in sorted(settings.items()):
         for mount in mounts:
-            if isinstance(value, str) and value.startswith(mount + "/"):
+            # A file under a mount, or the mount itself (a *_KEYS_DIR).
+            if isinstance(value, str) and (value == mount or value.startswith(mount + "/")):
                 value = str(root) + value
                 break
         lines.append(f"{key}={value}")

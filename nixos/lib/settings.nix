@@ -175,6 +175,12 @@
 
     # Each service's own keys, over its base.
     own = {
+      analytics = {
+        inherit auth;
+        # Its <YYYY-MM>.key files are among the Secret's (workloads.nix); the rest is ignored.
+        pseudonym_keys_dir = cluster.secretsDir;
+      };
+
       catalog = {};
 
       gateway = {

@@ -39,6 +39,7 @@ replicas onto another release), `make_release`, and `Load` (requests from the op
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import ctypes
 import functools
@@ -47,6 +48,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -62,6 +64,8 @@ from pathlib import Path
 from .. import credentials, net, spec
 from ..proc import ensure_system_account, kill_namespace, log, namespace_pids, ns_run, pid_of, rss_kib, run, spawn, stop
 
+# A month's pseudonymisation key among a Secret's files (analytics, workloads.nix).
+MONTHLY_KEY = re.compile(r"\d{4}-\d{2}\.key")
 # The services' unprivileged account (the pods run as a numeric non-root user, manifests.nix).
 ACCOUNT = "comptoir"
 # flannel's bridge, and the tables that stand for flannel's and kube-proxy's: each its own, so
@@ -430,11 +434,14 @@ def _generated(service: str, name: str) -> Path:
         if not (keys / "notifications-token").exists():
             run([str(spec.ROOT / "dev" / "identity-keys.sh"), str(keys), kek])
         return keys / ("notifications-token" if name == "identity-token" else name)
-    if name == "admin-token":
-        path = base / service / "admin-token"
+    if name == "admin-token" or MONTHLY_KEY.fullmatch(name):
+        # An admin token, or a month's pseudonymisation key (analytics: 32 random bytes,
+        # base64, as services/analytics/README.md says).
+        path = base / service / name
         if not path.exists():
             path.parent.mkdir(mode=0o700, exist_ok=True)
-            path.write_text(os.urandom(24).hex() + "\n")
+            secret = os.urandom(24).hex() if name == "admin-token" else base64.b64encode(os.urandom(32)).decode()
+            path.write_text(secret + "\n")
             path.chmod(0o600)
         return path
     raise SystemExit(f"lab: apps has no source for {service}'s secret {name}: teach apps._generated")
@@ -484,7 +491,8 @@ def environment(service: str) -> dict[str, str]:
     env = {}
     for key, value in cluster()["settings"][service].items():
         for mount, there in mounts.items():
-            if value.startswith(mount + "/"):
+            # A file under a mount, or the mount itself (analytics' pseudonym_keys_dir).
+            if value == mount or value.startswith(mount + "/"):
                 value = str(there) + value[len(mount) :]
         env[key] = value
     return env

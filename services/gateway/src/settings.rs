@@ -3,7 +3,7 @@
 //! Loaded like every service's (defaults → TOML file → `COMPTOIR_GATEWAY__*`), see
 //! `comptoir_platform::config`. The defaults describe the local platform: catalog on
 //! 127.0.0.1:8081, identity on :8082, orders on :8083, inventory on :8084, payments on :8085,
-//! notifications on :8086.
+//! notifications on :8086, analytics on :8087.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -242,6 +242,10 @@ impl Default for Settings {
                 "notifications".to_owned(),
                 UpstreamSettings::at("http://127.0.0.1:8086"),
             ),
+            (
+                "analytics".to_owned(),
+                UpstreamSettings::at("http://127.0.0.1:8087"),
+            ),
         ]);
         // Operator routes take the service's own admin token, which the service checks.
         let admin = |prefix: &str, upstream: &str| RouteSettings {
@@ -265,6 +269,9 @@ impl Default for Settings {
             admin("/v1/admin/stock", "inventory"),
             admin("/v1/admin/payments", "payments"),
             admin("/v1/admin/deliveries", "notifications"),
+            // The click stream: anonymous, or with the shopper's access token.
+            RouteSettings::new("/v1/events", "analytics"),
+            admin("/v1/admin/kpis", "analytics"),
         ];
         Self {
             http,

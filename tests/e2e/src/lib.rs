@@ -112,6 +112,7 @@ pub struct Platform {
     pub inventory_db: Arc<TestDatabase>,
     pub payments_db: Arc<TestDatabase>,
     pub notifications_db: Arc<TestDatabase>,
+    pub analytics_db: Arc<TestDatabase>,
     /// Where the shoppers' mails arrive.
     pub mailpit: Mailpit,
     pub namespace: Arc<TestNamespace>,
@@ -164,6 +165,7 @@ impl Platform {
         let inventory_db = Arc::new(TestDatabase::create("e2e_inventory").await?);
         let payments_db = Arc::new(TestDatabase::create("e2e_payments").await?);
         let notifications_db = Arc::new(TestDatabase::create("e2e_notifications").await?);
+        let analytics_db = Arc::new(TestDatabase::create("e2e_analytics").await?);
         let mailpit = Mailpit::start().await;
 
         let catalog_token_file = catalog_db.scratch_dir().join("admin-token");
@@ -211,6 +213,7 @@ impl Platform {
             "inventory",
             "payments",
             "notifications",
+            "analytics",
         ]
         .into_iter()
         .map(|name| {
@@ -250,6 +253,7 @@ impl Platform {
             inventory_db,
             payments_db,
             notifications_db,
+            analytics_db,
             mailpit,
             namespace,
             logs,
@@ -266,6 +270,7 @@ impl Platform {
         platform.start_payments().await?;
         platform.start_orders().await?;
         platform.start_notifications().await?;
+        platform.start_analytics().await?;
         platform.start_gateway().await?;
         Ok(platform)
     }
@@ -413,6 +418,33 @@ impl Platform {
             .await
     }
 
+    pub async fn start_analytics(&mut self) -> anyhow::Result<()> {
+        let ns = self.namespace.name.clone();
+        let identity = self.base("identity")?;
+        let keys = self.analytics_db.scratch_dir().join("pseudonym-keys");
+        if !keys.exists() {
+            std::fs::create_dir_all(&keys)?;
+            let now = time::OffsetDateTime::now_utc();
+            for at in [now, now + time::Duration::days(32)] {
+                write_key(&keys.join(format!("{:04}-{:02}.key", at.year(), u8::from(at.month()))));
+            }
+        }
+        let mut settings = comptoir_analytics::Settings {
+            database: Self::database(&self.analytics_db),
+            ..Default::default()
+        };
+        settings.pulsar.url = pulsar_url();
+        settings.pulsar.namespace = ns.clone();
+        settings.identity_namespace = ns.clone();
+        settings.orders_namespace = ns;
+        settings.admin_token_file = Some(self.operator_token_file.clone());
+        settings.pseudonym_keys_dir = Some(keys);
+        settings.auth.url = format!("{identity}/.well-known/jwks.json");
+        settings.http.shutdown_grace_ms = 5_000;
+        self.spawn("analytics", settings, comptoir_analytics::run)
+            .await
+    }
+
     /// The catalog's admin token, to create products through the gateway.
     pub fn catalog_admin_token(&self) -> anyhow::Result<String> {
         Ok(std::fs::read_to_string(&self.catalog_token_file)?
@@ -420,7 +452,7 @@ impl Platform {
             .to_owned())
     }
 
-    /// The admin token of inventory, payments and notifications.
+    /// The admin token of inventory, payments, notifications and analytics.
     pub fn operator_token(&self) -> anyhow::Result<String> {
         Ok(std::fs::read_to_string(&self.operator_token_file)?
             .trim()
@@ -428,7 +460,7 @@ impl Platform {
     }
 
     /// Every service database, by service, for the personal-data scan.
-    pub fn databases(&self) -> [(&'static str, &TestDatabase); 6] {
+    pub fn databases(&self) -> [(&'static str, &TestDatabase); 7] {
         [
             ("catalog", &self.catalog_db),
             ("identity", &self.identity_db),
@@ -436,6 +468,7 @@ impl Platform {
             ("inventory", &self.inventory_db),
             ("payments", &self.payments_db),
             ("notifications", &self.notifications_db),
+            ("analytics", &self.analytics_db),
         ]
     }
 
@@ -448,6 +481,7 @@ impl Platform {
             "inventory",
             "payments",
             "notifications",
+            "analytics",
         ] {
             let url = self.base(name)?;
             if let Some(upstream) = settings.upstreams.get_mut(name) {

@@ -30,7 +30,9 @@ use std::sync::Arc;
 
 use comptoir_events::consumer::{ConsumerConfig, EventConsumer};
 use comptoir_events::contracts::gdpr::{ERASURE_CONFIRMATIONS_TOPIC, EXPORT_SLICES_TOPIC};
-use comptoir_events::contracts::identity::{CUSTOMER_ERASED_TOPIC, EXPORT_REQUESTS_TOPIC};
+use comptoir_events::contracts::identity::{
+    CONSENT_CHANGES_TOPIC, CUSTOMER_ERASED_TOPIC, EXPORT_REQUESTS_TOPIC,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::Keys;
@@ -115,6 +117,7 @@ impl Default for GdprSettings {
                 "inventory",
                 "payments",
                 "notifications",
+                "analytics",
             ]
             .into_iter()
             .map(|name| ParticipantEntry::Name(name.to_owned()))
@@ -233,6 +236,9 @@ pub struct Gdpr {
     pub export_requests_topic: String,
     /// `persistent://<identity namespace>/customer-erased`.
     pub customer_erased_topic: String,
+    /// `persistent://<identity namespace>/consent-changes` (not a GDPR flow, but identity's
+    /// other topic: consents are what analytics and marketing obey).
+    pub consent_changes_topic: String,
 }
 
 impl Gdpr {
@@ -245,6 +251,9 @@ impl Gdpr {
             ),
             customer_erased_topic: format!(
                 "persistent://{identity_namespace}/{CUSTOMER_ERASED_TOPIC}"
+            ),
+            consent_changes_topic: format!(
+                "persistent://{identity_namespace}/{CONSENT_CHANGES_TOPIC}"
             ),
         }
     }
@@ -343,7 +352,8 @@ mod tests {
                 "orders",
                 "inventory",
                 "payments",
-                "notifications"
+                "notifications",
+                "analytics"
             ]
         );
         assert_eq!(GdprSettings::default().export_ttl_secs, 604_800);
