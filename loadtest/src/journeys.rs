@@ -11,7 +11,9 @@
 //!   archive is ready, then erases itself and follows the erasure until every service
 //!   confirmed. Each pass is a new customer (the previous one is gone).
 //!
-//! The analytics click-stream joins the journeys when the analytics service exists.
+//! Browsers and shoppers also send their click stream to analytics (`POST /v1/events`, 5 of
+//! their transactions): a batch of 3 to 12 page views, product views, searches and
+//! add-to-carts of the last seconds, anonymous under a session id or with the shopper's token.
 //!
 //! Requests are named by their route template (`GET /v1/products/{id}`), so the reports and
 //! the SLO rules (`crate::slo`) group them as the gateway's metrics do.
@@ -70,6 +72,7 @@ pub const EXPORT: Request = request("POST", "/v1/me/exports");
 pub const EXPORT_STATUS: Request = request("GET", "/v1/me/exports/{id}");
 pub const ERASE: Request = request("DELETE", "/v1/me");
 pub const ERASURE_STATUS: Request = request("GET", "/v1/erasures/{id}");
+pub const EVENTS: Request = request("POST", "/v1/events");
 
 /// The gateway's liveness route, for the `trivial` profile only (not a shopper's request).
 pub const LIVEZ: Request = request("GET", "/livez");
@@ -92,6 +95,7 @@ pub const REQUESTS: &[Request] = &[
     EXPORT_STATUS,
     ERASE,
     ERASURE_STATUS,
+    EVENTS,
 ];
 
 /// What every visitor may look at: the demo catalogue, read once before the run.
@@ -166,7 +170,8 @@ pub fn scenarios(think: (Duration, Duration)) -> Result<Vec<Scenario>, GooseErro
                 .set_name("product")
                 .set_weight(10)?,
         )
-        .register_transaction(transaction!(search).set_name("search").set_weight(4)?);
+        .register_transaction(transaction!(search).set_name("search").set_weight(4)?)
+        .register_transaction(transaction!(clicks).set_name("clicks").set_weight(5)?);
     let shopper = scenario!("shopper")
         .set_weight(4)?
         .set_wait_time(min, max)?
@@ -210,6 +215,12 @@ pub fn scenarios(think: (Duration, Duration)) -> Result<Vec<Scenario>, GooseErro
             transaction!(sign_in_and_consent)
                 .set_name("sign in")
                 .set_sequence(7),
+        )
+        .register_transaction(
+            transaction!(clicks)
+                .set_name("clicks")
+                .set_weight(5)?
+                .set_sequence(8),
         );
     // Rare: one visitor in nine, and slow (a long think time between the steps).
     let privacy = scenario!("privacy")
@@ -328,6 +339,48 @@ fn any_product() -> Result<String, Box<TransactionError>> {
         .choose(&mut rand::rng())
         .cloned()
         .ok_or_else(|| custom("no products"))
+}
+
+/// A batch of the visitor's last clicks, as a storefront sends them every few seconds.
+fn click_batch() -> Result<Vec<Value>, Box<TransactionError>> {
+    let now = time::OffsetDateTime::now_utc();
+    let mut rng = rand::rng();
+    (0..rng.random_range(3..=12))
+        .map(|i| {
+            let at = (now - time::Duration::milliseconds(500 * i))
+                .format(&time::format_description::well_known::Rfc3339)
+                .map_err(|e| custom(format!("time: {e}")))?;
+            Ok(match rng.random_range(0..10) {
+                0..=2 => json!({"type": "page-view", "at": at, "page": "category"}),
+                3..=7 => json!({"type": "product-view", "at": at, "product_id": any_product()?}),
+                8 => json!({"type": "search", "at": at, "results": rng.random_range(0..40)}),
+                _ => json!({"type": "add-to-cart", "at": at, "product_id": any_product()?,
+                            "quantity": rng.random_range(1..=3)}),
+            })
+        })
+        .collect()
+}
+
+/// The click stream: anonymous under a session id for a browser, with the token for a
+/// signed-in shopper (whose clicks analytics drops unless they consented).
+async fn clicks(user: &mut GooseUser) -> TransactionResult {
+    let events = click_batch()?;
+    let auth = user
+        .get_session_data::<Session>()
+        .map(|session| format!("Bearer {}", session.token));
+    let body = match &auth {
+        Some(_) => json!({ "events": events }),
+        None => json!({
+            "session": format!("loadtest-session-{:08}", user.weighted_users_index),
+            "events": events,
+        }),
+    };
+    send(user, EVENTS, "/v1/events", |b| match auth {
+        Some(auth) => b.header("authorization", auth).json(&body),
+        None => b.json(&body),
+    })
+    .await?;
+    Ok(())
 }
 
 async fn product_page(user: &mut GooseUser) -> TransactionResult {
