@@ -55,12 +55,26 @@ pub const INBOX_TABLE_SQL: &str = "CREATE TABLE inbox (
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Applies one event inside the transaction that also records it in the inbox.
+///
+/// A transaction holds the events that arrived together (up to `max_batch`): `begin`, then
+/// `handle` for each event not seen before, in order, then `finish`, then the commit. A handler
+/// whose effects add up (counters) may gather them in `handle` and write them once in
+/// `finish`, one statement per transaction instead of one per event; `begin` drops what a
+/// failed attempt gathered (its transaction was rolled back).
 pub trait Handler<T>: Send + Sync + 'static {
     fn handle<'a>(
         &'a self,
         tx: &'a Transaction<'a>,
         event: &'a CloudEvent<T>,
     ) -> BoxFuture<'a, Result<(), HandlerError>>;
+
+    /// A transaction starts: forget anything gathered for an earlier one.
+    fn begin(&self) {}
+
+    /// Every event of the transaction was handled; it commits after this.
+    fn finish<'a>(&'a self, _tx: &'a Transaction<'a>) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Where and how to consume.
@@ -440,6 +454,7 @@ where
         let infra = |e: &dyn std::error::Error| ApplyError::Infrastructure(chain(e));
         let mut client = self.pool.get().await.map_err(|e| infra(&e))?;
         let tx = client.transaction().await.map_err(|e| infra(&e))?;
+        self.handler.begin();
         let ids: Vec<uuid::Uuid> = batch.iter().map(|r| r.event.id).collect();
         // One statement records the whole batch; it returns the ids not seen before (a
         // republished event appears once, even twice in the same batch).
@@ -465,17 +480,25 @@ where
                     .await;
             if let Err(error) = handled {
                 drop(tx);
-                // A handler that failed because the connection died is not refusing the event.
-                return Err(if client.is_closed() {
-                    ApplyError::Infrastructure(chain(error.as_ref()))
-                } else {
-                    ApplyError::Handler(error)
-                });
+                return Err(refusal(&client, error));
             }
             outcomes.push(Outcome::Applied);
         }
+        if let Err(error) = self.handler.finish(&tx).await {
+            drop(tx);
+            return Err(refusal(&client, error));
+        }
         tx.commit().await.map_err(|e| infra(&e))?;
         Ok(outcomes)
+    }
+}
+
+/// A handler's failure: a refusal of the events, unless the connection died under it.
+fn refusal(client: &deadpool_postgres::Object, error: HandlerError) -> ApplyError {
+    if client.is_closed() {
+        ApplyError::Infrastructure(chain(error.as_ref()))
+    } else {
+        ApplyError::Handler(error)
     }
 }
 

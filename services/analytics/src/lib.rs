@@ -138,7 +138,7 @@ pub async fn run(
             max_batch: 500,
             ..ConsumerConfig::new(&clickstream, CLICKSTREAM_SUBSCRIPTION)
         },
-        processor::ClickCounter,
+        processor::ClickCounter::default(),
     );
     stages.spawn("consumers", |stop| clicks.run(stop));
     let topic_in = |namespace: &str, topic: &str| format!("persistent://{namespace}/{topic}");

@@ -5,8 +5,9 @@
 //!
 //! Both run on `comptoir_events::consumer::EventConsumer`: a message's counts are added in the
 //! transaction that records its id in the inbox, so a redelivered message (a crash before the
-//! acknowledgement, a nack) is recognised and counted once; messages that have arrived together
-//! are applied in one transaction. [`ConsentProjection`] keeps identity's analytics consents.
+//! acknowledgement, a nack) is recognised and counted once. Messages that have arrived together
+//! (up to 500) share one transaction, and the click counts of all of them are summed in memory
+//! and written in one statement when it ends. [`ConsentProjection`] keeps identity's analytics consents.
 
 use std::collections::BTreeMap;
 
@@ -25,13 +26,36 @@ use crate::repo::{self, ClickKey};
 /// The consent purpose analytics obeys.
 pub const ANALYTICS_PURPOSE: &str = "analytics";
 
-/// Counts the click stream (subscription `analytics-clickstream`).
-#[derive(Debug, Default, Clone)]
-pub struct ClickCounter;
+/// Counts the click stream (subscription `analytics-clickstream`). The counts of a
+/// transaction's messages (up to 500) are gathered in `handle` and written in `finish`, one
+/// statement per transaction.
+#[derive(Debug, Default)]
+pub struct ClickCounter {
+    gathered: std::sync::Mutex<Gathered>,
+}
+
+/// What a transaction's messages add up to so far: counts per key, and clicks.
+type Gathered = (BTreeMap<ClickKey, (i64, i64)>, u64);
+
+impl ClickCounter {
+    fn gathered(&self) -> std::sync::MutexGuard<'_, Gathered> {
+        // A panic while the lock was held leaves counts that the rolled-back transaction never
+        // wrote: `begin` clears them anyway.
+        self.gathered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 
 /// The counts one batch adds, per (minute, kind, product): (clicks, units).
 pub fn counts(batch: &ClickBatch) -> BTreeMap<ClickKey, (i64, i64)> {
-    let mut counts: BTreeMap<ClickKey, (i64, i64)> = BTreeMap::new();
+    let mut counts = BTreeMap::new();
+    add_counts(&mut counts, batch);
+    counts
+}
+
+/// Adds `batch`'s counts to `counts`.
+fn add_counts(counts: &mut BTreeMap<ClickKey, (i64, i64)>, batch: &ClickBatch) {
     for click in &batch.clicks {
         let key = ClickKey {
             minute: minute_of(click.at),
@@ -42,19 +66,33 @@ pub fn counts(batch: &ClickBatch) -> BTreeMap<ClickKey, (i64, i64)> {
         entry.0 += 1;
         entry.1 += i64::from(click.quantity.unwrap_or(0));
     }
-    counts
 }
 
 impl Handler<ClickBatch> for ClickCounter {
     fn handle<'a>(
         &'a self,
-        tx: &'a Transaction<'a>,
+        _tx: &'a Transaction<'a>,
         event: &'a CloudEvent<ClickBatch>,
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        {
+            let mut gathered = self.gathered();
+            add_counts(&mut gathered.0, &event.data);
+            gathered.1 += event.data.clicks.len() as u64;
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn begin(&self) {
+        *self.gathered() = Default::default();
+    }
+
+    fn finish<'a>(&'a self, tx: &'a Transaction<'a>) -> BoxFuture<'a, Result<(), HandlerError>> {
+        let (counts, clicks) = std::mem::take(&mut *self.gathered());
         Box::pin(async move {
-            repo::add_clicks(tx, &counts(&event.data)).await?;
-            metrics::counter!("analytics_clicks_counted_total")
-                .increment(event.data.clicks.len() as u64);
+            repo::add_clicks(tx, &counts).await?;
+            // Counted once committed... or, should the commit fail, a few clicks early: the
+            // metric is a rate for dashboards, the table is the record.
+            metrics::counter!("analytics_clicks_counted_total").increment(clicks);
             Ok(())
         })
     }
