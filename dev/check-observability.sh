@@ -6,8 +6,9 @@
 #      healthy, Alertmanager ready and known to Prometheus, EVERY query of every dashboard of
 #      nixos/monitoring/dashboards/ answered with series (polled: the recording rules need a
 #      minute or two), and the purchase's trace ONE trace in Jaeger with spans of the gateway,
-#      orders, inventory, payments and notifications (the checkout crosses HTTP, then the
-#      saga's commands and replies over Pulsar, then the confirmation mail).
+#      orders, inventory, payments, notifications and identity (the checkout crosses HTTP,
+#      then the saga's commands and replies over Pulsar, then the confirmation mail, whose
+#      recipient notifications asks identity for).
 # Usage: dev/check-observability.sh
 set -euo pipefail
 
@@ -52,11 +53,14 @@ main() {
     sleep 0.2
   done
   [[ "$status" == confirmed ]] || die "order $order is $status, not confirmed"
+  # The click stream: an anonymous batch (analytics' panels need its counters).
+  curl -fs -o /dev/null -H 'content-type: application/json' "$GW/v1/events" \
+    -d "{\"session\": \"check-observability-session\", \"events\": [{\"type\": \"product-view\", \"at\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\", \"product_id\": \"$product\"}]}"
   log "order $order confirmed; its trace is $trace_id"
 
   python3 dev/monitoring_check.py live --prometheus "$PROMETHEUS" --alertmanager "$ALERTMANAGER" \
     --expect-rule-files 3 --jaeger "$JAEGER" --trace-id "$trace_id" \
-    --services gateway,orders,inventory,payments,notifications nixos/monitoring/dashboards \
+    --services gateway,orders,inventory,payments,notifications,identity nixos/monitoring/dashboards \
     || die "the observability of the live platform is incomplete (above)"
 }
 

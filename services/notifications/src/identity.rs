@@ -117,10 +117,12 @@ impl IdentityClient {
             .base
             .join(&format!("internal/v1/customers/{customer}/pii"))
             .map_err(|_| IdentityError::BadAnswer)?;
-        let response = self
-            .http
-            .post(url)
-            .bearer_auth(self.token.expose())
+        // The sending span's trace crosses to identity (W3C traceparent).
+        let mut request = self.http.post(url).bearer_auth(self.token.expose());
+        for (name, value) in comptoir_events::trace::current_context_headers() {
+            request = request.header(name, value);
+        }
+        let response = request
             .json(&serde_json::json!({ "purpose": PURPOSE, "fields": FIELDS }))
             .send()
             .await

@@ -46,8 +46,8 @@ fn delivery(row: &Row) -> Result<Delivery, RepoError> {
     })
 }
 
-/// Records a delivery unless one of the same kind exists for the order. Returns whether it
-/// was new.
+/// Records a delivery unless one of the same kind exists for the order, with the trace it is
+/// recorded in (the order event's). Returns whether it was new.
 pub async fn insert_delivery(
     client: &impl GenericClient,
     new: &NewDelivery,
@@ -55,7 +55,7 @@ pub async fn insert_delivery(
     let inserted = client
         .execute(
             "INSERT INTO deliveries (id, order_id, customer_id, kind, item_count, total_minor, \
-             currency, reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             currency, reason, trace_context) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (order_id, kind) DO NOTHING",
             &[
                 &Uuid::now_v7(),
@@ -66,6 +66,8 @@ pub async fn insert_delivery(
                 &new.facts.total_minor,
                 &new.facts.currency,
                 &new.facts.reason,
+                &serde_json::to_value(comptoir_events::trace::current_context_headers())
+                    .unwrap_or_default(),
             ],
         )
         .await?;
@@ -81,6 +83,8 @@ pub struct Claimed {
     /// Attempts made before this one.
     pub attempts: i32,
     pub facts: OrderFacts,
+    /// The trace the delivery was recorded in (`traceparent`...), to continue when sending.
+    pub trace_context: std::collections::HashMap<String, String>,
 }
 
 /// Claims up to `limit` due pending deliveries for `lease`: their next attempt is pushed past
@@ -100,7 +104,7 @@ pub async fn claim_due(
                           WHERE status = 'pending' AND next_attempt_at <= now() \
                           ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
              RETURNING id, order_id, customer_id, kind, attempts, item_count, total_minor, \
-                       currency, reason",
+                       currency, reason, trace_context",
             &[&limit, &(lease_ms as f64)],
         )
         .await?;
@@ -122,6 +126,7 @@ pub async fn claim_due(
                     currency: row.get("currency"),
                     reason: row.get("reason"),
                 },
+                trace_context: serde_json::from_value(row.get("trace_context")).unwrap_or_default(),
             })
         })
         .collect()

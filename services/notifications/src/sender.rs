@@ -114,6 +114,18 @@ impl Sender {
             customer_id = %delivery.customer_id,
             kind = delivery.kind.as_str(),
         );
+        // The order event's trace goes on: identity's answer and the mail belong to it.
+        let headers: http::HeaderMap = delivery
+            .trace_context
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((
+                    http::HeaderName::from_bytes(name.as_bytes()).ok()?,
+                    http::HeaderValue::from_str(value).ok()?,
+                ))
+            })
+            .collect();
+        comptoir_platform::telemetry::attach_remote_parent(&span, &headers);
         tracing::Instrument::instrument(self.deliver_in_span(delivery), span).await;
     }
 
