@@ -4,10 +4,12 @@
 #      SECONDS over CONNECTIONS connections; one marker batch a second measures the
 #      event-to-aggregate latency (posted → counted in the KPI series); then the processor is
 #      waited for until every accepted click is counted (dev/bench_analytics.py);
-#   2. right after, on the same broker, Apache Pulsar's pulsar-perf produces messages of the
-#      same size as one batch for the same time (random bytes, uncompressed; ours are LZ4).
-# The ratio compared: our accepted batches per second (one Pulsar message each) over
-# pulsar-perf's messages per second. Restarts the platform first with the load-test limits
+#   2. right after, on the same broker, Apache Pulsar's pulsar-perf produces for the same time
+#      messages the size of one click (a batch's bytes over its clicks), then messages the size
+#      of one batch (random bytes, uncompressed; ours are LZ4).
+# The ratios: our clicks per second over pulsar-perf's click-sized messages per second (an
+# event each way), and our batches per second (one Pulsar message each) over its batch-sized
+# messages per second. Restarts the platform first with the load-test limits
 # (as dev/loadtest.sh does) on COMPTOIR_PROFILE's build (default release). Not a test: the
 # numbers go to docs/performance.md by hand.
 #
@@ -47,19 +49,25 @@ bytes="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["batch_
 classpath="$COMPTOIR_CACHE/pulsar/classpath.txt"
 [[ -s "$classpath" ]] || die "no Pulsar classpath; run dev/bootstrap.sh"
 printf 'webServiceUrl=%s/\nbrokerServiceUrl=%s/\n' "$http" "$broker" >"$out/client.conf"
-log "pulsar-perf: $seconds s of $bytes-byte messages"
-java -Xmx1g -XX:+UseSerialGC -cp "$(<"$classpath")" \
-  org.apache.pulsar.testclient.PulsarPerfTestTool "$out/client.conf" produce \
-  -u "$broker" -r 100000000 -s "$bytes" -time "$seconds" -o 10000 -bm 1000 -b 1 \
-  "persistent://comptoir/analytics/bench-perf-$$" >"$out/perf.txt" 2>&1 \
-  || { tail -n 20 "$out/perf.txt" >&2; die "pulsar-perf failed"; }
-perf_rate="$(awk '/Aggregated throughput stats/ { for (i = 1; i <= NF; i++) if ($(i+1) == "msg/s") rate = $i } END { printf "%.0f", rate }' "$out/perf.txt")"
-curl -s -X DELETE "$http/admin/v2/persistent/comptoir/analytics/bench-perf-$$?force=true" >/dev/null || true
+# perf SIZE → messages/s of pulsar-perf producing SIZE-byte messages for $seconds s.
+perf() {
+  local topic="persistent://comptoir/analytics/bench-perf-$1-$$"
+  log "pulsar-perf: $seconds s of $1-byte messages"
+  java -Xmx1g -XX:+UseSerialGC -cp "$(<"$classpath")" \
+    org.apache.pulsar.testclient.PulsarPerfTestTool "$out/client.conf" produce \
+    -u "$broker" -r 100000000 -s "$1" -time "$seconds" -o 10000 -bm 1000 -b 1 "$topic" \
+    >"$out/perf-$1.txt" 2>&1 || { tail -n 20 "$out/perf-$1.txt" >&2; die "pulsar-perf failed"; }
+  curl -s -X DELETE "$http/admin/v2/persistent/${topic#persistent://}?force=true" >/dev/null || true
+  awk '/Aggregated throughput stats/ { for (i = 1; i <= NF; i++) if ($(i+1) == "msg/s") rate = $i } END { printf "%.0f", rate }' "$out/perf-$1.txt"
+}
+perf_click="$(perf $((bytes / clicks)))"
+perf_batch="$(perf "$bytes")"
 
-python3 - "$out/ours.json" "$perf_rate" <<'PY'
+python3 - "$out/ours.json" "$perf_click" "$perf_batch" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-perf = float(sys.argv[2])
+perf_click, perf = float(sys.argv[2]), float(sys.argv[3])
+click_bytes = r["batch_bytes"] // r["clicks_per_batch"]
 print(r["wrk"])
 print(f"POST /v1/events through the gateway, {r['connections']} connections, {r['seconds']} s, "
       f"{r['clicks_per_batch']} clicks ({r['batch_bytes']} bytes) per batch:")
@@ -68,6 +76,8 @@ print(f"  accepted      {r['accepted_clicks']} clicks, {r['ingested_per_s']:.0f}
 print(f"  counted       {r['counted_per_s']:.0f} clicks/s end to end (all counted {r['drained_after_s']:.1f} s after the start)")
 print(f"  event to aggregate over {r['markers']} markers: p50 {r['event_to_aggregate_p50_ms']:.0f} ms, "
       f"p99 {r['event_to_aggregate_p99_ms']:.0f} ms")
-print(f"  pulsar-perf   {perf:.0f} messages/s of {r['batch_bytes']} bytes")
-print(f"  ours / pulsar-perf (messages/s): {r['batches_per_s'] / perf:.2f}")
+print(f"  pulsar-perf   {perf_click:.0f} messages/s of {click_bytes} bytes (one click), "
+      f"{perf:.0f} messages/s of {r['batch_bytes']} bytes (one batch)")
+print(f"  ours / pulsar-perf: clicks/s over click-sized messages/s {r['ingested_per_s'] / perf_click:.2f}, "
+      f"batches/s over batch-sized messages/s {r['batches_per_s'] / perf:.2f}")
 PY

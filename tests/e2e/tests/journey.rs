@@ -264,6 +264,38 @@ async fn a_customer_registers_exports_and_is_erased_without_a_trace() {
         response.status()
     );
 
+    // Analytics: once the analytics consent has reached it (identity's consent-changes),
+    // alice's clicks are accepted, under a pseudonym (checked by the scan below).
+    let response = client
+        .json(
+            Method::PUT,
+            "/v1/me/consents/analytics",
+            Some(&access),
+            &json!({ "granted": true }),
+        )
+        .await;
+    assert!(response.status().is_success(), "{}", response.status());
+    let clicks = json!({ "events": [{
+        "type": "page-view",
+        "at": time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("time"),
+        "page": "account",
+    }]});
+    wait_for(
+        "alice's clicks accepted",
+        Duration::from_secs(30),
+        || async {
+            let response = client
+                .json(Method::POST, "/v1/events", Some(&access), &clicks)
+                .await;
+            let body: Value = response.json().await.ok()?;
+            (body["accepted"] == 1).then_some(())
+        },
+    )
+    .await
+    .expect("clicks accepted with the consent");
+
     // Export: identity's slice and the catalog's, assembled into one archive.
     let response = client
         .json(Method::POST, "/v1/me/exports", Some(&access), &json!({}))
@@ -318,6 +350,19 @@ async fn a_customer_registers_exports_and_is_erased_without_a_trace() {
             "the scan reaches the {place}: {found:?}"
         );
     }
+    assert!(
+        !found.iter().any(|f| f.contains("clickstream")),
+        "the click stream carries a pseudonym, not the customer id: {found:?}"
+    );
+    assert!(
+        platform
+            .retained_messages()
+            .await
+            .expect("messages")
+            .iter()
+            .any(|(topic, _)| topic.contains("clickstream")),
+        "alice's clicks are on the click stream"
+    );
     let found = leaks(&platform, &alice.pii()).await;
     assert!(found.is_empty(), "plaintext personal data found: {found:?}");
 
