@@ -64,7 +64,8 @@ def read_faults(path: Path) -> list[Fault]:
 
 
 def read_requests(summary: Path, log: Path) -> list[tuple[int, int, bool]]:
-    """(epoch ms, status code, success) of every request; status 0 is no answer at all."""
+    """(epoch ms when it ended, status code, success) of every request; status 0 is no answer
+    at all. The end, not the start: a request sent just before a kill fails because of it."""
     started = json.loads(summary.read_text(encoding="utf-8")).get("started_at")
     if not started:
         raise SystemExit(f"{summary}: no started_at (the load never started)")
@@ -77,7 +78,8 @@ def read_requests(summary: Path, log: Path) -> list[tuple[int, int, bool]]:
             r = json.loads(line)
             if r.get("update"):
                 continue
-            requests.append((origin + int(r["elapsed"]), int(r["status_code"]), bool(r["success"])))
+            ended = origin + int(r["elapsed"]) + int(r.get("response_time", 0))
+            requests.append((ended, int(r["status_code"]), bool(r["success"])))
     return requests
 
 

@@ -51,12 +51,12 @@ class Windows(unittest.TestCase):
 
 
 class Files(unittest.TestCase):
-    def test_requests_are_placed_in_time_from_goose_start(self):
+    def test_requests_are_placed_in_time_by_their_end_from_goose_start(self):
         with tempfile.TemporaryDirectory() as d:
             summary, log = Path(d, "summary.json"), Path(d, "requests.json")
             summary.write_text(json.dumps({"started_at": "2026-12-02T18:00:00.500000123Z"}))
             log.write_text(
-                json.dumps({"elapsed": 1500, "status_code": 200, "success": True, "update": False})
+                json.dumps({"elapsed": 1470, "response_time": 30, "status_code": 200, "success": True, "update": False})
                 + "\n"
                 + json.dumps({"elapsed": 1500, "status_code": 200, "success": False, "update": True})
                 + "\n"
