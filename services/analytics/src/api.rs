@@ -86,29 +86,24 @@ pub async fn ingest(
     Json(input): Json<BatchInput>,
 ) -> Result<(StatusCode, AxumJson<Accepted>), Problem> {
     let now = OffsetDateTime::now_utc();
-    let (session, clicks) = input
-        .parse(customer.is_some(), now, state.limits)
+    let (visitor, clicks) = input
+        .parse(customer, now, state.limits)
         .map_err(Problem::validation)?;
     let count = clicks.len();
-    let visitor = match (customer, session) {
-        (Some(customer), _) => {
-            let client = state.pool.get().await.map_err(repo::RepoError::from)?;
-            if !repo::consent_granted(&client, customer).await? {
-                metrics::counter!("analytics_clicks_total", "result" => "dropped-no-consent")
-                    .increment(count as u64);
-                return Ok((
-                    StatusCode::ACCEPTED,
-                    AxumJson(Accepted {
-                        accepted: 0,
-                        dropped: count,
-                    }),
-                ));
-            }
-            Visitor::Customer(customer)
+    if let Visitor::Customer(customer) = visitor {
+        let client = state.pool.get().await.map_err(repo::RepoError::from)?;
+        if !repo::consent_granted(&client, customer).await? {
+            metrics::counter!("analytics_clicks_total", "result" => "dropped-no-consent")
+                .increment(count as u64);
+            return Ok((
+                StatusCode::ACCEPTED,
+                AxumJson(Accepted {
+                    accepted: 0,
+                    dropped: count,
+                }),
+            ));
         }
-        (None, Some(session)) => Visitor::Session(session),
-        (None, None) => unreachable!("parse requires a session without a customer"),
-    };
+    }
     state.ingest.publish(&visitor, clicks, now).await?;
     metrics::counter!("analytics_clicks_total", "result" => "accepted").increment(count as u64);
     Ok((

@@ -128,19 +128,20 @@ pub enum Visitor {
 }
 
 impl BatchInput {
-    /// The batch's clicks, each checked; every problem is reported at once.
+    /// Who sent the batch (`customer` when signed in, else its session) and its clicks, each
+    /// checked; every problem is reported at once.
     pub fn parse(
         self,
-        signed_in: bool,
+        customer: Option<Uuid>,
         now: OffsetDateTime,
         limits: Limits,
-    ) -> Result<(Option<String>, Vec<Click>), Vec<FieldError>> {
+    ) -> Result<(Visitor, Vec<Click>), Vec<FieldError>> {
         let mut errors = Vec::new();
-        let session = if signed_in {
-            None
+        let visitor = if let Some(customer) = customer {
+            Some(Visitor::Customer(customer))
         } else {
             match self.session {
-                Some(session) if valid_session(&session) => Some(session),
+                Some(session) if valid_session(&session) => Some(Visitor::Session(session)),
                 Some(_) => {
                     errors.push(FieldError::new(
                         "session",
@@ -180,10 +181,9 @@ impl BatchInput {
                 })),
             }
         }
-        if errors.is_empty() {
-            Ok((session, clicks))
-        } else {
-            Err(errors)
+        match visitor {
+            Some(visitor) if errors.is_empty() => Ok((visitor, clicks)),
+            _ => Err(errors),
         }
     }
 }
@@ -503,8 +503,8 @@ mod tests {
                 ..click(ClickType::AddToCart)
             },
         ];
-        let (session, clicks) = batch(events).parse(false, NOW, limits()).expect("valid");
-        assert_eq!(session.as_deref(), Some("ssssssssssssssssssss"));
+        let (visitor, clicks) = batch(events).parse(None, NOW, limits()).expect("valid");
+        assert_eq!(visitor, Visitor::Session("s".repeat(20)));
         assert_eq!(clicks[1].kind, ClickKind::AddToCart);
         assert_eq!(clicks[1].at, datetime!(2026-12-03 10:00:00 UTC));
         assert_eq!(clicks[1].at.offset(), time::UtcOffset::UTC);
@@ -529,7 +529,7 @@ mod tests {
         ];
         let mut input = batch(events);
         input.session = Some("short".into());
-        let errors = input.parse(false, NOW, limits()).expect_err("invalid");
+        let errors = input.parse(None, NOW, limits()).expect_err("invalid");
         let fields: Vec<(&str, &str)> = errors
             .iter()
             .map(|e| (e.field.as_str(), e.message.as_str()))
@@ -553,14 +553,14 @@ mod tests {
     #[test]
     fn size_age_and_sessions_are_bounded() {
         let too_many = batch(vec![click(ClickType::Search); 4]);
-        let errors = too_many.parse(false, NOW, limits()).expect_err("too many");
+        let errors = too_many.parse(None, NOW, limits()).expect_err("too many");
         assert!(errors[0].message.contains("at most 3"), "{errors:?}");
         let old = batch(vec![ClickInput {
             at: "2026-12-01T10:00:00Z".into(),
             results: Some(3),
             ..click(ClickType::Search)
         }]);
-        let errors = old.parse(false, NOW, limits()).expect_err("too old");
+        let errors = old.parse(None, NOW, limits()).expect_err("too old");
         assert_eq!(errors[0].field, "events[0].at");
         let mut anonymous = batch(vec![ClickInput {
             results: Some(0),
@@ -570,14 +570,17 @@ mod tests {
         assert_eq!(
             anonymous
                 .clone()
-                .parse(false, NOW, limits())
+                .parse(None, NOW, limits())
                 .expect_err("no session")[0]
                 .field,
             "session"
         );
-        let (session, _) = anonymous.parse(true, NOW, limits()).expect("signed in");
-        assert_eq!(session, None);
-        assert!(batch(vec![]).parse(false, NOW, limits()).is_err());
+        let customer = Uuid::from_u128(3);
+        let (visitor, _) = anonymous
+            .parse(Some(customer), NOW, limits())
+            .expect("signed in");
+        assert_eq!(visitor, Visitor::Customer(customer));
+        assert!(batch(vec![]).parse(None, NOW, limits()).is_err());
     }
 
     #[test]
@@ -587,7 +590,7 @@ mod tests {
             quantity: Some(1000),
             ..click(ClickType::Search)
         }])
-        .parse(false, NOW, limits())
+        .parse(None, NOW, limits())
         .expect_err("invalid");
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert!(fields.contains(&"events[0].product_id"));
