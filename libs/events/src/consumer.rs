@@ -94,6 +94,13 @@ pub struct ConsumerConfig {
     /// together (never waited for), so a busy consumer commits once per batch and an idle one
     /// still applies each event as soon as it arrives.
     pub max_batch: usize,
+    /// Transactions applied at once. The messages taken together are split by key into this
+    /// many lanes (one key always in the same lane, so its events stay in order); the lanes
+    /// run concurrently, each one transaction of up to `max_batch` events after another. A
+    /// handler that waits (a provider's answer, a contended row lock) then no longer holds up
+    /// every other key. Needs as many pool connections, and a handler whose `begin`/`finish`
+    /// keep nothing across transactions (a gathering handler stays at 1).
+    pub lanes: usize,
 }
 
 impl ConsumerConfig {
@@ -106,6 +113,7 @@ impl ConsumerConfig {
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
             max_batch: 100,
+            lanes: 1,
         }
     }
 
@@ -269,15 +277,16 @@ where
             .await
     }
 
-    /// Takes `first` and whatever else has already arrived, up to `max_batch` messages,
-    /// without waiting for more.
+    /// Takes `first` and whatever else has already arrived, up to `max_batch` messages per
+    /// lane, without waiting for more.
     fn gather(
         &self,
         consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
         first: Message<Vec<u8>>,
     ) -> Vec<Message<Vec<u8>>> {
         let mut batch = vec![first];
-        while batch.len() < self.config.max_batch {
+        let most = self.config.max_batch.max(1) * self.config.lanes.max(1);
+        while batch.len() < most {
             // Polled once: a message already in the client's queue is taken, none is awaited.
             match consumer.try_next().now_or_never() {
                 Some(Ok(Some(message))) => batch.push(message),
@@ -328,7 +337,9 @@ where
             .await
     }
 
-    /// [`Self::process`] for decoded messages: apply, acknowledge, retry or hold.
+    /// [`Self::process`] for decoded messages: split into lanes by key, apply the lanes
+    /// concurrently, then acknowledge what was applied and schedule the retry of what was
+    /// refused.
     async fn process_decoded(
         &self,
         consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
@@ -338,43 +349,92 @@ where
         shutdown: &CancellationToken,
     ) -> bool {
         let labels = labels(&self.config);
+        let lanes = split_into_lanes(batch, self.config.lanes);
+        let settled =
+            futures::future::join_all(lanes.into_iter().map(|lane| self.settle(lane, shutdown)))
+                .await;
+        let mut interrupted = false;
+        for (results, stopped) in settled {
+            interrupted |= stopped;
+            for (Received { message, event, .. }, result) in results {
+                match result {
+                    Ok(outcome) => {
+                        self.acknowledge(consumer, &message, &event, outcome, &labels)
+                            .await;
+                        attempts.remove(&id_key(message.message_id()));
+                    }
+                    Err(error) => {
+                        tracing::warn!(event_id = %event.id, event_type = %event.kind, error = %chain(error.as_ref()), "Handler failed");
+                        self.fail(retries, attempts, &message, &labels);
+                    }
+                }
+            }
+        }
+        interrupted
+    }
+
+    /// Applies one lane's events, `max_batch` per transaction, one transaction after another.
+    /// Returns what became of each event settled, and true when shutdown interrupted the work
+    /// (the events not returned stay unacknowledged).
+    async fn settle(&self, lane: Vec<Received<T>>, shutdown: &CancellationToken) -> Settled<T> {
+        let mut settled = Vec::with_capacity(lane.len());
+        let mut events = lane.into_iter().peekable();
+        while events.peek().is_some() {
+            let chunk: Vec<Received<T>> =
+                events.by_ref().take(self.config.max_batch.max(1)).collect();
+            let (results, stopped) = self.settle_transaction(chunk, shutdown).await;
+            settled.extend(results);
+            if stopped {
+                return (settled, true);
+            }
+        }
+        (settled, false)
+    }
+
+    /// Applies events in one transaction, holding them while the database is unavailable. If
+    /// the handler refuses one, the transaction is rolled back and the events are applied one
+    /// at a time, so only the refused event is retried.
+    async fn settle_transaction(
+        &self,
+        batch: Vec<Received<T>>,
+        shutdown: &CancellationToken,
+    ) -> Settled<T> {
+        let labels = labels(&self.config);
         let mut infra_backoff = self.config.retry_base;
         loop {
             match self.apply(&batch).await {
                 Ok(outcomes) => {
-                    for (Received { message, event, .. }, outcome) in batch.iter().zip(outcomes) {
-                        self.acknowledge(consumer, message, event, outcome, &labels)
-                            .await;
-                        attempts.remove(&id_key(message.message_id()));
-                    }
                     metrics::histogram!("events_consume_batch_size", &labels)
                         .record(batch.len() as f64);
-                    return false;
+                    let results = batch
+                        .into_iter()
+                        .zip(outcomes.into_iter().map(Ok))
+                        .collect();
+                    return (results, false);
                 }
                 Err(ApplyError::Handler(error)) if batch.len() == 1 => {
-                    let Received { message, event, .. } = &batch[0];
-                    tracing::warn!(event_id = %event.id, event_type = %event.kind, error = %chain(error.as_ref()), "Handler failed");
-                    self.fail(retries, attempts, message, &labels);
-                    return false;
+                    return (
+                        batch.into_iter().zip(std::iter::once(Err(error))).collect(),
+                        false,
+                    );
                 }
                 Err(ApplyError::Handler(_)) => {
-                    // One event of the batch was refused: find it by applying them one by one,
-                    // so the others are not retried or dead-lettered with it.
+                    let mut settled = Vec::with_capacity(batch.len());
                     for single in batch {
-                        let single = vec![single];
-                        let work =
-                            self.process_decoded(consumer, single, retries, attempts, shutdown);
-                        if Box::pin(work).await {
-                            return true;
+                        let (results, stopped) =
+                            Box::pin(self.settle_transaction(vec![single], shutdown)).await;
+                        settled.extend(results);
+                        if stopped {
+                            return (settled, true);
                         }
                     }
-                    return false;
+                    return (settled, false);
                 }
                 Err(ApplyError::Infrastructure(reason)) => {
                     metrics::counter!("events_consumer_stalls_total", &labels).increment(1);
                     tracing::warn!(events = batch.len(), %reason, retry_in_ms = infra_backoff.as_millis() as u64, "Database unavailable; holding the events");
                     tokio::select! {
-                        () = shutdown.cancelled() => return true,
+                        () = shutdown.cancelled() => return (Vec::new(), true),
                         () = tokio::time::sleep(infra_backoff) => {}
                     }
                     infra_backoff = (infra_backoff * 2).min(self.config.retry_max);
@@ -491,6 +551,31 @@ where
         tx.commit().await.map_err(|e| infra(&e))?;
         Ok(outcomes)
     }
+}
+
+/// Events settled (applied, duplicate, or refused with the handler's error) and whether
+/// shutdown interrupted the work.
+type Settled<T> = (Vec<(Received<T>, Result<Outcome, HandlerError>)>, bool);
+
+/// Splits messages into `lanes` lanes by message key, keeping their order within each lane;
+/// a message without a key (no order to keep) goes by its event id. Empty lanes are dropped.
+fn split_into_lanes<T>(batch: Vec<Received<T>>, lanes: usize) -> Vec<Vec<Received<T>>> {
+    use std::hash::{Hash, Hasher};
+    let lanes = lanes.max(1);
+    if lanes == 1 {
+        return vec![batch];
+    }
+    let mut split: Vec<Vec<Received<T>>> = (0..lanes).map(|_| Vec::new()).collect();
+    for received in batch {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        match received.message.key() {
+            Some(key) => key.hash(&mut hasher),
+            None => received.event.id.hash(&mut hasher),
+        }
+        split[(hasher.finish() % lanes as u64) as usize].push(received);
+    }
+    split.retain(|lane| !lane.is_empty());
+    split
 }
 
 /// A handler's failure: a refusal of the events, unless the connection died under it.

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use comptoir_events::CloudEvent;
@@ -508,4 +508,100 @@ async fn a_consumer_started_before_its_namespace_exists_subscribes_once_it_does(
     .expect("applied");
     stop.cancel();
     f.admin.delete_namespace(&late).await.expect("cleanup");
+}
+
+/// Records each event after a pause (a provider's answer, a contended row), counting how many
+/// handlers run at once.
+struct SlowEffects {
+    running: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+}
+
+impl Handler<ProductChanged> for SlowEffects {
+    fn handle<'a>(
+        &'a self,
+        tx: &'a Transaction<'a>,
+        event: &'a CloudEvent<ProductChanged>,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            tx.execute(
+                "INSERT INTO effects (event_id, product_id, version) VALUES ($1, $2, $3)",
+                &[&event.id, &event.data.product_id, &event.data.version],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lanes_apply_keys_at_once_and_each_key_in_order() {
+    let f = fixture().await;
+    f.db.admin()
+        .await
+        .expect("admin")
+        .batch_execute("ALTER TABLE effects ADD COLUMN seq bigserial")
+        .await
+        .expect("sequence column");
+    // Eight keys, five versions each, interleaved as a busy topic carries them.
+    let products: Vec<Uuid> = (0..8).map(|_| Uuid::now_v7()).collect();
+    let events: Vec<CloudEvent<ProductChanged>> = (1..=5)
+        .flat_map(|version| products.iter().map(move |p| event(*p, version, "tea")))
+        .collect();
+    f.publish(&events.iter().collect::<Vec<_>>()).await;
+
+    // One lane (the default), then four, each on its own subscription of the same messages.
+    let mut most_at_once = Vec::new();
+    for (lanes, subscription) in [(1, "one-lane"), (4, "four-lanes")] {
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let stop = CancellationToken::new();
+        let cfg = ConsumerConfig {
+            lanes,
+            ..config(&f, subscription)
+        };
+        let consumer = EventConsumer::new(
+            f.pool.clone(),
+            f.pulsar.clone(),
+            cfg.clone(),
+            SlowEffects {
+                running: running.clone(),
+                most: most.clone(),
+            },
+        );
+        tokio::spawn(consumer.run(stop.clone()));
+        f.drained(&cfg.subscription).await;
+        stop.cancel();
+        most_at_once.push(most.load(Ordering::SeqCst));
+    }
+    assert_eq!(most_at_once[0], 1, "one lane applies one event at a time");
+    assert!(
+        most_at_once[1] >= 2,
+        "four lanes (pool of two connections) applied at most {} at once",
+        most_at_once[1]
+    );
+
+    // Every event applied once per subscription, and each key's versions in order both times.
+    let admin = f.db.admin().await.expect("admin");
+    for product in &products {
+        let versions: Vec<i64> = admin
+            .query(
+                "SELECT version FROM effects WHERE product_id = $1 ORDER BY seq",
+                &[product],
+            )
+            .await
+            .expect("effects")
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert_eq!(
+            versions,
+            [1, 2, 3, 4, 5, 1, 2, 3, 4, 5],
+            "product {product}"
+        );
+    }
 }

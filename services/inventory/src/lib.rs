@@ -51,6 +51,8 @@ mod embedded {
 pub const EVENT_SOURCE: &str = "/comptoir/inventory";
 /// The subscription inventory consumes orders' stock commands with.
 pub const COMMANDS_SUBSCRIPTION: &str = "inventory-stock-commands";
+/// Stock commands applied at once, split by order.
+const COMMAND_LANES: usize = 4;
 /// The subscription inventory consumes the catalog's product events with.
 pub const CATALOG_SUBSCRIPTION: &str = "inventory-catalog-sync";
 
@@ -127,6 +129,9 @@ pub async fn run(
             // One command per transaction: each takes its stock locks in product id order,
             // which a batch (the locks of several commands, in arrival order) would not.
             max_batch: 1,
+            // Several orders' commands at once (one transaction each, so the lock order holds);
+            // two orders of the same product wait for each other on its row, not in a queue.
+            lanes: COMMAND_LANES,
             // A reserve for a product whose catalog event has not arrived yet is retried with
             // backoff (up to 30 s apart): 20 deliveries give the catalog about 7 minutes.
             max_redeliveries: 20,

@@ -42,6 +42,9 @@ mod embedded {
 
 /// The CloudEvents `source` of every orders event.
 pub const EVENT_SOURCE: &str = "/comptoir/orders";
+/// Transactions each saga consumer applies at once (orders' replies from inventory and from
+/// payments, split by order): a slow step of one order does not hold up the others.
+const SAGA_LANES: usize = 4;
 
 /// Shared state of the handlers.
 #[derive(Clone, Debug)]
@@ -120,26 +123,32 @@ pub async fn run(
     let stock = EventConsumer::new(
         pool.clone(),
         pulsar.clone(),
-        ConsumerConfig::new(
-            &topic_in(
-                &settings.inventory_namespace,
-                inventory::STOCK_OUTCOMES_TOPIC,
-            ),
-            "orders-stock-outcomes",
-        ),
+        ConsumerConfig {
+            lanes: SAGA_LANES,
+            ..ConsumerConfig::new(
+                &topic_in(
+                    &settings.inventory_namespace,
+                    inventory::STOCK_OUTCOMES_TOPIC,
+                ),
+                "orders-stock-outcomes",
+            )
+        },
         saga::StockOutcomes(saga.clone()),
     );
     stages.spawn("consumers", |stop| stock.run(stop));
     let payment = EventConsumer::new(
         pool.clone(),
         pulsar.clone(),
-        ConsumerConfig::new(
-            &topic_in(
-                &settings.payments_namespace,
-                payments::PAYMENT_OUTCOMES_TOPIC,
-            ),
-            "orders-payment-outcomes",
-        ),
+        ConsumerConfig {
+            lanes: SAGA_LANES,
+            ..ConsumerConfig::new(
+                &topic_in(
+                    &settings.payments_namespace,
+                    payments::PAYMENT_OUTCOMES_TOPIC,
+                ),
+                "orders-payment-outcomes",
+            )
+        },
         saga::PaymentOutcomes(saga.clone()),
     );
     stages.spawn("consumers", |stop| payment.run(stop));

@@ -51,8 +51,12 @@ mod embedded {
 pub const EVENT_SOURCE: &str = "/comptoir/payments";
 /// The subscription payments consumes orders' payment commands with.
 pub const COMMANDS_SUBSCRIPTION: &str = "payments-commands";
-/// Connections of the simulated provider's own pool (its memory is not in our transactions).
-const SIMULATED_PROVIDER_POOL_SIZE: usize = 2;
+/// Commands applied at once, split by order: each waits for the provider's answer (tens of
+/// milliseconds), so one at a time would cap every shop at a few dozen payments a second.
+const COMMAND_LANES: usize = 8;
+/// Connections of the simulated provider's own pool (its memory is not in our transactions):
+/// one for each lane's call at most.
+const SIMULATED_PROVIDER_POOL_SIZE: usize = COMMAND_LANES;
 
 /// Shared state of the handlers.
 #[derive(Clone, Debug)]
@@ -123,6 +127,7 @@ pub async fn run(
         pulsar.clone(),
         ConsumerConfig {
             max_redeliveries: settings.commands_max_redeliveries,
+            lanes: COMMAND_LANES,
             ..ConsumerConfig::new(&commands_topic, COMMANDS_SUBSCRIPTION)
         },
         commands::PaymentCommands::new(
