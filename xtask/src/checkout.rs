@@ -3,8 +3,10 @@
 //! checkout costs PostgreSQL (so `dev/bench-checkout.sh` can run pgbench with as many).
 //!
 //! Each simulated shopper is a real customer (registered and signed in through the gateway):
-//! it puts a product in its cart, checks out with a fresh `Idempotency-Key` and polls its
-//! order until the saga ends. Without `--rate`, `--shoppers` shoppers loop (closed loop: the
+//! it puts a product in its cart, checks out with a fresh `Idempotency-Key` and reads its
+//! order until the saga ends, as a storefront does: each read names the version it holds
+//! (`If-None-Match`) and asks to wait for the next (`Prefer: wait=4`), so orders answers when
+//! the order changes, one request in flight per shopper. Without `--rate`, `--shoppers` shoppers loop (closed loop: the
 //! saturation rate). With `--rate R`, checkouts start on a fixed schedule of R per second
 //! (open loop) and each latency is measured from the checkout's scheduled start, so a slow
 //! platform cannot hide behind a slower schedule (no coordinated omission).
@@ -137,7 +139,8 @@ impl CheckoutBench {
         Ok(())
     }
 
-    /// Active demo products, each topped up so the run never runs out of stock.
+    /// Active priced demo products (a free one cannot be ordered alone), each topped up so
+    /// the run never runs out of stock.
     async fn products(&self, http: &reqwest::Client) -> anyhow::Result<Vec<String>> {
         let page: Value = http
             .get(format!("{}/v1/products?limit=20", self.gateway))
@@ -150,6 +153,7 @@ impl CheckoutBench {
             .as_array()
             .context("no product list")?
             .iter()
+            .filter(|p| p["price_cents"].as_i64().is_some_and(|price| price > 0))
             .filter_map(|p| p["id"].as_str().map(str::to_owned))
             .collect();
         anyhow::ensure!(
@@ -315,17 +319,22 @@ impl Run {
             .await?;
         let id = order["id"].as_str().context("no order id")?.to_owned();
         let url = format!("{}/v1/orders/{id}", self.gateway);
+        let mut seen: Option<reqwest::header::HeaderValue> = None;
         loop {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            let order: Value = self
+            let mut request = self
                 .http
                 .get(&url)
                 .bearer_auth(token)
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
+                .header("prefer", "wait=4");
+            if let Some(tag) = &seen {
+                request = request.header(reqwest::header::IF_NONE_MATCH, tag.clone());
+            }
+            let response = request.send().await?.error_for_status()?;
+            if response.status() == reqwest::StatusCode::NOT_MODIFIED {
+                continue;
+            }
+            seen = response.headers().get(reqwest::header::ETAG).cloned();
+            let order: Value = response.json().await?;
             match order["status"].as_str() {
                 Some(status @ ("confirmed" | "cancelled")) => return Ok(status.to_owned()),
                 Some(_) => {}

@@ -194,12 +194,15 @@ fn cors(settings: &settings::CorsSettings) -> CorsLayer {
             header::IF_NONE_MATCH,
             REQUEST_ID,
             HeaderName::from_static("idempotency-key"),
+            // `Prefer: wait=N`: a storefront waiting for its order to change.
+            HeaderName::from_static("prefer"),
         ])
         .expose_headers([
             header::ETAG,
             header::LOCATION,
             header::RETRY_AFTER,
             header::WWW_AUTHENTICATE,
+            HeaderName::from_static("preference-applied"),
             REQUEST_ID,
         ])
         .max_age(Duration::from_secs(settings.max_age_secs))

@@ -364,6 +364,8 @@ async fn cors_preflights_are_answered_for_allowed_origins_only() {
         .expect("ascii")
         .to_lowercase();
     assert!(headers.contains("authorization"), "{headers}");
+    // A storefront's waiting read of its order (orders' `Prefer: wait`).
+    assert!(headers.contains("prefer"), "{headers}");
     assert_eq!(
         identity.hits("/v1/echo"),
         0,

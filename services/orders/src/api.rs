@@ -7,9 +7,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json as AxumJson, Router};
 use comptoir_auth::Subject;
+use comptoir_platform::etag::{IfNoneMatch, etag};
 use comptoir_platform::openapi::{BearerScheme, Contract};
 use comptoir_platform::{FieldError, Json, Problem};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
 use uuid::Uuid;
@@ -214,19 +215,90 @@ pub async fn list_orders(
 }
 
 /// One of the customer's orders, with its lines and the statuses it went through.
+/// The `Prefer` header of a read that may wait for a change (RFC 7240 §4.3), for
+/// `params(PreferWait)`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct PreferWait {
+    /// `wait=N`: with an `If-None-Match` naming the current ETag, answer as soon as the order
+    /// changes, or `304` after N seconds (at most 4). Other preferences are ignored.
+    #[param(rename = "Prefer")]
+    pub prefer: Option<String>,
+}
+
+/// The longest wait granted: below the gateway's upstream timeout (5 s by default), so a
+/// waiting request is answered by orders, not cut by the gateway.
+pub const LONGEST_WAIT: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// The `wait` preference of `Prefer` headers, capped at [`LONGEST_WAIT`]; none when absent
+/// or not a number of seconds (an unknown preference is ignored, RFC 7240 §2).
+pub fn preferred_wait(headers: &HeaderMap) -> Option<std::time::Duration> {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|preference| {
+            let (name, value) = preference.split(';').next()?.split_once('=')?;
+            let value = value.trim().trim_matches('"');
+            (name.trim().eq_ignore_ascii_case("wait")).then(|| value.parse::<u64>().ok())?
+        })
+        .next()
+        .map(|seconds| std::time::Duration::from_secs(seconds).min(LONGEST_WAIT))
+}
+
+/// One of the customer's orders, with its lines and history; `ETag` is its version. With
+/// `If-None-Match` naming that ETag the answer is `304`, at once, or, with `Prefer: wait=N`,
+/// as soon as the order changes (then `200`) or after N seconds (`304`): a storefront waits
+/// for the saga's end with one request at a time instead of polling.
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", security(("customer" = [])),
-    responses((status = 200, body = Order), (status = 400, body = Problem), (status = 401, body = Problem),
-              (status = 404, body = Problem)))]
+    params(IfNoneMatch, PreferWait),
+    responses((status = 200, body = Order, headers(("etag" = String), ("preference-applied" = String))),
+              (status = 304, description = "The order named by If-None-Match is still current (after the wait asked for, if any)",
+               headers(("etag" = String), ("preference-applied" = String))),
+              (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
 #[tracing::instrument(skip_all, fields(customer_id = %subject.customer_id, order_id = %id))]
 pub async fn get_order(
     subject: Subject,
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
-) -> Result<AxumJson<Order>, Problem> {
-    let client = state.pool.get().await.map_err(RepoError::from)?;
-    Ok(AxumJson(
-        repo::order(&client, subject.customer_id, id).await?,
-    ))
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let wait = preferred_wait(&headers);
+    let deadline = tokio::time::Instant::now() + wait.unwrap_or_default();
+    // Watching before the first read: a change committed between the read and the wait
+    // still wakes it.
+    let mut watch = state.changes.watch();
+    loop {
+        // The version alone while the client's copy is current; no connection held waiting.
+        let version = {
+            let client = state.pool.get().await.map_err(RepoError::from)?;
+            repo::order_version(&client, subject.customer_id, id).await?
+        };
+        let current = comptoir_platform::etag::none_match(&headers, &etag(version));
+        let mut response = if !current {
+            let client = state.pool.get().await.map_err(RepoError::from)?;
+            let (order, version) = repo::order_tagged(&client, subject.customer_id, id).await?;
+            let mut response = AxumJson(order).into_response();
+            response.headers_mut().insert(header::ETAG, etag(version));
+            response
+        } else if tokio::time::Instant::now() >= deadline {
+            let mut response = StatusCode::NOT_MODIFIED.into_response();
+            response.headers_mut().insert(header::ETAG, etag(version));
+            response
+        } else {
+            state.changes.changed(&mut watch, id, deadline).await;
+            continue;
+        };
+        if let Some(wait) = wait
+            && let Ok(applied) = HeaderValue::from_str(&format!("wait={}", wait.as_secs()))
+        {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static("preference-applied"), applied);
+        }
+        return Ok(response);
+    }
 }
 
 /// Locks one of the customer's orders and runs `step` on it in one transaction.
@@ -312,4 +384,37 @@ pub struct ApiDoc;
 
 async fn openapi() -> AxumJson<utoipa::openapi::OpenApi> {
     AxumJson(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefer(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append("prefer", HeaderValue::from_str(value).expect("header"));
+        }
+        headers
+    }
+
+    #[test]
+    fn the_wait_preference_is_read_capped_and_otherwise_ignored() {
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(preferred_wait(&prefer(&["wait=2"])), Some(secs(2)));
+        assert_eq!(
+            preferred_wait(&prefer(&["respond-async, WAIT = 3"])),
+            Some(secs(3))
+        );
+        assert_eq!(
+            preferred_wait(&prefer(&["return=minimal", "wait=\"1\";x=y"])),
+            Some(secs(1))
+        );
+        assert_eq!(preferred_wait(&prefer(&["wait=86400"])), Some(LONGEST_WAIT));
+        assert_eq!(preferred_wait(&prefer(&["wait=0"])), Some(secs(0)));
+        for ignored in ["wait=-1", "wait=soon", "wait", "handling=lenient", ""] {
+            assert_eq!(preferred_wait(&prefer(&[ignored])), None, "{ignored}");
+        }
+        assert_eq!(preferred_wait(&HeaderMap::new()), None);
+    }
 }

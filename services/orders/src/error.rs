@@ -35,6 +35,12 @@ impl From<RepoError> for Problem {
                 "mixed-currencies",
                 "The cart mixes currencies",
             ),
+            RepoError::NothingToPay => Problem::typed(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "nothing-to-pay",
+                "The cart's total is zero",
+            )
+            .with_detail("Free products are ordered together with at least one priced product"),
             RepoError::Unavailable(products) => Problem::validation(
                 products
                     .iter()

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod changes;
 pub mod domain;
 pub mod error;
 pub mod gdpr;
@@ -54,6 +55,8 @@ pub struct AppState {
     /// Wakes the outbox relay after a commit so commands leave at once.
     pub relay_wake: Arc<tokio::sync::Notify>,
     pub auth: Authenticator,
+    /// Wakes requests waiting for an order to change (`Prefer: wait`).
+    pub changes: Arc<changes::OrderChanges>,
 }
 
 impl FromRef<AppState> for Authenticator {
@@ -99,6 +102,7 @@ pub async fn run(
         saga: saga.clone(),
         relay_wake: relay.waker(),
         auth: Authenticator::Remote(Arc::clone(&keys)),
+        changes: changes::OrderChanges::new(),
     };
 
     // Stopped in this order once the last request has drained: consumers first (they write to
@@ -172,6 +176,11 @@ pub async fn run(
     });
     stages.spawn("background", |stop| {
         Arc::clone(&keys).run_periodic_refresh(stop)
+    });
+    let order_changes = Arc::clone(&state.changes);
+    let listen_settings = settings.database.clone();
+    stages.spawn("background", move |stop| {
+        order_changes.run(listen_settings, stop)
     });
     let kpi_every = Duration::from_millis(settings.kpis.interval_ms);
     let kpi_pool = pool.clone();

@@ -23,6 +23,8 @@ pub enum RepoError {
     EmptyCart,
     #[error("the cart mixes currencies")]
     MixedCurrencies,
+    #[error("the cart's total is zero")]
+    NothingToPay,
     #[error("the cart holds products no longer sold")]
     Unavailable(Vec<Uuid>),
     #[error("the idempotency key was used with another request")]
@@ -238,6 +240,11 @@ pub async fn insert_order<C: GenericClient + Sync>(
     if !withdrawn.is_empty() {
         return Err(RepoError::Unavailable(withdrawn));
     }
+    // Free products (a sample at 0) go with a priced one: a payment of nothing cannot be
+    // authorised, and an order always has one.
+    if cart.total_minor <= 0 {
+        return Err(RepoError::NothingToPay);
+    }
     client
         .execute(
             "INSERT INTO orders (order_id, customer_id, status, total_minor, currency, \
@@ -326,6 +333,22 @@ async fn lines_of<C: GenericClient + Sync>(
     Ok(lines)
 }
 
+/// The version of one order of this customer (its ETag); `NotFound` as for [`order`].
+pub async fn order_version<C: GenericClient + Sync>(
+    client: &C,
+    customer: Uuid,
+    id: Uuid,
+) -> Result<i64, RepoError> {
+    Ok(client
+        .query_opt(
+            "SELECT version FROM orders WHERE order_id = $1 AND customer_id = $2",
+            &[&id, &customer],
+        )
+        .await?
+        .ok_or(RepoError::NotFound)?
+        .get(0))
+}
+
 /// One order of this customer, with its lines and history. Another customer's order is
 /// `NotFound`, exactly like one that does not exist.
 pub async fn order<C: GenericClient + Sync>(
@@ -333,9 +356,20 @@ pub async fn order<C: GenericClient + Sync>(
     customer: Uuid,
     id: Uuid,
 ) -> Result<Order, RepoError> {
+    Ok(order_tagged(client, customer, id).await?.0)
+}
+
+/// [`order`] and the version it was read at.
+pub async fn order_tagged<C: GenericClient + Sync>(
+    client: &C,
+    customer: Uuid,
+    id: Uuid,
+) -> Result<(Order, i64), RepoError> {
     let row = client
         .query_opt(
-            &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1 AND customer_id = $2"),
+            &format!(
+                "SELECT {ORDER_COLUMNS}, version FROM orders WHERE order_id = $1 AND customer_id = $2"
+            ),
             &[&id, &customer],
         )
         .await?
@@ -357,7 +391,7 @@ pub async fn order<C: GenericClient + Sync>(
         .await?
         .remove(&id)
         .unwrap_or_default();
-    Ok(order_from(&row, lines, history))
+    Ok((order_from(&row, lines, history), row.get("version")))
 }
 
 /// A page of the customer's orders, newest first, and how many there are in all.

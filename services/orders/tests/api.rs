@@ -176,6 +176,30 @@ async fn checkout_places_one_order_per_idempotency_key_and_starts_the_saga() {
     assert_problem(response, StatusCode::BAD_REQUEST).await;
     let response = app.checkout(shopper, "first", "tok_success").await;
     assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    // A cart of free products only: nothing to pay, refused (the database would refuse an
+    // order of 0; a 500 before this check).
+    let sample = product(0);
+    app.catalog_says(&sample).await;
+    assert_eq!(
+        app.put_line(shopper, sample.product_id, 1).await.status(),
+        StatusCode::OK
+    );
+    let response = app.checkout(shopper, "free", "tok_success").await;
+    let body = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(
+        body["type"]
+            .as_str()
+            .expect("type")
+            .ends_with("nothing-to-pay")
+    );
+    let removed = app
+        .http
+        .delete(format!("{}/v1/cart/lines/{}", app.base, sample.product_id))
+        .bearer_auth(app.token(shopper))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(removed.status(), StatusCode::NO_CONTENT);
     // A card number is not a token.
     assert_eq!(
         app.put_line(shopper, coffee.product_id, 3).await.status(),
@@ -356,4 +380,67 @@ async fn a_step_nobody_answers_times_out_and_is_compensated() {
         .expect("row")
         .get(0);
     assert_eq!(token, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_read_answers_when_the_order_changes() {
+    let app = spawn_app().await;
+    let shopper = Uuid::now_v7();
+    let coffee = product(990);
+    app.catalog_says(&coffee).await;
+    let id = app.buy(shopper, coffee.product_id, 1, "tok_success").await;
+    let url = format!("{}/v1/orders/{id}", app.base);
+    let read = |tag: &str, prefer: Option<&str>, customer: Uuid| {
+        let mut request = app
+            .http
+            .get(&url)
+            .bearer_auth(app.token(customer))
+            .header("if-none-match", tag);
+        if let Some(prefer) = prefer {
+            request = request.header("prefer", prefer);
+        }
+        request.send()
+    };
+
+    let first = app.get(shopper, &format!("/v1/orders/{id}")).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let tag = first.headers()["etag"].to_str().expect("ascii").to_owned();
+
+    // Conditional without a wait (or with a preference it cannot read): 304 at once.
+    for prefer in [None, Some("respond-async, wait=soon")] {
+        let response = read(&tag, prefer, shopper).await.expect("request");
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED, "{prefer:?}");
+        assert_eq!(response.headers()["etag"], tag.as_str());
+        assert!(!response.headers().contains_key("preference-applied"));
+    }
+    // Waiting while nothing changes: 304 once the wait is over, the wait said as applied.
+    let response = read(&tag, Some("wait=1"), shopper).await.expect("request");
+    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(response.headers()["preference-applied"], "wait=1");
+    // Another customer waiting on this order: 404 at once, as for any read of it.
+    let response = read(&tag, Some("wait=4"), Uuid::now_v7())
+        .await
+        .expect("request");
+    assert_problem(response, StatusCode::NOT_FOUND).await;
+
+    // Waiting while the customer cancels (asked for a minute, granted the longest wait, four
+    // seconds): answered with the new version when it commits, not when the wait runs out.
+    let started = std::time::Instant::now();
+    let (waited, cancelled) = tokio::join!(read(&tag, Some("wait=60"), shopper), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.post(shopper, &format!("/v1/orders/{id}/cancellation"))
+            .await
+    });
+    let waited = waited.expect("request");
+    assert_eq!(cancelled.status(), StatusCode::ACCEPTED);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "woken by the change, not by the end of the wait ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(waited.status(), StatusCode::OK);
+    assert_eq!(waited.headers()["preference-applied"], "wait=4");
+    assert_ne!(waited.headers()["etag"], tag.as_str());
+    let order: Value = waited.json().await.expect("json");
+    assert_eq!(order["status"], "cancelled");
 }
