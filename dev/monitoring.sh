@@ -5,7 +5,9 @@
 #   Prometheus       http://127.0.0.1:9090, scraping every service, the Pulsar broker, the
 #                    PostgreSQL and node exporters, itself and Alertmanager every 5 s, with the
 #                    rule files every environment loads (nixos/monitoring/rules/);
-#   Alertmanager     http://127.0.0.1:9093 (alerts shown there; no notification channel);
+#   Alertmanager     http://127.0.0.1:9093, mailing the operators' alerts to dev/up's Mailpit
+#                    (read them at http://127.0.0.1:8025), routed as every environment's are
+#                    (nixos/lib/alertmanager.nix: Watchdog to a heartbeat receiver, never mailed);
 #   node exporter :9100, PostgreSQL exporter :9187 (a `comptoir_monitor` role with pg_monitor).
 # Prometheus, Alertmanager and the exporters are Debian's packages (dev/bootstrap.sh), Jaeger is
 # built from the Go module proxy when missing (`dev/bootstrap.sh jaeger`). Everything listens
@@ -17,7 +19,8 @@
 #                 so that it reads the current rules
 #   urls          print where to look
 # Environment: the services' COMPTOIR_<SERVICE>_PORT of dev/up, COMPTOIR_PULSAR_HTTP_PORT,
-# COMPTOIR_PG_PORT, and COMPTOIR_PROMETHEUS_PORT (9090), COMPTOIR_ALERTMANAGER_PORT (9093),
+# COMPTOIR_PG_PORT, COMPTOIR_SMTP_PORT (Mailpit's, 1025), and COMPTOIR_PROMETHEUS_PORT (9090),
+# COMPTOIR_ALERTMANAGER_PORT (9093),
 # COMPTOIR_NODE_EXPORTER_PORT (9100), COMPTOIR_PG_EXPORTER_PORT (9187), COMPTOIR_JAEGER_PORT
 # (16686), COMPTOIR_OTLP_PORT (4318).
 set -euo pipefail
@@ -32,6 +35,7 @@ DIR="$COMPTOIR_CACHE/monitoring"
 SECRETS="$COMPTOIR_CACHE/secrets"
 PROMETHEUS_PORT="${COMPTOIR_PROMETHEUS_PORT:-9090}"
 ALERTMANAGER_PORT="${COMPTOIR_ALERTMANAGER_PORT:-9093}"
+SMTP_PORT="${COMPTOIR_SMTP_PORT:-1025}"
 NODE_EXPORTER_PORT="${COMPTOIR_NODE_EXPORTER_PORT:-9100}"
 PG_EXPORTER_PORT="${COMPTOIR_PG_EXPORTER_PORT:-9187}"
 export COMPTOIR_JAEGER_PORT="${COMPTOIR_JAEGER_PORT:-16686}"
@@ -183,15 +187,31 @@ start() {
     "http://127.0.0.1:$PG_EXPORTER_PORT/metrics" \
     env DATA_SOURCE_NAME="$dsn" "$(bin prometheus-postgres-exporter postgres_exporter)" \
     --web.listen-address="127.0.0.1:$PG_EXPORTER_PORT"
-  cat >"$DIR/alertmanager.yml" <<'YAML'
-# Written by dev/monitoring.sh: alerts are shown, not sent (production's route is in
-# nixos/modules/monitoring.nix).
+  cat >"$DIR/alertmanager.yml" <<YAML
+# Written by dev/monitoring.sh: production's route and receivers (nixos/lib/alertmanager.nix)
+# with dev/up's Mailpit as the relay (plaintext, no account: it is on loopback).
 route:
-  receiver: shown-only
+  receiver: operators
   group_by: [alertname, env, host]
+  group_wait: 30s
+  group_interval: 5m
+  repeat_interval: 4h
+  routes:
+    - receiver: heartbeat
+      matchers: ['alertname="Watchdog"']
 receivers:
-  - name: shown-only
+  - name: operators
+    email_configs:
+      - to: operators@comptoir.localhost
+        from: alertmanager@comptoir.localhost
+        smarthost: 127.0.0.1:$SMTP_PORT
+        require_tls: false
+        send_resolved: true
+  - name: heartbeat
 YAML
+  # Restarted, as Prometheus is below, so that it reads the file just written (its silences
+  # and notification log persist in --storage.path).
+  stop_one alertmanager
   launch alertmanager "$ALERTMANAGER_PORT" "http://127.0.0.1:$ALERTMANAGER_PORT/-/ready" \
     "$(bin prometheus-alertmanager alertmanager)" --config.file="$DIR/alertmanager.yml" \
     --storage.path="$DIR/alertmanager" --web.listen-address="127.0.0.1:$ALERTMANAGER_PORT" \
@@ -206,7 +226,7 @@ YAML
 urls() {
   cat <<MSG
   prometheus  http://127.0.0.1:$PROMETHEUS_PORT   (targets: /targets, alerts: /alerts, rules: /rules)
-  alertmanager http://127.0.0.1:$ALERTMANAGER_PORT
+  alertmanager http://127.0.0.1:$ALERTMANAGER_PORT   (firing alerts are mailed to operators@comptoir.localhost in Mailpit)
   jaeger      http://127.0.0.1:$COMPTOIR_JAEGER_PORT/api/services   (traces: /api/traces?service=gateway)
 MSG
 }

@@ -70,6 +70,14 @@
         username = "comptoir-prod";
         ca = null;
       };
+      # Who Alertmanager tells when an alert fires (nixos/lib/alertmanager.nix): e-mail
+      # through the relay above, with an account of its own (its password is the sops
+      # secret alertmanager/smtp-password of the monitoring host).
+      alerts = {
+        to = ["oncall@comptoir.example"];
+        from = "alertmanager@comptoir.example";
+        username = "comptoir-prod-alerts";
+      };
       # The ci host's binary cache, https://cache.<domain> (nixos/modules/ci.nix): the public
       # halves of the keys it signs with (`nix key convert-secret-to-public` of the secret
       # ci/cache-signing-key). Every host of the environment substitutes from it once a key is
@@ -178,6 +186,14 @@
         username = "comptoir-staging";
         ca = null;
       };
+      # Who Alertmanager tells when an alert fires (nixos/lib/alertmanager.nix): e-mail
+      # through the relay above, with an account of its own (its password is the sops
+      # secret alertmanager/smtp-password of the monitoring host).
+      alerts = {
+        to = ["oncall-staging@comptoir.example"];
+        from = "alertmanager@staging.comptoir.example";
+        username = "comptoir-staging-alerts";
+      };
       canary = "staging-k3s-1";
       hosts = [
         {
@@ -228,6 +244,14 @@
         tls = "starttls";
         username = "comptoir-lab";
         ca = "platform";
+      };
+      # Who Alertmanager tells when an alert fires (nixos/lib/alertmanager.nix): e-mail
+      # through the relay above, with an account of its own (its password is the sops
+      # secret alertmanager/smtp-password of the monitoring host).
+      alerts = {
+        to = ["oncall@lab.comptoir.test"];
+        from = "alertmanager@lab.comptoir.test";
+        username = "comptoir-lab-alerts";
       };
       canary = "lab-app-2";
       hosts = [

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Checks the hosts' baseline outputs (nixos/lib/firewall.nix, nixos/lib/prometheus.nix) for
-# every host of every environment, with the real tools:
+# Checks the hosts' baseline outputs (nixos/lib/firewall.nix, nixos/lib/prometheus.nix,
+# nixos/lib/alertmanager.nix) for every host of every environment, with the real tools:
 #   1. every host's ruleset, in a throwaway network namespace (created, used, deleted; no
 #      interface but loopback, no route anywhere): `nft -c -f`, then loaded twice (the file
 #      must replace its own table when re-applied), then listed back as JSON
@@ -9,13 +9,16 @@
 #      loaded, and nothing more; input policy drop, forward drop except on k3s hosts; every
 #      host a node-exporter target of its environment's Prometheus, every host of a role a
 #      target of its role's job, the services discovered through a k3s server's API, every
-#      target reachable through the target's firewall from the monitoring hosts
+#      target reachable through the target's firewall from the monitoring hosts; Alertmanager
+#      mails every environment's alerts.to through its smtpRelay with alerts.username, TLS as
+#      the relay requires, its credentials where monitoring.nix loads them
 #   3. per environment, `promtool check config` with the rule files and the secret files in
-#      place (placeholders); the rules' own checks and unit tests are dev/check-monitoring.sh's
+#      place (placeholders), and `amtool check-config` of Alertmanager's configuration; the
+#      rules' own checks and unit tests are dev/check-monitoring.sh's
 # promtool is Prometheus 3.7.3's, with the Kubernetes discovery the services' job uses
 # (Debian's 2.42 has none): built once from the Go module proxy into $COMPTOIR_CACHE/bin
 # (about 5 minutes on 2 cores), the way nixpkgs selects discovery plugins. Installs what else
-# is missing with apt-get (nix-bin, nftables, iproute2). Must run as root (network namespaces).
+# is missing with apt-get (nix-bin, nftables, iproute2, prometheus-alertmanager for amtool). Must run as root (network namespaces).
 # Usage: dev/fleet/check-hosts.sh
 set -euo pipefail
 
@@ -46,6 +49,7 @@ install_tools() {
   command -v nix-instantiate >/dev/null || missing+=(nix-bin)
   command -v nft >/dev/null || missing+=(nftables)
   command -v ip >/dev/null || missing+=(iproute2)
+  command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
   install_missing "${missing[@]}"
   install_promtool
 }
@@ -62,7 +66,7 @@ evaluate() {
   for name in fleet graph ports workloads; do
     nix_eval "nixos/$name.nix" >"$dir/$name.json" || die "nixos/$name.nix does not evaluate"
   done
-  for name in firewall firewallRules prometheus prometheusSecrets ruleFiles; do
+  for name in firewall firewallRules prometheus prometheusSecrets ruleFiles alertmanager alertmanagerSecrets; do
     nix_eval -E "(import ./nixos/lib {}).$name" >"$dir/$name.json" \
       || die "nixos/lib: $name does not evaluate"
   done
@@ -112,6 +116,12 @@ main() {
     "$PROMTOOL" check config "$config" >"$WORK/promtool.log" 2>&1 \
       || { cat "$WORK/promtool.log" >&2; die "$env: promtool check config fails"; }
     log "$env: promtool $PROMETHEUS_VERSION check config passes (with the rule files of nixos/monitoring/rules)"
+  done
+  for config in "$out"/alertmanager/*.yml; do
+    env="$(basename "$config" .yml)"
+    amtool check-config "$config" >"$WORK/amtool.log" 2>&1 \
+      || { cat "$WORK/amtool.log" >&2; die "$env: amtool check-config fails"; }
+    log "$env: amtool check-config passes (Alertmanager: the operators by e-mail through the relay)"
   done
   log "all host checks passed"
 }

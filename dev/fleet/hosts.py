@@ -437,6 +437,55 @@ def check_prometheus(ev: Path, problems: list[str]) -> int:
     return len(configs)
 
 
+CREDENTIALS = "/run/credentials/alertmanager.service/"
+
+
+def check_alertmanager(ev: Path, problems: list[str]) -> None:
+    """Every environment's alerts reach its operators by e-mail through its own relay, with
+    Alertmanager's own account and TLS as the relay requires; the heartbeat never mails."""
+    fleet, configs = load(ev, "fleet"), load(ev, "alertmanager")
+    secrets = load(ev, "alertmanagerSecrets")
+    if set(configs) != set(fleet["environments"]):
+        problems.append(f"alertmanager: environments {sorted(configs)}, expected {sorted(fleet['environments'])}")
+    for name, path in secrets.items():
+        if not path.startswith(CREDENTIALS):
+            problems.append(f"alertmanagerSecrets.{name}: {path} is not a credential of alertmanager.service")
+    for env, config in sorted(configs.items()):
+        spec = fleet["environments"][env]
+        relay, alerts = spec["smtpRelay"], spec["alerts"]
+        receivers = {r["name"]: r for r in config["receivers"]}
+        top = config["route"]["receiver"]
+        mails = receivers.get(top, {}).get("email_configs", [])
+        if len(mails) != 1:
+            problems.append(f"alertmanager.{env}: the default receiver {top!r} has {len(mails)} e-mail configurations, expected 1")
+            continue
+        mail = mails[0]
+        expected = {
+            "to": ", ".join(alerts["to"]),
+            "from": alerts["from"],
+            "smarthost": f"{relay['host']}:{relay['port']}",
+            "auth_username": alerts["username"],
+            "auth_password_file": secrets["smtpPassword"],
+        }
+        for key, value in expected.items():
+            if mail.get(key) != value:
+                problems.append(f"alertmanager.{env}: {key} is {mail.get(key)!r}, expected {value!r}")
+        if alerts["username"] == relay["username"]:
+            problems.append(f"alertmanager.{env}: alerts.username is notifications' relay account")
+        if not alerts["to"]:
+            problems.append(f"alertmanager.{env}: alerts.to names nobody")
+        if relay["tls"] != "none" and mail.get("tls_config", {}).get("server_name") != relay["host"]:
+            problems.append(f"alertmanager.{env}: the relay's certificate is not verified for {relay['host']}")
+        if relay["tls"] == "starttls" and mail.get("require_tls") is not True:
+            problems.append(f"alertmanager.{env}: the relay requires STARTTLS but require_tls is not set")
+        ca = mail.get("tls_config", {}).get("ca_file")
+        if (relay["ca"] is None) != (ca is None) or (ca is not None and ca != secrets["relayCa"]):
+            problems.append(f"alertmanager.{env}: ca_file {ca!r} does not follow smtpRelay.ca {relay['ca']!r}")
+        watchdog = [r for r in config["route"].get("routes", []) if 'alertname="Watchdog"' in r.get("matchers", [])]
+        if len(watchdog) != 1 or receivers.get(watchdog[0]["receiver"], {}).get("email_configs"):
+            problems.append(f"alertmanager.{env}: Watchdog must have one route, to a receiver that mails nobody")
+
+
 def prepare(ev: Path, out: Path) -> None:
     (out / "nft").mkdir(parents=True, exist_ok=True)
     for host, text in load(ev, "firewall").items():
@@ -448,6 +497,10 @@ def prepare(ev: Path, out: Path) -> None:
         local = secrets_root / path.removeprefix(SECRETS_PREFIX)
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_text("placeholder: the real file comes from sops-nix on the host\n")
+    alertmanager = out / "alertmanager"
+    alertmanager.mkdir(parents=True, exist_ok=True)
+    for env, config in load(ev, "alertmanager").items():
+        (alertmanager / f"{env}.yml").write_text(json.dumps(config, indent=2))
     prom = out / "prometheus"
     prom.mkdir(parents=True, exist_ok=True)
     rule_files = [str(RULES_DIR / name) for name in load(ev, "ruleFiles")]
@@ -467,6 +520,7 @@ def main(argv: list[str]) -> int:
     problems: list[str] = []
     host_count = check_firewalls(ev, out, problems)
     env_count = check_prometheus(ev, problems)
+    check_alertmanager(ev, problems)
     for problem in problems:
         print(f"FAIL {problem}", file=sys.stderr)
     if problems:

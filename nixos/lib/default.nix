@@ -29,6 +29,7 @@ in {
   patroni = import ./patroni.nix args;
   inherit (import ./firewall.nix args) firewall firewallRules;
   inherit (import ./prometheus.nix args) prometheus prometheusSecrets ruleFiles;
+  inherit (import ./alertmanager.nix args) alertmanager alertmanagerSecrets;
   # Each service's environment per environment, and the k3s objects that carry it.
   settings = import ./settings.nix args;
   manifests = import ./manifests.nix args;

@@ -1,6 +1,8 @@
 # The monitoring role: Prometheus (its configuration generated from the inventory by
-# nixos/lib/prometheus.nix, its rules in nixos/monitoring/rules/), Alertmanager, and Grafana
-# provisioned with that Prometheus and the dashboards of nixos/monitoring/dashboards/.
+# nixos/lib/prometheus.nix, its rules in nixos/monitoring/rules/), Alertmanager (its
+# configuration from nixos/lib/alertmanager.nix: the operators told by e-mail through the
+# environment's mail relay), and Grafana provisioned with that Prometheus and the dashboards of
+# nixos/monitoring/dashboards/.
 # Operators reach the three from the environment's admin networks only
 # (nixos/lib/firewall.nix); none of them has TLS or, Prometheus and Alertmanager, any login
 # of its own: the admin networks are the operators' VPN.
@@ -11,7 +13,14 @@
   host,
   ...
 }: let
-  inherit (fleetLib) ports prometheusSecrets;
+  inherit (fleetLib) ports prometheusSecrets alertmanagerSecrets;
+  relay = (fleetLib.inventory.environment host.env).smtpRelay;
+
+  # The sops secrets Alertmanager reads, by the name of the systemd credential that carries
+  # each (alertmanager.service runs with DynamicUser: no fixed owner for a secret file).
+  alertmanagerCredentials =
+    {smtp-password = "alertmanager/smtp-password";}
+    // lib.optionalAttrs (relay.ca != null) {relay-ca = "alertmanager/relay-ca";};
 
   # The rule files of nixos/monitoring/rules/, each copied to the store as it is.
   ruleFiles = map (name: "${../monitoring/rules + "/${name}"}") fleetLib.ruleFiles;
@@ -39,6 +48,12 @@ in {
         reloadUnits = ["prometheus.service"];
       })
     prometheusSecrets
+    // lib.mapAttrs' (_: name:
+      lib.nameValuePair name {
+        # Read by systemd (root) into the service's credentials, so root-only here.
+        restartUnits = ["alertmanager.service"];
+      })
+    alertmanagerCredentials
     // {
       "grafana/admin-password" = {
         owner = "grafana";
@@ -74,20 +89,22 @@ in {
     # One Alertmanager per environment: no cluster, so no gossip listener on 9094 (the
     # firewall would drop it anyway). With a second monitoring host, cluster them instead.
     extraFlags = ["--cluster.listen-address="];
-    configuration = {
-      route = {
-        receiver = "operators";
-        group_by = ["alertname" "env" "host"];
-        group_wait = "30s";
-        group_interval = "5m";
-        repeat_interval = "4h";
-      };
-      # No notification channel yet: the inventory names no operators' address or chat.
-      # Alerts show in Alertmanager and Grafana until one is added here, e.g. an
-      # `email_configs` entry through the environment's smtpRelay.
-      receivers = [{name = "operators";}];
-    };
+    # The generated file (route, receivers); its credentials below.
+    configuration = fleetLib.alertmanager.${host.env};
   };
+
+  # The files of alertmanagerSecrets, at the paths the configuration names.
+  systemd.services.alertmanager.serviceConfig.LoadCredential =
+    lib.mapAttrsToList (credential: secret: "${credential}:${config.sops.secrets.${secret}.path}")
+    alertmanagerCredentials;
+  assertions = [
+    {
+      assertion =
+        lib.all (path: lib.hasPrefix "/run/credentials/alertmanager.service/" path)
+        (builtins.attrValues alertmanagerSecrets);
+      message = "monitoring.nix: alertmanagerSecrets must be credentials of alertmanager.service";
+    }
+  ];
 
   services.grafana = {
     enable = true;
