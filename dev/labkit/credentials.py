@@ -11,6 +11,8 @@ postgres and pulsar roles make for themselves stays theirs):
   smtp password   notifications' `smtp-password` and the password of the relay's account
                   (smtpRelay.username): one random value, which the smtp role gives Mailpit and
                   the apps role gives notifications.
+  alerts password the password of Alertmanager's own account on the relay (alerts.username),
+                  which the smtp role gives Mailpit and the monitoring role Alertmanager.
 
 Root's files under lab_dir()/secrets (directories 0700, keys and the password 0600); each role
 copies what its processes read to where they read it.
@@ -99,15 +101,25 @@ def server_certificate(name: str, dns: tuple[str, ...] = (), addresses: tuple[st
     return cert, key
 
 
-def smtp_password() -> Path:
-    """The file of the relay account's password (random, made once; ends with a newline, which
-    the services' secret files may and Mailpit's account file may not)."""
-    path = _private_dir(spec.lab_dir() / "secrets" / "smtp") / "password"
+def _random_secret(name: str) -> Path:
+    """A file of the lab's secrets holding a random value, made once; ends with a newline, which
+    the services' secret files may and Mailpit's account file may not."""
+    path = _private_dir(spec.lab_dir() / "secrets" / "smtp") / name
     if not path.exists():
-        partial = path.with_name(".password.partial")
+        partial = path.with_name(f".{name}.partial")
         partial.unlink(missing_ok=True)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(24) + "\n")
         partial.rename(path)
     return path
+
+
+def smtp_password() -> Path:
+    """The file of the relay account's password (notifications')."""
+    return _random_secret("password")
+
+
+def alerts_smtp_password() -> Path:
+    """The file of Alertmanager's account's password at the relay."""
+    return _random_secret("alerts-password")

@@ -27,8 +27,8 @@ from .proc import log, namespace_pids, rss_kib, run
 ROLES = ["postgres", "pulsar", "smtp", "apps", "monitoring"]
 
 # Scenarios of `dev/lab test` in order; SHORT is what CI runs.
-SCENARIOS = ["firewall", "purchase", "broker_loss", "db_failover", "app_loss", "elasticity", "rollout"]
-SHORT = ["firewall", "broker_loss"]
+SCENARIOS = ["firewall", "purchase", "alerts", "broker_loss", "db_failover", "app_loss", "elasticity", "rollout"]
+SHORT = ["firewall", "alerts", "broker_loss"]
 
 
 def roles() -> list:

@@ -123,7 +123,7 @@ def load() -> Lab:
     data = nix_eval(
         """
         let lib = import ./nixos/lib {}; env = lib.fleet.environments.lab; in {
-          inherit (env) subnet domain adminNetworks smtpRelay canary hosts;
+          inherit (env) subnet domain adminNetworks smtpRelay alerts canary hosts;
           firewall = builtins.listToAttrs (map (h: { name = h.name; value = lib.firewall.${h.name}; }) env.hosts);
         }
         """

@@ -1,6 +1,8 @@
 """The monitoring host and the node exporters: Prometheus on the monitoring host with the
 configuration nixos/lib/prometheus.nix generates for the lab (its targets are the inventory's
-hosts) and the rule files of nixos/monitoring/rules/ every environment loads, Alertmanager beside it, and a node exporter on every host. Lab changes,
+hosts) and the rule files of nixos/monitoring/rules/ every environment loads, Alertmanager beside it
+with the configuration nixos/lib/alertmanager.nix generates (the operators' mail through the
+lab's relay, Mailpit, with Alertmanager's own account), and a node exporter on every host. Lab changes,
 each forced by the machine: the secret paths point into the lab's directory; the job that
 discovers the services through the k3s API (there is no k3s here) is replaced by the apps
 role's static targets when that role runs."""
@@ -11,7 +13,7 @@ import json
 import shutil
 import subprocess
 
-from .. import spec
+from .. import credentials, spec
 from ..proc import apt_install, log, ns_run, pid_of, spawn, stop, wait_tcp
 
 PACKAGES = {
@@ -29,19 +31,49 @@ def _install() -> None:
     apt_install([pkg for binary, pkg in PACKAGES.items() if shutil.which(binary) is None], "monitoring")
 
 
-def _monitoring_host(lab: spec.Lab) -> spec.Host:
+def monitoring_host(lab: spec.Lab) -> spec.Host:
     hosts = lab.of("monitoring")
     if len(hosts) != 1:
         raise SystemExit(f"lab: expected one monitoring host, found {len(hosts)}")
     return hosts[0]
 
 
-def _config(lab: spec.Lab, host: spec.Host) -> dict:
-    # One evaluation for the three outputs (each nix-instantiate re-reads the whole fleet).
-    generated = spec.nix_eval(
+def _generated() -> dict:
+    # One evaluation for the five outputs (each nix-instantiate re-reads the whole fleet).
+    return spec.nix_eval(
         "let lib = import ./nixos/lib {}; in "
-        "{ config = lib.prometheus.lab; secrets = lib.prometheusSecrets; rules = lib.ruleFiles; }"
+        "{ config = lib.prometheus.lab; secrets = lib.prometheusSecrets; rules = lib.ruleFiles; "
+        "  alertmanager = lib.alertmanager.lab; alertmanagerSecrets = lib.alertmanagerSecrets; }"
     )
+
+
+def _readable_copy(source, target) -> str:
+    """`source` copied to `target` for the prometheus account alone (Prometheus and
+    Alertmanager run as it here; the credentials stay root's)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    shutil.chown(target, "prometheus", "prometheus")
+    target.chmod(0o400)
+    return str(target)
+
+
+def _alertmanager_config(host: spec.Host, generated: dict) -> dict:
+    """The configuration nixos/lib/alertmanager.nix generates for the lab, as it is; only its
+    credential paths (systemd credentials on a NixOS host) point at lab copies: the account's
+    password (credentials.alerts_smtp_password) and the relay's CA (the platform CA)."""
+    am_dir = host.dir / "alertmanager"
+    paths = generated["alertmanagerSecrets"]
+    lab_files = {
+        paths["smtpPassword"]: _readable_copy(credentials.alerts_smtp_password(), am_dir / "smtp-password"),
+        paths["relayCa"]: _readable_copy(credentials.platform_ca(), am_dir / "relay-ca.crt"),
+    }
+    text = json.dumps(generated["alertmanager"], indent=1)
+    for path, local in lab_files.items():
+        text = text.replace(json.dumps(path), json.dumps(local))
+    return json.loads(text)
+
+
+def _config(lab: spec.Lab, host: spec.Host, generated: dict) -> dict:
     config, secrets = generated["config"], generated["secrets"]
     # The brokers' CA (public) copied where Prometheus, which runs as its own account, may read
     # it: the pulsar role keeps its secrets root-only.
@@ -99,12 +131,13 @@ def up(lab: spec.Lab) -> None:
                 user="prometheus",
             )
 
-    mon = _monitoring_host(lab)
+    mon = monitoring_host(lab)
     prom_dir = mon.dir / "prometheus"
     (prom_dir / "data").mkdir(parents=True, exist_ok=True)
     shutil.chown(prom_dir / "data", "prometheus", "prometheus")
     config_file = prom_dir / "prometheus.json.yml"
-    config_file.write_text(json.dumps(_config(lab, mon), indent=1))
+    generated = _generated()
+    config_file.write_text(json.dumps(_config(lab, mon, generated), indent=1))
     check = subprocess.run(["promtool", "check", "config", str(config_file)], capture_output=True, text=True, check=False)
     if check.returncode != 0:
         raise SystemExit(f"lab: promtool refuses the lab's Prometheus configuration:\n{check.stdout}{check.stderr}")
@@ -112,9 +145,15 @@ def up(lab: spec.Lab) -> None:
     (am_dir / "data").mkdir(parents=True, exist_ok=True)
     shutil.chown(am_dir / "data", "prometheus", "prometheus")
     am_config = am_dir / "alertmanager.yml"
-    # No receiver to notify in the lab: the alerts are read from Prometheus and Alertmanager.
-    am_config.write_text(json.dumps({"route": {"receiver": "lab"}, "receivers": [{"name": "lab"}]}))
-
+    am_text = json.dumps(_alertmanager_config(mon, generated), indent=1)
+    changed = not am_config.exists() or am_config.read_text() != am_text
+    am_config.write_text(am_text)
+    check = subprocess.run(["amtool", "check-config", str(am_config)], capture_output=True, text=True, check=False)
+    if check.returncode != 0:
+        raise SystemExit(f"lab: amtool refuses the lab's Alertmanager configuration:\n{check.stdout}{check.stderr}")
+    if changed:
+        # Read at start: a running Alertmanager with an older file is restarted.
+        stop(mon.dir / "run" / "alertmanager.pid")
     if pid_of(mon.dir / "run" / "alertmanager.pid") is None:
         spawn(
             mon.netns,
@@ -150,11 +189,14 @@ def up(lab: spec.Lab) -> None:
         )
     if not wait_tcp(mon.netns, mon.address, PROMETHEUS_PORT, 60):
         raise SystemExit(f"lab: Prometheus did not start (see {mon.dir / 'log' / 'prometheus.log'})")
-    log(f"monitoring: Prometheus at {mon.address}:{PROMETHEUS_PORT}, {len(lab.hosts)} node exporters")
+    if not wait_tcp(mon.netns, mon.address, ALERTMANAGER_PORT, 60):
+        raise SystemExit(f"lab: Alertmanager did not start (see {mon.dir / 'log' / 'alertmanager.log'})")
+    log(f"monitoring: Prometheus at {mon.address}:{PROMETHEUS_PORT}, Alertmanager at :{ALERTMANAGER_PORT}, "
+        f"{len(lab.hosts)} node exporters")
 
 
 def down(lab: spec.Lab) -> None:
-    mon = _monitoring_host(lab)
+    mon = monitoring_host(lab)
     for name in ("prometheus", "alertmanager"):
         stop(mon.dir / "run" / f"{name}.pid")
     for host in lab.hosts:
@@ -163,7 +205,7 @@ def down(lab: spec.Lab) -> None:
 
 def targets(lab: spec.Lab) -> list[dict]:
     """Prometheus's active targets, read from inside the monitoring host."""
-    mon = _monitoring_host(lab)
+    mon = monitoring_host(lab)
     out = ns_run(mon.netns, ["curl", "-sf", f"http://{mon.address}:{PROMETHEUS_PORT}/api/v1/targets?state=active"], check=False)
     if out.returncode != 0:
         return []
