@@ -51,6 +51,8 @@
       pkgs = nixpkgs.legacyPackages.${system};
     in {
       inherit (self.packages.${system}) pulsar xtask;
+      # The trace backend of the monitoring hosts (nix/jaeger.nix); the hosts' closure builds it.
+      jaeger = pkgs.callPackage ./nix/jaeger.nix {};
       images = builtins.mapAttrs (name: _: self.packages.${system}."${name}-image") services;
       # `deploy prod` for the ci host's release gate (nixos/modules/ci.nix): the dev shell's
       # wrapper (perSystem's `deploy`), plus what a systemd unit's PATH lacks and the dev shell

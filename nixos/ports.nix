@@ -37,6 +37,12 @@
     prometheus = 9090;
     alertmanager = 9093;
     grafana = 3000;
+    # Jaeger (nixos/lib/jaeger.nix): the services' OTLP/HTTP spans in, the web UI and query
+    # API out; its gRPC query port and health check on loopback.
+    otlpHttp = 4318;
+    jaeger = 16686;
+    jaegerGrpc = 16685; # loopback
+    jaegerHealth = 13133; # loopback
   };
 
   # The ci host (nixos/modules/ci.nix). nginx serves the forge, Hydra and the binary cache by

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks the hosts' baseline outputs (nixos/lib/firewall.nix, nixos/lib/prometheus.nix,
-# nixos/lib/alertmanager.nix) for every host of every environment, with the real tools:
+# nixos/lib/alertmanager.nix, nixos/lib/jaeger.nix) for every host of every environment, with the real tools:
 #   1. every host's ruleset, in a throwaway network namespace (created, used, deleted; no
 #      interface but loopback, no route anywhere): `nft -c -f`, then loaded twice (the file
 #      must replace its own table when re-applied), then listed back as JSON
@@ -11,7 +11,10 @@
 #      target of its role's job, the services discovered through a k3s server's API, every
 #      target reachable through the target's firewall from the monitoring hosts; Alertmanager
 #      mails every environment's alerts.to through its smtpRelay with alerts.username, TLS as
-#      the relay requires, its credentials where monitoring.nix loads them
+#      the relay requires, its credentials where monitoring.nix loads them; one Jaeger per
+#      environment on its monitoring host (nixos/lib/jaeger.nix): OTLP/HTTP and the UI on the
+#      host's address, the rest on loopback, spans on disk with a time to live, and every
+#      service's settings exporting to it
 #   3. per environment, `promtool check config` with the rule files and the secret files in
 #      place (placeholders), and `amtool check-config` of Alertmanager's configuration; the
 #      rules' own checks and unit tests are dev/check-monitoring.sh's
@@ -66,7 +69,8 @@ evaluate() {
   for name in fleet graph ports workloads; do
     nix_eval "nixos/$name.nix" >"$dir/$name.json" || die "nixos/$name.nix does not evaluate"
   done
-  for name in firewall firewallRules prometheus prometheusSecrets ruleFiles alertmanager alertmanagerSecrets; do
+  for name in firewall firewallRules prometheus prometheusSecrets ruleFiles alertmanager alertmanagerSecrets \
+    jaeger jaegerStateDir otlpEndpoint settings; do
     nix_eval -E "(import ./nixos/lib {}).$name" >"$dir/$name.json" \
       || die "nixos/lib: $name does not evaluate"
   done

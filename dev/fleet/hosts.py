@@ -74,6 +74,8 @@ EDGES = [
     ("admin", "monitoring", "monitoring.alertmanager", "tcp"),
     ("monitoring", "monitoring", "monitoring.alertmanager", "tcp"),
     ("admin", "monitoring", "monitoring.grafana", "tcp"),
+    ("k3s", "monitoring", "monitoring.otlpHttp", "tcp"),  # the services' spans to Jaeger
+    ("admin", "monitoring", "monitoring.jaeger", "tcp"),
     # ci: nginx (forge and Hydra for operators, the binary cache for operators and every host of
     # the environment, its substituter) and Forgejo's git SSH. Hydra and Harmonia are loopback.
     ("admin", "ci", "ci.https", "tcp"),
@@ -486,6 +488,61 @@ def check_alertmanager(ev: Path, problems: list[str]) -> None:
             problems.append(f"alertmanager.{env}: Watchdog must have one route, to a receiver that mails nobody")
 
 
+def check_jaeger(ev: Path, problems: list[str]) -> None:
+    """Every environment with a monitoring host runs one Jaeger there: OTLP/HTTP and the web UI
+    on the host's address (the firewall admits them, EDGES), every other listener on loopback,
+    its traces kept for a bounded time under its state directory, and every service of the
+    environment exporting to exactly that receiver."""
+    fleet, ports = load(ev, "fleet"), load(ev, "ports")["monitoring"]
+    configs, endpoints, state = load(ev, "jaeger"), load(ev, "otlpEndpoint"), load(ev, "jaegerStateDir")
+    settings, cluster = load(ev, "settings"), load(ev, "workloads")["cluster"]
+    # The pods reach it by the in-cluster name of a headless Service whose endpoint is the
+    # monitoring host (nixos/lib/manifests.nix; dev/fleet/manifests.py checks that Service).
+    wanted = f"http://jaeger.{cluster['namespace']}.svc.{cluster['domain']}:{ports['otlpHttp']}/v1/traces"
+    for env, spec in sorted(fleet["environments"].items()):
+        monitors = [h["address"] for h in spec["hosts"] if "monitoring" in h["roles"]]
+        config, endpoint = configs.get(env), endpoints.get(env)
+        if not monitors:
+            if config is not None or endpoint is not None:
+                problems.append(f"jaeger.{env}: no monitoring host, yet a Jaeger or an OTLP endpoint")
+            continue
+        if len(monitors) != 1 or config is None:
+            problems.append(f"jaeger.{env}: expected one Jaeger on one monitoring host, hosts {monitors}")
+            continue
+        address = monitors[0]
+        if endpoint != wanted:
+            problems.append(f"otlpEndpoint.{env} is {endpoint!r}, expected {wanted!r}")
+        protocols = config["receivers"]["otlp"]["protocols"]
+        if protocols != {"http": {"endpoint": f"{address}:{ports['otlpHttp']}"}}:
+            problems.append(f"jaeger.{env}: the OTLP receiver is {protocols}, expected HTTP on {address}:{ports['otlpHttp']} only")
+        extensions = config["extensions"]
+        listeners = {
+            "jaeger_query.http": (extensions["jaeger_query"]["http"]["endpoint"], f"{address}:{ports['jaeger']}"),
+            "jaeger_query.grpc": (extensions["jaeger_query"]["grpc"]["endpoint"], f"127.0.0.1:{ports['jaegerGrpc']}"),
+            "healthcheckv2.http": (extensions["healthcheckv2"]["http"]["endpoint"], f"127.0.0.1:{ports['jaegerHealth']}"),
+        }
+        for name, (got, expected) in listeners.items():
+            if got != expected:
+                problems.append(f"jaeger.{env}: {name} listens on {got}, expected {expected}")
+        if config["service"]["telemetry"]["metrics"].get("level") != "none":
+            problems.append(f"jaeger.{env}: its metrics listener is on but nothing admits or scrapes it")
+        backends = extensions["jaeger_storage"]["backends"]
+        for name, backend in backends.items():
+            badger = backend.get("badger")
+            if badger is None or badger.get("ephemeral") is not False:
+                problems.append(f"jaeger.{env}: storage {name} is not Badger on disk")
+                continue
+            for kind, directory in badger["directories"].items():
+                if not directory.startswith(state + "/"):
+                    problems.append(f"jaeger.{env}: Badger's {kind} in {directory}, outside {state}")
+            if not badger.get("ttl", {}).get("spans"):
+                problems.append(f"jaeger.{env}: spans kept forever (no ttl.spans)")
+        for service, variables in sorted(settings[env].items()):
+            key = f"COMPTOIR_{service.upper().replace('-', '_')}__TELEMETRY__OTLP_ENDPOINT"
+            if variables.get(key) != wanted:
+                problems.append(f"settings.{env}.{service}: {key} is {variables.get(key)!r}, expected {wanted!r}")
+
+
 def prepare(ev: Path, out: Path) -> None:
     (out / "nft").mkdir(parents=True, exist_ok=True)
     for host, text in load(ev, "firewall").items():
@@ -521,6 +578,7 @@ def main(argv: list[str]) -> int:
     host_count = check_firewalls(ev, out, problems)
     env_count = check_prometheus(ev, problems)
     check_alertmanager(ev, problems)
+    check_jaeger(ev, problems)
     for problem in problems:
         print(f"FAIL {problem}", file=sys.stderr)
     if problems:

@@ -307,6 +307,7 @@ def check_per_service(e: Env) -> None:
                 e.problem(f"PodDisruptionBudget {service} does not select exactly {service}'s pods")
     check_ingress(e)
     check_pulsar_service(e)
+    check_jaeger_service(e)
 
 
 def check_ingress(e: Env) -> None:
@@ -336,22 +337,33 @@ def check_ingress(e: Env) -> None:
 
 def check_pulsar_service(e: Env) -> None:
     """The `pulsar` headless Service answers with every broker, on the brokers' TLS port."""
-    brokers = sorted(h["address"] for h in hosts_of(e.data, e.env, "pulsar"))
-    port = e.data["ports"]["pulsar"]["brokerTls"]
-    needing = [s for s in e.services if needs(e.data, s, "pulsar")]
-    if not needing:
-        return
-    svc = e.one("Service", "pulsar")
+    if any(needs(e.data, s, "pulsar") for s in e.services):
+        check_outside_service(e, "pulsar", "pulsar", e.data["ports"]["pulsar"]["brokerTls"])
+
+
+def check_jaeger_service(e: Env) -> None:
+    """The `jaeger` headless Service answers with the monitoring host, on Jaeger's OTLP/HTTP
+    port (every service's telemetry.otlp_endpoint); none without a monitoring host."""
+    if hosts_of(e.data, e.env, "monitoring"):
+        check_outside_service(e, "jaeger", "monitoring", e.data["ports"]["monitoring"]["otlpHttp"])
+    elif e.named("Service", "jaeger"):
+        e.problem("Service jaeger exists, but the environment has no monitoring host to run Jaeger")
+
+
+def check_outside_service(e: Env, name: str, role: str, port: int) -> None:
+    """A headless Service without a selector whose EndpointSlices list the hosts of `role`."""
+    wanted = sorted(h["address"] for h in hosts_of(e.data, e.env, role))
+    svc = e.one("Service", name)
     if svc is not None and (svc["spec"].get("clusterIP") != "None" or svc["spec"].get("selector")):
-        e.problem("Service pulsar must be headless and without a selector (its endpoints are the brokers)")
+        e.problem(f"Service {name} must be headless and without a selector (its endpoints are the {role} hosts)")
     slices = [
         s for s in e.by_kind.get("EndpointSlice", [])
-        if s["metadata"].get("labels", {}).get("kubernetes.io/service-name") == "pulsar"
+        if s["metadata"].get("labels", {}).get("kubernetes.io/service-name") == name
     ]
     addresses = sorted(a for s in slices for ep in s.get("endpoints", []) for a in ep.get("addresses", []))
     slice_ports = {p.get("port") for s in slices for p in s.get("ports", [])}
-    if addresses != brokers or slice_ports != {port}:
-        e.problem(f"the pulsar EndpointSlices list {addresses} on {sorted(map(str, slice_ports))}, expected the brokers {brokers} on {port}")
+    if addresses != wanted or slice_ports != {port}:
+        e.problem(f"the {name} EndpointSlices list {addresses} on {sorted(map(str, slice_ports))}, expected the {role} hosts {wanted} on {port}")
 
 
 # --- NetworkPolicies --------------------------------------------------------------------------
@@ -453,6 +465,9 @@ def expected_egress(e: Env, service: str) -> set[tuple]:
     if needs(data, service, "pulsar"):
         port = data["ports"]["pulsar"]["brokerTls"]
         out |= {(("ip", f"{h['address']}/32"), "TCP", port) for h in hosts_of(data, env, "pulsar")}
+    # Every service's spans to Jaeger on the monitoring host (check_jaeger_service).
+    port = data["ports"]["monitoring"]["otlpHttp"]
+    out |= {(("ip", f"{h['address']}/32"), "TCP", port) for h in hosts_of(data, env, "monitoring")}
     if needs(data, service, "smtp"):
         relay = data["fleet"]["environments"][env]["smtpRelay"]
         out.add((("ip", f"{relay['address']}/32"), "TCP", relay["port"]))
@@ -784,6 +799,10 @@ def check_settings(e: Env) -> None:
                 if target == "pulsar":
                     if not needs(data, service, "pulsar") or port != str(data["ports"]["pulsar"]["brokerTls"]):
                         e.problem(f"{service}: {key} reaches the brokers at {url} without needing pulsar on the TLS port")
+                elif target == "jaeger":
+                    otlp = data["ports"]["monitoring"]["otlpHttp"]
+                    if not key.endswith("__TELEMETRY__OTLP_ENDPOINT") or scheme != "http" or port != str(otlp):
+                        e.problem(f"{service}: {key} reaches Jaeger at {scheme}://{url}: only the OTLP endpoint, over http on {otlp}")
                 elif target not in data["graph"]["calls"].get(service, []):
                     e.problem(f"{service}: {key} calls {target}, which graph.nix does not let it call")
                 else:

@@ -30,6 +30,7 @@ in {
   inherit (import ./firewall.nix args) firewall firewallRules;
   inherit (import ./prometheus.nix args) prometheus prometheusSecrets ruleFiles;
   inherit (import ./alertmanager.nix args) alertmanager alertmanagerSecrets;
+  inherit (import ./jaeger.nix args) jaeger jaegerStateDir otlpEndpoint;
   # Each service's environment per environment, and the k3s objects that carry it.
   settings = import ./settings.nix args;
   manifests = import ./manifests.nix args;

@@ -19,7 +19,7 @@
     k3s-agent = "k3s agent (workloads)";
     pulsar = "ZooKeeper · BookKeeper bookie · Pulsar broker";
     postgres = "PostgreSQL 17 · Patroni · etcd";
-    monitoring = "Prometheus · Alertmanager · Grafana";
+    monitoring = "Prometheus · Alertmanager · Grafana · Jaeger";
     ci = "Forgejo · Hydra · binary cache";
   };
 
@@ -128,12 +128,13 @@
       ++ edge env "k3s" "postgres" "PostgreSQL TLS ${toString ports.postgres.postgres} (${toString (length (needsAny "postgres"))} databases)"
       ++ edge env "ci" "k3s" "deploy-rs after the Hydra release gate (every host)"
       ++ edge env "monitoring" "k3s" "scrape"
+      ++ edge env "k3s" "monitoring" "spans, OTLP/HTTP ${toString ports.monitoring.otlpHttp}"
       ++ edge env "monitoring" "pulsar" "scrape"
       ++ edge env "monitoring" "postgres" "scrape"
       ++ (
         if monitoring == null
         then []
-        else ["  operators -> ${quote (first monitoring)} [label=\"Grafana, Prometheus\", lhead=cluster_monitoring, style=dashed];"]
+        else ["  operators -> ${quote (first monitoring)} [label=\"Grafana, Prometheus, Jaeger\", lhead=cluster_monitoring, style=dashed];"]
       )
       ++ ["}" ""]);
 in

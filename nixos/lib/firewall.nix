@@ -136,6 +136,9 @@
       # Prometheus pushes alerts to (and scrapes) every Alertmanager of its environment.
       (allow ports.monitoring.alertmanager ["admin" "monitoring"] "Alertmanager: operators, Prometheus")
       (allow ports.monitoring.grafana ["admin"] "Grafana: operators")
+      # The services' spans, from their pods SNATed to the node's address (nixos/lib/jaeger.nix).
+      (allow ports.monitoring.otlpHttp ["k3s_hosts"] "Jaeger OTLP/HTTP: the services' spans")
+      (allow ports.monitoring.jaeger ["admin"] "Jaeger web UI and query API: operators")
     ];
 
     # nginx on the ci host serves three names on one port: the forge and Hydra to operators, the

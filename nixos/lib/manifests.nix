@@ -428,6 +428,17 @@
             ]
             else []
           )
+          # Every service's spans, to the environment's Jaeger (jaegerObjects).
+          ++ (
+            if hostsOf "monitoring" != []
+            then [
+              {
+                to = ipBlocks (cidrs "monitoring");
+                ports = [(tcp ports.monitoring.otlpHttp)];
+              }
+            ]
+            else []
+          )
           ++ (
             if needs name "smtp"
             then [
@@ -441,54 +452,81 @@
       };
     };
 
-    # ---- The brokers, for pulsar.url ----------------------------------------------------
+    # ---- Hosts outside the cluster, by name --------------------------------------------
     #
-    # A headless Service without a selector and its EndpointSlice listing every pulsar host:
-    # the cluster DNS answers pulsar.comptoir.svc.<domain> with all their addresses (see
-    # settings.nix, pulsar.url). The pods connect to the addresses themselves, so the
-    # policies' ipBlocks apply.
-    pulsarHosts = hostsOf "pulsar";
-    pulsarService = {
-      apiVersion = "v1";
-      kind = "Service";
-      metadata = meta "pulsar" {labels."app.kubernetes.io/part-of" = "comptoir";};
-      spec = {
-        clusterIP = "None";
+    # A headless Service without a selector and its EndpointSlice listing hosts of the
+    # inventory: the cluster DNS answers <name>.comptoir.svc.<domain> with all their addresses.
+    # The pods connect to the addresses themselves, so the policies' ipBlocks apply.
+    outsideService = {
+      name,
+      sliceName,
+      portName,
+      port,
+      hosts,
+    }: [
+      {
+        apiVersion = "v1";
+        kind = "Service";
+        metadata = meta name {labels."app.kubernetes.io/part-of" = "comptoir";};
+        spec = {
+          clusterIP = "None";
+          ports = [
+            {
+              name = portName;
+              protocol = "TCP";
+              inherit port;
+              targetPort = port;
+            }
+          ];
+        };
+      }
+      {
+        apiVersion = "discovery.k8s.io/v1";
+        kind = "EndpointSlice";
+        metadata = meta sliceName {
+          labels = {
+            "kubernetes.io/service-name" = name;
+            # Managed here, not by the EndpointSlice controller (which would delete it).
+            "endpointslice.kubernetes.io/managed-by" = "nixos.comptoir.dev";
+          };
+        };
+        addressType = "IPv4";
+        endpoints =
+          map (host: {
+            addresses = [host.address];
+            conditions.ready = true;
+          })
+          hosts;
         ports = [
           {
-            name = "pulsar-tls";
+            name = portName;
             protocol = "TCP";
-            port = ports.pulsar.brokerTls;
-            targetPort = ports.pulsar.brokerTls;
+            inherit port;
           }
         ];
-      };
+      }
+    ];
+    # The brokers, for pulsar.url (settings.nix).
+    pulsarObjects = outsideService {
+      name = "pulsar";
+      sliceName = "pulsar-brokers";
+      portName = "pulsar-tls";
+      port = ports.pulsar.brokerTls;
+      hosts = hostsOf "pulsar";
     };
-    pulsarEndpoints = {
-      apiVersion = "discovery.k8s.io/v1";
-      kind = "EndpointSlice";
-      metadata = meta "pulsar-brokers" {
-        labels = {
-          "kubernetes.io/service-name" = "pulsar";
-          # Managed here, not by the EndpointSlice controller (which would delete it).
-          "endpointslice.kubernetes.io/managed-by" = "nixos.comptoir.dev";
+    # The environment's Jaeger, for telemetry.otlp_endpoint (settings.nix, nixos/lib/jaeger.nix):
+    # its OTLP/HTTP receiver on the monitoring host.
+    jaegerObjects =
+      if hostsOf "monitoring" == []
+      then []
+      else
+        outsideService {
+          name = "jaeger";
+          sliceName = "jaeger-monitoring";
+          portName = "otlp-http";
+          port = ports.monitoring.otlpHttp;
+          hosts = hostsOf "monitoring";
         };
-      };
-      addressType = "IPv4";
-      endpoints =
-        map (host: {
-          addresses = [host.address];
-          conditions.ready = true;
-        })
-        pulsarHosts;
-      ports = [
-        {
-          name = "pulsar-tls";
-          protocol = "TCP";
-          port = ports.pulsar.brokerTls;
-        }
-      ];
-    };
 
     # ---- Per service --------------------------------------------------------------------
 
@@ -867,7 +905,9 @@
     [namespace]
     ++ rbac
     ++ scraper
-    ++ [defaultDeny allowDns pulsarService pulsarEndpoints]
+    ++ [defaultDeny allowDns]
+    ++ pulsarObjects
+    ++ jaegerObjects
     ++ concatLists (map perService serviceNames)
     ++ [ingress];
 in

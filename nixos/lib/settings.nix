@@ -37,6 +37,11 @@
     ;
 
   inherit (workloads) cluster;
+  inherit (import ./jaeger.nix {inherit inventory ports workloads;}) otlpEndpoint;
+  optionalAttrs = cond: attrs:
+    if cond
+    then attrs
+    else {};
 
   chars = s: genList (i: substring i 1 s) (stringLength s);
   toUpper = replaceStrings (chars "abcdefghijklmnopqrstuvwxyz-") (chars "ABCDEFGHIJKLMNOPQRSTUVWXYZ_");
@@ -104,9 +109,14 @@
         listen = "0.0.0.0:${toString ports.service.http}";
         ops_listen = "0.0.0.0:${toString ports.service.ops}";
       };
-      # One JSON object per line, what the cluster's log collection reads (the default, set
-      # so that it stays so).
-      telemetry.log_format = "json";
+      telemetry =
+        {
+          # One JSON object per line, what the cluster's log collection reads (the default,
+          # set so that it stays so).
+          log_format = "json";
+        }
+        # Every span to the environment's Jaeger (nixos/lib/jaeger.nix), when it has one.
+        // optionalAttrs (otlpEndpoint.${env} != null) {otlp_endpoint = otlpEndpoint.${env};};
     };
 
     # Its own database on the Patroni cluster: every member, each connection keeping the

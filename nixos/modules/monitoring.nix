@@ -1,19 +1,22 @@
 # The monitoring role: Prometheus (its configuration generated from the inventory by
 # nixos/lib/prometheus.nix, its rules in nixos/monitoring/rules/), Alertmanager (its
 # configuration from nixos/lib/alertmanager.nix: the operators told by e-mail through the
-# environment's mail relay), and Grafana provisioned with that Prometheus and the dashboards of
-# nixos/monitoring/dashboards/.
-# Operators reach the three from the environment's admin networks only
-# (nixos/lib/firewall.nix); none of them has TLS or, Prometheus and Alertmanager, any login
-# of its own: the admin networks are the operators' VPN.
+# environment's mail relay), Jaeger (its configuration from nixos/lib/jaeger.nix: every
+# service's spans over OTLP/HTTP, kept seven days), and Grafana provisioned with that
+# Prometheus, that Jaeger and the dashboards of nixos/monitoring/dashboards/.
+# Operators reach them from the environment's admin networks only
+# (nixos/lib/firewall.nix); none of them has TLS or, Prometheus, Alertmanager and Jaeger, any
+# login of its own: the admin networks are the operators' VPN.
 {
   config,
   lib,
+  pkgs,
+  comptoir,
   fleetLib,
   host,
   ...
 }: let
-  inherit (fleetLib) ports prometheusSecrets alertmanagerSecrets;
+  inherit (fleetLib) ports prometheusSecrets alertmanagerSecrets jaegerStateDir;
   relay = (fleetLib.inventory.environment host.env).smtpRelay;
 
   # The sops secrets Alertmanager reads, by the name of the systemd credential that carries
@@ -104,7 +107,41 @@ in {
         (builtins.attrValues alertmanagerSecrets);
       message = "monitoring.nix: alertmanagerSecrets must be credentials of alertmanager.service";
     }
+    {
+      assertion = fleetLib.jaeger.${host.env} != null;
+      message = "monitoring.nix: ${host.name} is a monitoring host, but nixos/lib/jaeger.nix made no configuration for ${host.env}";
+    }
   ];
+
+  # Jaeger: no NixOS module exists, so its unit is here. The configuration is the generated
+  # file as it is (JSON is YAML); its traces in the state directory it names.
+  systemd.services.jaeger = {
+    description = "Jaeger: the services' traces (OTLP/HTTP in, web UI and query API out)";
+    wantedBy = ["multi-user.target"];
+    after = ["network-online.target"];
+    wants = ["network-online.target"];
+    serviceConfig = {
+      ExecStart = "${comptoir.jaeger}/bin/jaeger --config ${pkgs.writeText "jaeger.yaml" (builtins.toJSON fleetLib.jaeger.${host.env})}";
+      DynamicUser = true;
+      StateDirectory = lib.removePrefix "/var/lib/" jaegerStateDir;
+      StateDirectoryMode = "0700";
+      Restart = "on-failure";
+      RestartSec = 5;
+      # It needs its sockets and its directory, nothing else.
+      CapabilityBoundingSet = "";
+      NoNewPrivileges = true;
+      PrivateDevices = true;
+      PrivateTmp = true;
+      ProtectHome = true;
+      ProtectSystem = "strict";
+      ProtectKernelTunables = true;
+      ProtectKernelModules = true;
+      ProtectControlGroups = true;
+      RestrictAddressFamilies = ["AF_INET" "AF_INET6" "AF_UNIX"];
+      SystemCallArchitectures = "native";
+      MemoryMax = "1G";
+    };
+  };
 
   services.grafana = {
     enable = true;
@@ -139,6 +176,14 @@ in {
             access = "proxy";
             url = "http://localhost:${toString ports.monitoring.prometheus}";
             isDefault = true;
+            editable = false;
+          }
+          {
+            name = "Jaeger";
+            uid = "jaeger";
+            type = "jaeger";
+            access = "proxy";
+            url = "http://${host.address}:${toString ports.monitoring.jaeger}";
             editable = false;
           }
         ];
