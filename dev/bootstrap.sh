@@ -158,7 +158,7 @@ install_mailpit() {
 
 # The trace backend of dev/up and the tests: pinned, built once (a few minutes) with Go. Its
 # web UI is not part of the Go module (it serves a placeholder page); the query API is.
-JAEGER_VERSION="v1.75.0"
+JAEGER_VERSION="v1.76.0"
 
 install_jaeger() {
   # Built here even with the tools from Nix: nixpkgs does not package Jaeger.

@@ -211,6 +211,12 @@ def trace_problems(jaeger: str, trace_id: str, services: list[str]) -> list[str]
         body = get_json(f"{jaeger}/api/traces/{trace_id}")
     except urllib.error.HTTPError as error:
         return [f"Jaeger has no trace {trace_id} yet ({error.code})"]
+    return trace_body_problems(body, trace_id, services)
+
+
+def trace_body_problems(body: dict, trace_id: str, services: list[str]) -> list[str]:
+    """What Jaeger's answer to /api/traces/<trace_id> lacks: one trace, with a span of each of
+    `services` (the fleet lab reads the same answer from inside its namespaces)."""
     traces = body.get("data") or []
     if len(traces) != 1:
         return [f"Jaeger returns {len(traces)} traces for {trace_id}, expected one"]

@@ -107,6 +107,7 @@ def cluster() -> dict:
           public = lib.graph.public;
           settings = lib.settings.{spec.ENV};
           brokers = map (h: h.address) (lib.inventory.hostsOf "{spec.ENV}" "pulsar");
+          monitors = map (h: h.address) (lib.inventory.hostsOf "{spec.ENV}" "monitoring");
           scrape_job = (builtins.head (builtins.filter (j: j ? kubernetes_sd_configs)
             lib.prometheus.{spec.ENV}.scrape_configs)).job_name;
         }}
@@ -600,6 +601,8 @@ def _hosts_file() -> str:
     lines += [f"{vip(s)} {dns_name(s)}" for s in services()]
     # The `pulsar` headless Service: every broker (glibc returns every line of a name).
     lines += [f"{broker} {dns_name('pulsar')}" for broker in cluster()["brokers"]]
+    # The `jaeger` headless Service: the monitoring host (the services' OTLP endpoint).
+    lines += [f"{monitor} {dns_name('jaeger')}" for monitor in cluster()["monitors"]]
     return "\n".join(lines) + "\n"
 
 

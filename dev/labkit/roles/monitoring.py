@@ -25,6 +25,8 @@ PACKAGES = {
 PROMETHEUS_PORT = 9090
 ALERTMANAGER_PORT = 9093
 NODE_EXPORTER_PORT = 9100
+JAEGER_PORT = 16686
+OTLP_PORT = 4318
 
 
 def _install() -> None:
@@ -39,19 +41,26 @@ def monitoring_host(lab: spec.Lab) -> spec.Host:
 
 
 def _generated() -> dict:
-    # One evaluation for the five outputs (each nix-instantiate re-reads the whole fleet).
+    # One evaluation for every output (each nix-instantiate re-reads the whole fleet).
     return spec.nix_eval(
         "let lib = import ./nixos/lib {}; in "
         "{ config = lib.prometheus.lab; secrets = lib.prometheusSecrets; rules = lib.ruleFiles; "
-        "  alertmanager = lib.alertmanager.lab; alertmanagerSecrets = lib.alertmanagerSecrets; }"
+        "  alertmanager = lib.alertmanager.lab; alertmanagerSecrets = lib.alertmanagerSecrets; "
+        "  jaeger = lib.jaeger.lab; jaegerStateDir = lib.jaegerStateDir; }"
     )
 
 
-def _readable_copy(source, target) -> str:
+def _readable_copy(source, target, *, strip_newline: bool = False) -> str:
     """`source` copied to `target` for the prometheus account alone (Prometheus and
-    Alertmanager run as it here; the credentials stay root's)."""
+    Alertmanager run as it here; the credentials stay root's). With `strip_newline`, without
+    the trailing newline: Alertmanager sends a password file's content as it is, newline
+    included (secrets/README.md)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
+    if strip_newline:
+        target.unlink(missing_ok=True)
+        target.write_text(source.read_text().rstrip("\n"))
+    else:
+        shutil.copyfile(source, target)
     shutil.chown(target, "prometheus", "prometheus")
     target.chmod(0o400)
     return str(target)
@@ -64,13 +73,44 @@ def _alertmanager_config(host: spec.Host, generated: dict) -> dict:
     am_dir = host.dir / "alertmanager"
     paths = generated["alertmanagerSecrets"]
     lab_files = {
-        paths["smtpPassword"]: _readable_copy(credentials.alerts_smtp_password(), am_dir / "smtp-password"),
+        paths["smtpPassword"]: _readable_copy(credentials.alerts_smtp_password(), am_dir / "smtp-password",
+                                                strip_newline=True),
         paths["relayCa"]: _readable_copy(credentials.platform_ca(), am_dir / "relay-ca.crt"),
     }
     text = json.dumps(generated["alertmanager"], indent=1)
     for path, local in lab_files.items():
         text = text.replace(json.dumps(path), json.dumps(local))
     return json.loads(text)
+
+
+def _jaeger_binary() -> str:
+    """Jaeger as dev/up runs it: built once from the Go module proxy by dev/bootstrap.sh (the
+    same release nix/jaeger.nix installs on the monitoring hosts, without its web UI)."""
+    cached = spec.cache_dir() / "bin" / "jaeger"
+    if not cached.exists():
+        subprocess.run([str(spec.ROOT / "dev" / "bootstrap.sh"), "jaeger"], check=True)
+    return str(cached)
+
+
+def _jaeger(mon: spec.Host, generated: dict) -> None:
+    """Jaeger with the configuration nixos/lib/jaeger.nix generates for the lab, as it is;
+    only its storage directory (the unit's StateDirectory on a NixOS host) is the lab's."""
+    jaeger_dir = mon.dir / "jaeger"
+    (jaeger_dir / "data").mkdir(parents=True, exist_ok=True)
+    shutil.chown(jaeger_dir / "data", "prometheus", "prometheus")
+    text = json.dumps(generated["jaeger"], indent=1).replace(generated["jaegerStateDir"] + "/",
+                                                             str(jaeger_dir / "data") + "/")
+    config = jaeger_dir / "jaeger.yaml"
+    changed = not config.exists() or config.read_text() != text
+    config.write_text(text)
+    pid = mon.dir / "run" / "jaeger.pid"
+    if changed:
+        stop(pid)
+    if pid_of(pid) is None:
+        spawn(mon.netns, [_jaeger_binary(), "--config", str(config)], mon.dir / "log" / "jaeger.log", pid,
+              user="prometheus")
+    if not wait_tcp(mon.netns, mon.address, OTLP_PORT, 60):
+        raise SystemExit(f"lab: Jaeger did not start (see {mon.dir / 'log' / 'jaeger.log'})")
 
 
 def _config(lab: spec.Lab, host: spec.Host, generated: dict) -> dict:
@@ -191,13 +231,14 @@ def up(lab: spec.Lab) -> None:
         raise SystemExit(f"lab: Prometheus did not start (see {mon.dir / 'log' / 'prometheus.log'})")
     if not wait_tcp(mon.netns, mon.address, ALERTMANAGER_PORT, 60):
         raise SystemExit(f"lab: Alertmanager did not start (see {mon.dir / 'log' / 'alertmanager.log'})")
+    _jaeger(mon, generated)
     log(f"monitoring: Prometheus at {mon.address}:{PROMETHEUS_PORT}, Alertmanager at :{ALERTMANAGER_PORT}, "
-        f"{len(lab.hosts)} node exporters")
+        f"Jaeger at :{JAEGER_PORT} (OTLP :{OTLP_PORT}), {len(lab.hosts)} node exporters")
 
 
 def down(lab: spec.Lab) -> None:
     mon = monitoring_host(lab)
-    for name in ("prometheus", "alertmanager"):
+    for name in ("prometheus", "alertmanager", "jaeger"):
         stop(mon.dir / "run" / f"{name}.pid")
     for host in lab.hosts:
         stop(host.dir / "run" / "node-exporter.pid")

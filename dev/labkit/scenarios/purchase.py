@@ -10,7 +10,10 @@ identity's own TLS port and verified with the platform CA; notifications reads t
 address from identity's /internal over HTTPS and hands the mail to the relay with STARTTLS and
 its account. Mailpit takes mail from nobody else (checked first: plaintext refused, a certificate
 for its address from the platform CA) and keeps with each mail the account that handed it over.
-Measured: from the checkout to `confirmed`, and to the mail in the mailbox."""
+Then the traces: the checkout carries a W3C `traceparent` chosen here, and that trace must be ONE
+trace in the environment's Jaeger (nixos/lib/jaeger.nix, on the monitoring host) with spans of
+every service the purchase crossed, exported by each over OTLP/HTTP through the firewalls.
+Measured: from the checkout to `confirmed`, to the mail in the mailbox, and to the whole trace."""
 
 from __future__ import annotations
 
@@ -21,13 +24,17 @@ import time
 import urllib.parse
 import uuid
 
+import monitoring_check
+
 from .. import credentials, spec
 from ..proc import log
-from ..roles import apps, smtp
+from ..roles import apps, monitoring, smtp
 
 TIMEOUT = 10.0
 DEADLINE = 60.0
 PASSWORD = "correct horse battery staple"
+# Every service a purchase crosses (identity: the customer's address for the mail).
+TRACED = ["gateway", "orders", "inventory", "payments", "notifications", "identity"]
 
 
 class _Shop:
@@ -129,8 +136,10 @@ def run(lab: spec.Lab) -> list[tuple[str, str]]:
     shop.until("the product in the cart", "PUT", f"/v1/cart/lines/{product}", token=token, body={"quantity": 2})
 
     checkout = time.monotonic()
+    trace_id = uuid.uuid4().hex
     status, order = shop.call("POST", "/v1/orders", token=token, body={"payment_token": "tok_success"},
-                              headers={"Idempotency-Key": str(uuid.uuid4())})
+                              headers={"Idempotency-Key": str(uuid.uuid4()),
+                                       "traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"})
     assert status == 202, f"checkout: HTTP {status} {order}"
     order_id = order["id"]
     shop.until(f"order {order_id} confirmed", "GET", f"/v1/orders/{order_id}", token=token,
@@ -152,8 +161,35 @@ def run(lab: spec.Lab) -> list[tuple[str, str]]:
         f"the mail was not handed over by {relay['username']}: account {mail.get('Username')!r}"
     )
     log(f"purchase: the mail {mail['Subject']!r} in the relay's mailbox {delivered:.1f} s after the checkout")
+
+    spans, traced = _whole_trace(lab, trace_id)
+    traced_after = time.monotonic() - checkout
+    log(f"purchase: trace {trace_id} whole in Jaeger ({spans} spans of {', '.join(TRACED)}) "
+        f"{traced_after:.1f} s after the checkout")
     return [
         ("relay", f"plaintext refused, STARTTLS with the platform CA's certificate for {relay['host']}"),
         ("order", f"confirmed {confirmed:.1f} s after the checkout (through {entry.name})"),
         ("mail", f"in the mailbox {delivered:.1f} s after the checkout, handed over by {relay['username']}"),
+        ("trace", f"one trace of {spans} spans across {', '.join(traced)} in the environment's Jaeger "
+                  f"{traced_after:.1f} s after the checkout"),
     ]
+
+
+def _whole_trace(lab: spec.Lab, trace_id: str) -> tuple[int, list[str]]:
+    """Waits for the trace in the monitoring host's Jaeger (its query API, from the operators'
+    station) to hold spans of every TRACED service: the last ones come after the mail, and
+    each service's exporter batches for a few seconds."""
+    mon = monitoring.monitoring_host(lab)
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        status, raw = apps.http_get(spec.admin_name(), mon.address, monitoring.JAEGER_PORT,
+                                    f"/api/traces/{trace_id}", TIMEOUT)
+        body = json.loads(raw) if status == 200 else {}
+        problems = (monitoring_check.trace_body_problems(body, trace_id, TRACED) if status == 200
+                    else [f"Jaeger has no trace {trace_id} yet (HTTP {status})"])
+        if not problems:
+            trace = body["data"][0]
+            names = sorted({trace["processes"][s["processID"]]["serviceName"] for s in trace["spans"]})
+            return len(trace["spans"]), names
+        assert time.monotonic() < deadline, f"the purchase's trace in the lab's Jaeger: {problems}"
+        time.sleep(1)
