@@ -8,18 +8,16 @@ Run: python3 -m unittest discover -s dev/tests
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import sys
 import tempfile
 import unittest
 from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location("fleet_hosts", Path(__file__).resolve().parents[1] / "fleet" / "hosts.py")
-assert _spec and _spec.loader
-hosts = importlib.util.module_from_spec(_spec)
-sys.modules["fleet_hosts"] = hosts
-_spec.loader.exec_module(hosts)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from devscripts import load  # noqa: E402  (beside this file)
+
+hosts = load("fleet/hosts")
 
 CREDENTIALS = "/run/credentials/alertmanager.service"
 SECRETS = {"smtpPassword": f"{CREDENTIALS}/smtp-password", "relayCa": f"{CREDENTIALS}/relay-ca"}
