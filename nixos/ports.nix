@@ -43,6 +43,7 @@
     jaeger = 16686;
     jaegerGrpc = 16685; # loopback
     jaegerHealth = 13133; # loopback
+    jaegerMetrics = 8888; # its own metrics, for Prometheus
   };
 
   # The ci host (nixos/modules/ci.nix). nginx serves the forge, Hydra and the binary cache by

@@ -76,6 +76,7 @@ EDGES = [
     ("admin", "monitoring", "monitoring.grafana", "tcp"),
     ("k3s", "monitoring", "monitoring.otlpHttp", "tcp"),  # the services' spans to Jaeger
     ("admin", "monitoring", "monitoring.jaeger", "tcp"),
+    ("monitoring", "monitoring", "monitoring.jaegerMetrics", "tcp"),
     # ci: nginx (forge and Hydra for operators, the binary cache for operators and every host of
     # the environment, its substituter) and Forgejo's git SSH. Hydra and Harmonia are loopback.
     ("admin", "ci", "ci.https", "tcp"),
@@ -99,6 +100,7 @@ ROLE_JOBS = {
     "patroni": ("postgres", "postgres.patroni", "http"),
     "postgres": ("postgres", "postgres.exporter", "http"),
     "alertmanager": ("monitoring", "monitoring.alertmanager", "http"),
+    "jaeger": ("monitoring", "monitoring.jaegerMetrics", "http"),
 }
 
 ICMP_TYPES = {"echo-request", "destination-unreachable", "time-exceeded", "parameter-problem"}
@@ -524,8 +526,12 @@ def check_jaeger(ev: Path, problems: list[str]) -> None:
         for name, (got, expected) in listeners.items():
             if got != expected:
                 problems.append(f"jaeger.{env}: {name} listens on {got}, expected {expected}")
-        if config["service"]["telemetry"]["metrics"].get("level") != "none":
-            problems.append(f"jaeger.{env}: its metrics listener is on but nothing admits or scrapes it")
+        # Its own metrics on the port Prometheus's `jaeger` job scrapes (ROLE_JOBS).
+        metrics = config["service"]["telemetry"]["metrics"]
+        exporters = [r.get("pull", {}).get("exporter", {}).get("prometheus") for r in metrics.get("readers", [])]
+        wanted_metrics = [{"host": address, "port": ports["jaegerMetrics"]}]
+        if metrics.get("level") in (None, "none") or exporters != wanted_metrics:
+            problems.append(f"jaeger.{env}: its metrics are {metrics}, expected a Prometheus reader on {address}:{ports['jaegerMetrics']}")
         backends = extensions["jaeger_storage"]["backends"]
         for name, backend in backends.items():
             badger = backend.get("badger")

@@ -20,7 +20,7 @@ from devscripts import load  # noqa: E402  (beside this file)
 hosts = load("fleet/hosts")
 
 MON = "10.0.0.51"
-PORTS = {"otlpHttp": 4318, "jaeger": 16686, "jaegerGrpc": 16685, "jaegerHealth": 13133}
+PORTS = {"otlpHttp": 4318, "jaeger": 16686, "jaegerGrpc": 16685, "jaegerHealth": 13133, "jaegerMetrics": 8888}
 STATE = "/var/lib/jaeger"
 ENDPOINT = "http://jaeger.comptoir.svc.cluster.local:4318/v1/traces"
 WORKLOADS = {"cluster": {"namespace": "comptoir", "domain": "cluster.local"}}
@@ -29,7 +29,8 @@ FLEET = {"environments": {"prod": {"hosts": [
     {"name": "prod-k3s-1", "address": "10.0.0.21", "roles": ["k3s-server"]},
 ]}}}
 CONFIG = {
-    "service": {"telemetry": {"metrics": {"level": "none"}}},
+    "service": {"telemetry": {"metrics": {"level": "normal", "readers": [
+        {"pull": {"exporter": {"prometheus": {"host": MON, "port": 8888}}}}]}}},
     "extensions": {
         "healthcheckv2": {"use_v2": True, "http": {"endpoint": "127.0.0.1:13133"}},
         "jaeger_query": {"storage": {"traces": "badger"}, "http": {"endpoint": f"{MON}:16686"},
@@ -85,8 +86,10 @@ class CheckJaeger(unittest.TestCase):
         self.assertTrue(any("OTLP receiver" in p for p in problems_of(grpc)))
         public = changed(lambda c: c["extensions"]["jaeger_query"]["grpc"].update(endpoint=f"{MON}:16685"))
         self.assertTrue(any("jaeger_query.grpc" in p for p in problems_of(public)))
-        metrics = changed(lambda c: c["service"]["telemetry"]["metrics"].update(level="detailed"))
-        self.assertTrue(any("metrics listener" in p for p in problems_of(metrics)))
+        for edit in (lambda m: m.update(level="none"), lambda m: m.pop("readers"),
+                     lambda m: m["readers"][0]["pull"]["exporter"]["prometheus"].update(host="0.0.0.0")):
+            metrics = changed(lambda c: edit(c["service"]["telemetry"]["metrics"]))
+            self.assertTrue(any("its metrics" in p for p in problems_of(metrics)), metrics)
 
     def test_storage_in_memory_elsewhere_or_forever(self):
         backend = ["extensions", "jaeger_storage", "backends", "badger", "badger"]

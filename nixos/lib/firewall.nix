@@ -139,6 +139,7 @@
       # The services' spans, from their pods SNATed to the node's address (nixos/lib/jaeger.nix).
       (allow ports.monitoring.otlpHttp ["k3s_hosts"] "Jaeger OTLP/HTTP: the services' spans")
       (allow ports.monitoring.jaeger ["admin"] "Jaeger web UI and query API: operators")
+      (allow ports.monitoring.jaegerMetrics ["monitoring"] "Jaeger metrics: Prometheus")
     ];
 
     # nginx on the ci host serves three names on one port: the forge and Hydra to operators, the

@@ -60,8 +60,20 @@
         };
         telemetry = {
           resource."service.name" = "jaeger";
-          # Its own metrics are not scraped yet; none rather than an unreachable listener.
-          metrics.level = "none";
+          # Its own metrics (spans received, refused, failed to store) for the environment's
+          # Prometheus, job `jaeger` (nixos/lib/prometheus.nix): the alerts TargetDown and
+          # TracesDropped (nixos/monitoring/rules/services.yaml).
+          metrics = {
+            level = "normal";
+            readers = [
+              {
+                pull.exporter.prometheus = {
+                  host = host.address;
+                  port = ports.monitoring.jaegerMetrics;
+                };
+              }
+            ];
+          };
           logs.level = "info";
         };
       };

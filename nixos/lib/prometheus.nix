@@ -167,6 +167,8 @@
           static_configs = [{targets = ["localhost:${toString ports.monitoring.prometheus}"];}];
         }
         (staticJob "alertmanager" ports.monitoring.alertmanager (of "monitoring"))
+        # Jaeger's own metrics (nixos/lib/jaeger.nix): spans received, refused, stored.
+        (staticJob "jaeger" ports.monitoring.jaegerMetrics (of "monitoring"))
         ((staticJob "pulsar-broker" ports.pulsar.webTls (of "pulsar"))
           // {
             # The brokers' certificates name their host's address (an IP SAN), which is what
