@@ -27,6 +27,9 @@ from ..roles import apps, monitoring, smtp
 TIMEOUT = 10.0
 # group_wait (30 s) plus a scrape and an evaluation, with room for a loaded machine.
 DEADLINE = 120.0
+# Watchdog right after `dev/lab up`: Prometheus's first evaluations after its start or reload
+# (every 30 s) and its resend delay (1 min); 80 s seen on an idle machine.
+WATCHDOG_DEADLINE = 240.0
 
 
 def _alertmanager(lab: spec.Lab, method: str, path: str, body: object | None = None) -> tuple[int, object]:
@@ -45,11 +48,11 @@ def _mails(relay: dict, query: str) -> list[dict]:
     return json.loads(body)["messages"]
 
 
-def _until(what: str, probe):
-    """Calls `probe` until it returns something true, for DEADLINE seconds at most."""
-    deadline = time.monotonic() + DEADLINE
+def _until(what: str, probe, seconds: float = DEADLINE):
+    """Calls `probe` until it returns something true, for `seconds` at most."""
+    deadline = time.monotonic() + seconds
     while not (found := probe()):
-        assert time.monotonic() < deadline, f"{what}: not within {DEADLINE:.0f} s"
+        assert time.monotonic() < deadline, f"{what}: not within {seconds:.0f} s"
         time.sleep(1)
     return found
 
@@ -63,7 +66,7 @@ def run(lab: spec.Lab) -> list[tuple[str, str]]:
         assert status == 200, f"Alertmanager's API: HTTP {status}"
         return [a for a in found if a["labels"].get("env") == "lab" and a["status"]["state"] == "active"]
 
-    found = _until("Watchdog from the lab's Prometheus in Alertmanager", watchdog)
+    found = _until("Watchdog from the lab's Prometheus in Alertmanager", watchdog, WATCHDOG_DEADLINE)
     receivers = {r["name"] for a in found for r in a["receivers"]}
     assert receivers == {"heartbeat"}, f"Watchdog routed to {receivers}, expected the heartbeat receiver only"
     arrived = time.monotonic() - started

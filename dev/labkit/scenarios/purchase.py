@@ -12,7 +12,8 @@ its account. Mailpit takes mail from nobody else (checked first: plaintext refus
 for its address from the platform CA) and keeps with each mail the account that handed it over.
 Then the traces: the checkout carries a W3C `traceparent` chosen here, and that trace must be ONE
 trace in the environment's Jaeger (nixos/lib/jaeger.nix, on the monitoring host) with spans of
-every service the purchase crossed, exported by each over OTLP/HTTP through the firewalls.
+every service the purchase crossed, exported by each over OTLP/HTTP through the firewalls, and
+the lab's Prometheus must scrape Jaeger's own metrics (spans accepted, none dropped).
 Measured: from the checkout to `confirmed`, to the mail in the mailbox, and to the whole trace."""
 
 from __future__ import annotations
@@ -190,6 +191,26 @@ def _whole_trace(lab: spec.Lab, trace_id: str) -> tuple[int, list[str]]:
         if not problems:
             trace = body["data"][0]
             names = sorted({trace["processes"][s["processID"]]["serviceName"] for s in trace["spans"]})
+            _jaeger_scraped(mon)
             return len(trace["spans"]), names
         assert time.monotonic() < deadline, f"the purchase's trace in the lab's Jaeger: {problems}"
         time.sleep(1)
+
+
+def _jaeger_scraped(mon: spec.Host) -> None:
+    """The lab's Prometheus scrapes Jaeger's own metrics (job `jaeger`, what TracesDropped
+    reads): the spans it accepted are there, and none refused or left unstored."""
+    def value(metric: str) -> float | None:
+        query = urllib.parse.quote(f'sum({metric}{{job="jaeger"}})')
+        status, raw = apps.http_get(spec.admin_name(), mon.address, monitoring.PROMETHEUS_PORT,
+                                    f"/api/v1/query?query={query}", TIMEOUT)
+        result = json.loads(raw)["data"]["result"] if status == 200 else []
+        return float(result[0]["value"][1]) if result else None
+
+    deadline = time.monotonic() + DEADLINE
+    # Scraped every 30 s (the generated global interval): the first scrape may still be ahead.
+    while not (value("otelcol_receiver_accepted_spans_total") or 0) > 0:
+        assert time.monotonic() < deadline, "no accepted spans of job jaeger in the lab's Prometheus"
+        time.sleep(1)
+    for metric in ("otelcol_receiver_refused_spans_total", "otelcol_exporter_send_failed_spans_total"):
+        assert (value(metric) or 0) == 0, f"the lab's Jaeger dropped spans: {metric} = {value(metric)}"
