@@ -120,27 +120,17 @@ in {
     wantedBy = ["multi-user.target"];
     after = ["network-online.target"];
     wants = ["network-online.target"];
-    serviceConfig = {
-      ExecStart = "${comptoir.jaeger}/bin/jaeger --config ${pkgs.writeText "jaeger.yaml" (builtins.toJSON fleetLib.jaeger.${host.env})}";
-      DynamicUser = true;
-      StateDirectory = lib.removePrefix "/var/lib/" jaegerStateDir;
-      StateDirectoryMode = "0700";
-      Restart = "on-failure";
-      RestartSec = 5;
-      # It needs its sockets and its directory, nothing else.
-      CapabilityBoundingSet = "";
-      NoNewPrivileges = true;
-      PrivateDevices = true;
-      PrivateTmp = true;
-      ProtectHome = true;
-      ProtectSystem = "strict";
-      ProtectKernelTunables = true;
-      ProtectKernelModules = true;
-      ProtectControlGroups = true;
-      RestrictAddressFamilies = ["AF_INET" "AF_INET6" "AF_UNIX"];
-      SystemCallArchitectures = "native";
-      MemoryMax = "1G";
-    };
+    serviceConfig =
+      import ./hardening.nix
+      // {
+        ExecStart = "${comptoir.jaeger}/bin/jaeger --config ${pkgs.writeText "jaeger.yaml" (builtins.toJSON fleetLib.jaeger.${host.env})}";
+        DynamicUser = true;
+        StateDirectory = lib.removePrefix "/var/lib/" jaegerStateDir;
+        StateDirectoryMode = "0700";
+        Restart = "on-failure";
+        RestartSec = 5;
+        MemoryMax = "1G";
+      };
   };
 
   services.grafana = {

@@ -27,31 +27,12 @@
   confFile = name: pkgs.writeText "comptoir-${cluster.cluster}-${name}" own.files.${name};
   pulsarBin = "${comptoir.pulsar}/bin/pulsar";
 
-  # What every unit of this role gets: no privilege, a read-only system, only its own state
-  # writable. (No MemoryDenyWriteExecute: the JVM's JIT writes code.)
-  hardening = {
-    NoNewPrivileges = true;
-    ProtectSystem = "strict";
-    ProtectHome = true;
-    PrivateTmp = true;
-    PrivateDevices = true;
-    ProtectKernelTunables = true;
-    ProtectKernelModules = true;
-    ProtectKernelLogs = true;
-    ProtectControlGroups = true;
-    ProtectClock = true;
-    ProtectHostname = true;
-    ProtectProc = "invisible";
-    RestrictNamespaces = true;
-    RestrictRealtime = true;
-    RestrictSUIDSGID = true;
-    LockPersonality = true;
-    RestrictAddressFamilies = ["AF_INET" "AF_INET6" "AF_UNIX" "AF_NETLINK"];
-    CapabilityBoundingSet = "";
-    AmbientCapabilities = "";
-    SystemCallArchitectures = "native";
-    UMask = "0077";
-  };
+  # What every unit of this role gets: the shared sandbox (nixos/modules/hardening.nix) and
+  # netlink sockets, as these units always had. (No MemoryDenyWriteExecute: the JVM's JIT
+  # writes code.)
+  hardening =
+    import ./hardening.nix
+    // {RestrictAddressFamilies = ["AF_INET" "AF_INET6" "AF_UNIX" "AF_NETLINK"];};
 
   # A long-running JVM of this role.
   daemon = {
