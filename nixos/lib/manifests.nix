@@ -120,6 +120,8 @@
     full = size == "full";
     hostsOf = inventory.hostsOf env;
     cidrs = role: map (host: "${host.address}/32") (hostsOf role);
+    # Jaeger runs on the monitoring host (nixos/lib/jaeger.nix); none without one.
+    jaegerHosts = hostsOf "monitoring";
     environment = inventory.environment env;
 
     # ---- Namespace and RBAC -------------------------------------------------------------
@@ -430,7 +432,7 @@
           )
           # Every service's spans, to the environment's Jaeger (jaegerObjects).
           ++ (
-            if hostsOf "monitoring" != []
+            if jaegerHosts != []
             then [
               {
                 to = ipBlocks (cidrs "monitoring");
@@ -517,7 +519,7 @@
     # The environment's Jaeger, for telemetry.otlp_endpoint (settings.nix, nixos/lib/jaeger.nix):
     # its OTLP/HTTP receiver on the monitoring host.
     jaegerObjects =
-      if hostsOf "monitoring" == []
+      if jaegerHosts == []
       then []
       else
         outsideService {
@@ -525,7 +527,7 @@
           sliceName = "jaeger-monitoring";
           portName = "otlp-http";
           port = ports.monitoring.otlpHttp;
-          hosts = hostsOf "monitoring";
+          hosts = jaegerHosts;
         };
 
     # ---- Per service --------------------------------------------------------------------
