@@ -101,16 +101,16 @@ def server_certificate(name: str, dns: tuple[str, ...] = (), addresses: tuple[st
     return cert, key
 
 
-def _random_secret(name: str) -> Path:
-    """A file of the lab's secrets holding a random value, made once; ends with a newline, which
-    the services' secret files may and Mailpit's account file may not."""
+def _random_secret(name: str, newline: bool = True) -> Path:
+    """A file of the lab's secrets holding a random value, made once; ends with a newline unless
+    told not to (the services' secret files may; Alertmanager sends a password file as it is)."""
     path = _private_dir(spec.lab_dir() / "secrets" / "smtp") / name
     if not path.exists():
         partial = path.with_name(f".{name}.partial")
         partial.unlink(missing_ok=True)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(24) + "\n")
+            f.write(secrets.token_hex(24) + ("\n" if newline else ""))
         partial.rename(path)
     return path
 
@@ -121,5 +121,6 @@ def smtp_password() -> Path:
 
 
 def alerts_smtp_password() -> Path:
-    """The file of Alertmanager's account's password at the relay."""
-    return _random_secret("alerts-password")
+    """The file of Alertmanager's account's password at the relay, without a trailing newline
+    (secrets/README.md: Alertmanager would send it)."""
+    return _random_secret("alerts-smtp-password", newline=False)

@@ -10,6 +10,7 @@ role's static targets when that role runs."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -50,20 +51,25 @@ def _generated() -> dict:
     )
 
 
-def _readable_copy(source, target, *, strip_newline: bool = False) -> str:
+def _readable_copy(source, target) -> str:
     """`source` copied to `target` for the prometheus account alone (Prometheus and
-    Alertmanager run as it here; the credentials stay root's). With `strip_newline`, without
-    the trailing newline: Alertmanager sends a password file's content as it is, newline
-    included (secrets/README.md)."""
+    Alertmanager run as it here; the credentials stay root's), private from its creation."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    if strip_newline:
-        target.unlink(missing_ok=True)
-        target.write_text(source.read_text().rstrip("\n"))
-    else:
-        shutil.copyfile(source, target)
+    target.unlink(missing_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+    with os.fdopen(fd, "wb") as f:
+        f.write(source.read_bytes())
     shutil.chown(target, "prometheus", "prometheus")
-    target.chmod(0o400)
     return str(target)
+
+
+def _configure(config, text: str, pid) -> None:
+    """Writes a configuration its process reads only at start; a running process with another
+    one is stopped, for the caller to start again."""
+    if config.exists() and config.read_text() == text:
+        return
+    config.write_text(text)
+    stop(pid)
 
 
 def _alertmanager_config(host: spec.Host, generated: dict) -> dict:
@@ -73,8 +79,7 @@ def _alertmanager_config(host: spec.Host, generated: dict) -> dict:
     am_dir = host.dir / "alertmanager"
     paths = generated["alertmanagerSecrets"]
     lab_files = {
-        paths["smtpPassword"]: _readable_copy(credentials.alerts_smtp_password(), am_dir / "smtp-password",
-                                                strip_newline=True),
+        paths["smtpPassword"]: _readable_copy(credentials.alerts_smtp_password(), am_dir / "smtp-password"),
         paths["relayCa"]: _readable_copy(credentials.platform_ca(), am_dir / "relay-ca.crt"),
     }
     text = json.dumps(generated["alertmanager"], indent=1)
@@ -100,12 +105,8 @@ def _jaeger(mon: spec.Host, generated: dict) -> None:
     shutil.chown(jaeger_dir / "data", "prometheus", "prometheus")
     text = json.dumps(generated["jaeger"], indent=1).replace(generated["jaegerStateDir"] + "/",
                                                              str(jaeger_dir / "data") + "/")
-    config = jaeger_dir / "jaeger.yaml"
-    changed = not config.exists() or config.read_text() != text
-    config.write_text(text)
-    pid = mon.dir / "run" / "jaeger.pid"
-    if changed:
-        stop(pid)
+    config, pid = jaeger_dir / "jaeger.yaml", mon.dir / "run" / "jaeger.pid"
+    _configure(config, text, pid)
     if pid_of(pid) is None:
         spawn(mon.netns, [_jaeger_binary(), "--config", str(config)], mon.dir / "log" / "jaeger.log", pid,
               user="prometheus")
@@ -185,15 +186,10 @@ def up(lab: spec.Lab) -> None:
     (am_dir / "data").mkdir(parents=True, exist_ok=True)
     shutil.chown(am_dir / "data", "prometheus", "prometheus")
     am_config = am_dir / "alertmanager.yml"
-    am_text = json.dumps(_alertmanager_config(mon, generated), indent=1)
-    changed = not am_config.exists() or am_config.read_text() != am_text
-    am_config.write_text(am_text)
+    _configure(am_config, json.dumps(_alertmanager_config(mon, generated), indent=1), mon.dir / "run" / "alertmanager.pid")
     check = subprocess.run(["amtool", "check-config", str(am_config)], capture_output=True, text=True, check=False)
     if check.returncode != 0:
         raise SystemExit(f"lab: amtool refuses the lab's Alertmanager configuration:\n{check.stdout}{check.stderr}")
-    if changed:
-        # Read at start: a running Alertmanager with an older file is restarted.
-        stop(mon.dir / "run" / "alertmanager.pid")
     if pid_of(mon.dir / "run" / "alertmanager.pid") is None:
         spawn(
             mon.netns,
