@@ -165,6 +165,7 @@ def run(lab: spec.Lab) -> list[tuple[str, str]]:
 
     spans, traced = _whole_trace(lab, trace_id)
     traced_after = time.monotonic() - checkout
+    _jaeger_scraped(monitoring.monitoring_host(lab))
     log(f"purchase: trace {trace_id} whole in Jaeger ({spans} spans of {', '.join(TRACED)}) "
         f"{traced_after:.1f} s after the checkout")
     return [
@@ -191,7 +192,6 @@ def _whole_trace(lab: spec.Lab, trace_id: str) -> tuple[int, list[str]]:
         if not problems:
             trace = body["data"][0]
             names = sorted({trace["processes"][s["processID"]]["serviceName"] for s in trace["spans"]})
-            _jaeger_scraped(mon)
             return len(trace["spans"]), names
         assert time.monotonic() < deadline, f"the purchase's trace in the lab's Jaeger: {problems}"
         time.sleep(1)
@@ -213,4 +213,5 @@ def _jaeger_scraped(mon: spec.Host) -> None:
         assert time.monotonic() < deadline, "no accepted spans of job jaeger in the lab's Prometheus"
         time.sleep(1)
     for metric in ("otelcol_receiver_refused_spans_total", "otelcol_exporter_send_failed_spans_total"):
-        assert (value(metric) or 0) == 0, f"the lab's Jaeger dropped spans: {metric} = {value(metric)}"
+        dropped = value(metric) or 0
+        assert dropped == 0, f"the lab's Jaeger dropped spans: {metric} = {dropped}"
