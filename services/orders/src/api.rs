@@ -151,13 +151,12 @@ pub async fn checkout(
             id,
             customer,
             cart: &cart,
-            payment_token: &checkout.payment_token,
             shipping_address_id: checkout.shipping_address_id,
             step_timeout_secs: state.saga.step_timeout.as_secs_f64(),
         },
     )
     .await?;
-    state.saga.start(&tx, id).await?;
+    state.saga.start(&tx, id, &checkout.payment_token).await?;
     repo::clear_cart(&tx, customer).await?;
     let order = repo::order(&tx, customer, id).await?;
     tx.commit().await.map_err(RepoError::from)?;

@@ -216,7 +216,6 @@ pub struct NewOrder<'a> {
     pub id: Uuid,
     pub customer: Uuid,
     pub cart: &'a Cart,
-    pub payment_token: &'a str,
     pub shipping_address_id: Option<Uuid>,
     pub step_timeout_secs: f64,
 }
@@ -248,15 +247,14 @@ pub async fn insert_order<C: GenericClient + Sync>(
     client
         .execute(
             "INSERT INTO orders (order_id, customer_id, status, total_minor, currency, \
-                                 payment_token, shipping_address_id, step_deadline) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))",
+                                 shipping_address_id, step_deadline) \
+             VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))",
             &[
                 &order.id,
                 &order.customer,
                 &OrderStatus::Pending.as_str(),
                 &cart.total_minor,
                 &currency,
-                &order.payment_token,
                 &order.shipping_address_id,
                 &order.step_timeout_secs,
             ],
@@ -441,7 +439,11 @@ pub struct SagaOrder {
     pub reason: Option<String>,
     pub total_minor: i64,
     pub currency: String,
+    /// The card token of an order placed before the authorise left with the reserve
+    /// (migration V4); `None` for every order placed since.
     pub payment_token: Option<String>,
+    /// Payments authorised the amount while the stock was still awaited.
+    pub authorised: bool,
     pub version: i64,
     pub lines: Vec<OrderLine>,
 }
@@ -455,7 +457,8 @@ pub async fn lock_order<C: GenericClient + Sync>(
 ) -> Result<Option<SagaOrder>, RepoError> {
     let Some(row) = client
         .query_opt(
-            "SELECT customer_id, status, reason, total_minor, currency, payment_token, version \
+            "SELECT customer_id, status, reason, total_minor, currency, payment_token, version, \
+                    payment_authorised \
              FROM orders WHERE order_id = $1 AND ($2::uuid IS NULL OR customer_id = $2) \
              FOR UPDATE",
             &[&id, &customer],
@@ -488,6 +491,7 @@ pub async fn lock_order<C: GenericClient + Sync>(
         total_minor: row.get(3),
         currency: row.get::<_, String>(4).trim().to_owned(),
         payment_token: row.get(5),
+        authorised: row.get(7),
         version: row.get(6),
         lines,
     }))
@@ -532,6 +536,21 @@ pub async fn move_order<C: GenericClient + Sync>(
         version: row.get(0),
         age_secs: row.get(1),
     })
+}
+
+/// Records that payments authorised a locked order still waiting for its stock. Not a status
+/// change: the order stays `pending`, its version (what a shopper's read sees) unchanged.
+pub async fn mark_authorised<C: GenericClient + Sync>(
+    client: &C,
+    id: Uuid,
+) -> Result<(), RepoError> {
+    client
+        .execute(
+            "UPDATE orders SET payment_authorised = true WHERE order_id = $1",
+            &[&id],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Orders whose current step is past its deadline (at most `limit`), skipping those another

@@ -1,10 +1,21 @@
-//! The checkout saga, orchestrated here (docs/adr/0016-checkout-saga.md).
+//! The checkout saga, orchestrated here (docs/adr/0016-checkout-saga.md; its first step in
+//! two parallel legs: docs/adr/0027-saga-parallel-first-step.md).
 //!
 //! ```text
-//! pending ──reserved──▶ stock-reserved ──authorised──▶ payment-authorised ──committed──▶
+//!          ┌─ reserve ──▶ reserved ─┐
+//! pending ─┤                        ├─▶ stock-reserved ─▶ payment-authorised ──committed──▶
+//!          └─ authorise ▶ authorised┘
 //!    stock-committed ──captured──▶ confirmed ──(refund asked)──▶ refund-requested ──▶ refunded
 //! any step refused, timed out, or cancelled by the customer before capture ──▶ cancelled
 //! ```
+//!
+//! The checkout writes both first commands at once: inventory reserves the stock while
+//! payments authorises the card. `stock-reserved` means the stock is held and the
+//! authorisation still awaited; `payment-authorised` means both are held (when the
+//! authorisation answered first, the order is marked authorised and stays `pending` until the
+//! stock answers, then passes both statuses in one step). Then the commit of the stock, then the
+//! capture: those two stay in sequence, because the capture is the point of no return and a
+//! reservation that lapsed must not be paid for.
 //!
 //! Each arrow is a command this module writes to the outbox (a [`StockCommand`] or
 //! [`PaymentCommand`]) and the reply it reacts to (a [`StockOutcome`] or [`PaymentOutcome`]),
@@ -14,10 +25,12 @@
 //! replies still waiting in the broker move it on, and commands still in the outbox leave.
 //!
 //! Compensation is idempotent and safe to send early: inventory and payments record a release
-//! or void that arrives before its reserve or authorise and refuse the latter. A reply that
-//! arrives after the order was cancelled is compensated again (a late reservation is released,
-//! a late authorisation voided). Capture is the point of no return: an order whose capture is
-//! in flight is never cancelled; it waits for payments.
+//! or void that arrives before its reserve or authorise and refuse the latter. A refusal of
+//! either first leg cancels the order and compensates the other leg, answered or not (the
+//! stock released, the authorisation voided). A reply that arrives after the order was
+//! cancelled is compensated again (a late reservation is released, a late authorisation
+//! voided). Capture is the point of no return: an order whose capture is in flight is never
+//! cancelled; it waits for payments.
 
 use std::time::Duration;
 
@@ -91,14 +104,33 @@ impl Saga {
         order: &SagaOrder,
         action: PaymentAction,
     ) -> Result<(), RepoError> {
+        self.payment_command(tx, order, action, None).await
+    }
+
+    /// Asks payments to authorise the order's amount on the shopper's card token.
+    async fn authorise<C: GenericClient + Sync>(
+        &self,
+        tx: &C,
+        order: &SagaOrder,
+        token: &str,
+    ) -> Result<(), RepoError> {
+        self.payment_command(tx, order, PaymentAction::Authorise, Some(token))
+            .await
+    }
+
+    async fn payment_command<C: GenericClient + Sync>(
+        &self,
+        tx: &C,
+        order: &SagaOrder,
+        action: PaymentAction,
+        token: Option<&str>,
+    ) -> Result<(), RepoError> {
         let command = PaymentCommand {
             order_id: order.id,
             action,
             amount_minor: order.total_minor,
             currency: order.currency.clone(),
-            payment_token: (action == PaymentAction::Authorise)
-                .then(|| order.payment_token.clone())
-                .flatten(),
+            payment_token: token.map(str::to_owned),
         };
         outbox::enqueue(
             tx,
@@ -137,7 +169,8 @@ impl Saga {
         Ok(())
     }
 
-    /// Moves the order, keeping the token only while the authorise is still to be sent.
+    /// Moves the order. A token still on the order (one placed before the authorisation left
+    /// with the reservation, see [`Self::on_stock`]) is kept only while the order is pending.
     async fn advance<C: GenericClient + Sync>(
         &self,
         tx: &C,
@@ -174,17 +207,20 @@ impl Saga {
         Ok(moved.version)
     }
 
-    /// Starts the saga of a freshly written order: asks inventory for the stock and announces
-    /// the order.
+    /// Starts the saga of a freshly written order: asks inventory for the stock and payments
+    /// for the authorisation at once, and announces the order. The card token goes into the
+    /// authorise command only, written in the order's own transaction: orders never stores it.
     pub async fn start<C: GenericClient + Sync>(
         &self,
         tx: &C,
         order_id: Uuid,
+        payment_token: &str,
     ) -> Result<(), RepoError> {
         let order = repo::lock_order(tx, order_id, None)
             .await?
             .ok_or(RepoError::NotFound)?;
         self.stock(tx, &order, StockAction::Reserve).await?;
+        self.authorise(tx, &order, payment_token).await?;
         self.announce(tx, &order, OrderStatus::Pending, None, order.version)
             .await?;
         metrics::counter!("orders_checkouts_total").increment(1);
@@ -200,14 +236,11 @@ impl Saga {
         reason: &str,
     ) -> Result<(), RepoError> {
         match order.status {
-            // The reserve may be in flight: the release overtakes or follows it, either way
-            // nothing stays held.
-            OrderStatus::Pending => {
-                self.stock(tx, order, StockAction::Release).await?;
-            }
-            // The authorise may be in flight (stock-reserved) or done (payment-authorised;
-            // the commit may be in flight: a release after a commit puts the units back).
-            OrderStatus::StockReserved | OrderStatus::PaymentAuthorised => {
+            // The reserve and the authorise may be in flight (pending; in stock-reserved the
+            // authorise only) or done (payment-authorised; the commit may be in flight: a release
+            // after a commit puts the units back). A compensation overtakes or follows its
+            // command, either way nothing stays held.
+            OrderStatus::Pending | OrderStatus::StockReserved | OrderStatus::PaymentAuthorised => {
                 self.stock(tx, order, StockAction::Release).await?;
                 self.payment(tx, order, PaymentAction::Void).await?;
             }
@@ -232,6 +265,42 @@ impl Saga {
             .await?;
         self.announce(tx, order, OrderStatus::Cancelled, Some(reason), version)
             .await
+    }
+
+    /// The stock is reserved: the order waits for the authorisation, or goes on when it
+    /// answered first.
+    async fn reserved<C: GenericClient + Sync>(
+        &self,
+        tx: &C,
+        order: SagaOrder,
+    ) -> Result<(), RepoError> {
+        // An order placed before both legs left together still holds its card token: its
+        // authorise leaves now, as it did then.
+        if let Some(token) = &order.payment_token {
+            self.authorise(tx, &order, token).await?;
+        }
+        self.advance(tx, &order, OrderStatus::StockReserved, None)
+            .await?;
+        if order.authorised {
+            let reserved = SagaOrder {
+                status: OrderStatus::StockReserved,
+                ..order
+            };
+            self.both_held(tx, &reserved).await?;
+        }
+        Ok(())
+    }
+
+    /// The stock is reserved and the payment authorised: the reservation becomes a sale.
+    async fn both_held<C: GenericClient + Sync>(
+        &self,
+        tx: &C,
+        order: &SagaOrder,
+    ) -> Result<(), RepoError> {
+        self.stock(tx, order, StockAction::Commit).await?;
+        self.advance(tx, order, OrderStatus::PaymentAuthorised, None)
+            .await?;
+        Ok(())
     }
 
     /// Asks payments to give a confirmed order's money back.
@@ -264,16 +333,14 @@ impl Saga {
         };
         let reason = outcome.reason.as_deref();
         match (outcome.result, order.status) {
-            (StockResult::Reserved, OrderStatus::Pending) => {
-                self.payment(tx, &order, PaymentAction::Authorise).await?;
-                self.advance(tx, &order, OrderStatus::StockReserved, None)
-                    .await?;
-            }
+            (StockResult::Reserved, OrderStatus::Pending) => self.reserved(tx, order).await?,
             // Held for an order already given up: give it back.
             (StockResult::Reserved | StockResult::Committed, OrderStatus::Cancelled) => {
                 self.stock(tx, &order, StockAction::Release).await?;
             }
+            // The authorisation (in flight or done) is voided.
             (StockResult::Refused, OrderStatus::Pending) => {
+                self.payment(tx, &order, PaymentAction::Void).await?;
                 self.finish_cancelled(tx, &order, reason.unwrap_or("out-of-stock"))
                     .await?;
             }
@@ -312,15 +379,18 @@ impl Saga {
         };
         let reason = outcome.reason.as_deref();
         match (outcome.result, order.status) {
+            // The stock is still awaited: remembered, the order stays pending.
+            (PaymentResult::Authorised, OrderStatus::Pending) => {
+                repo::mark_authorised(tx, order.id).await?;
+            }
             (PaymentResult::Authorised, OrderStatus::StockReserved) => {
-                self.stock(tx, &order, StockAction::Commit).await?;
-                self.advance(tx, &order, OrderStatus::PaymentAuthorised, None)
-                    .await?;
+                self.both_held(tx, &order).await?;
             }
             (PaymentResult::Authorised, OrderStatus::Cancelled) => {
                 self.payment(tx, &order, PaymentAction::Void).await?;
             }
-            (PaymentResult::Declined, OrderStatus::StockReserved) => {
+            // The reservation (in flight or done) is released.
+            (PaymentResult::Declined, OrderStatus::Pending | OrderStatus::StockReserved) => {
                 self.stock(tx, &order, StockAction::Release).await?;
                 self.finish_cancelled(tx, &order, reason.unwrap_or("payment-declined"))
                     .await?;

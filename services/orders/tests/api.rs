@@ -7,7 +7,11 @@ mod support;
 use std::time::Duration;
 
 use comptoir_events::CloudEvent;
-use comptoir_events::contracts::orders::{STOCK_COMMANDS_TOPIC, StockAction, StockCommand};
+use comptoir_events::contracts::inventory::{STOCK_OUTCOMES_TOPIC, StockOutcome, StockResult};
+use comptoir_events::contracts::orders::{
+    PAYMENT_COMMANDS_TOPIC, PaymentAction, PaymentCommand, STOCK_COMMANDS_TOPIC, StockAction,
+    StockCommand,
+};
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -163,6 +167,12 @@ async fn checkout_places_one_order_per_idempotency_key_and_starts_the_saga() {
         "test-stock-commands",
     )
     .await;
+    let mut payment_commands = comptoir_testkit::subscribe(
+        &app.pulsar,
+        &app.namespace.topic(PAYMENT_COMMANDS_TOPIC),
+        "test-payment-commands",
+    )
+    .await;
 
     // Without a key, or with an empty cart: refused, nothing placed.
     let response = app
@@ -262,7 +272,8 @@ async fn checkout_places_one_order_per_idempotency_key_and_starts_the_saga() {
             .ends_with("idempotency-key-reused")
     );
 
-    // The saga's first command left through the outbox: reserve exactly these lines.
+    // The saga's first commands left through the outbox together: reserve exactly these lines,
+    // and authorise their total on the shopper's card token, which orders itself never stored.
     let message = tokio::time::timeout(Duration::from_secs(30), commands.next())
         .await
         .expect("a stock command")
@@ -279,6 +290,30 @@ async fn checkout_places_one_order_per_idempotency_key_and_starts_the_saga() {
         message.key().as_deref(),
         Some(order_id.to_string().as_str())
     );
+    let message = tokio::time::timeout(Duration::from_secs(30), payment_commands.next())
+        .await
+        .expect("a payment command")
+        .expect("stream")
+        .expect("message");
+    let command: CloudEvent<PaymentCommand> =
+        serde_json::from_slice(&message.payload.data).expect("command");
+    assert_eq!(command.data.order_id, order_id);
+    assert_eq!(command.data.action, PaymentAction::Authorise);
+    assert_eq!(command.data.amount_minor, 3870);
+    assert_eq!(command.data.payment_token.as_deref(), Some("tok_success"));
+    assert_eq!(
+        message.key().as_deref(),
+        Some(order_id.to_string().as_str())
+    );
+    let token: Option<String> = admin
+        .query_one(
+            "SELECT payment_token FROM orders WHERE order_id = $1",
+            &[&order_id],
+        )
+        .await
+        .expect("row")
+        .get(0);
+    assert_eq!(token, None);
 
     // The history lists it; another customer cannot see it.
     let page: Value = app
@@ -319,6 +354,12 @@ async fn a_customer_cancels_before_capture_and_what_was_asked_for_is_released() 
         "test-stock-commands",
     )
     .await;
+    let mut payment_commands = comptoir_testkit::subscribe(
+        &app.pulsar,
+        &app.namespace.topic(PAYMENT_COMMANDS_TOPIC),
+        "test-payment-commands",
+    )
+    .await;
     let id = app.buy(shopper, coffee.product_id, 1, "tok_success").await;
 
     // A refund needs a confirmed order.
@@ -344,7 +385,8 @@ async fn a_customer_cancels_before_capture_and_what_was_asked_for_is_released() 
         .await;
     assert_problem(response, StatusCode::CONFLICT).await;
 
-    // Reserve, then the compensating release, in that order on the order's key.
+    // Reserve, then the compensating release, in that order on the order's key; the same for
+    // the authorisation and its void (both legs were asked for at checkout).
     let mut actions = Vec::new();
     while actions.len() < 2 {
         let message = tokio::time::timeout(Duration::from_secs(30), commands.next())
@@ -357,6 +399,89 @@ async fn a_customer_cancels_before_capture_and_what_was_asked_for_is_released() 
         actions.push(command.data.action);
     }
     assert_eq!(actions, [StockAction::Reserve, StockAction::Release]);
+    let mut actions = Vec::new();
+    while actions.len() < 2 {
+        let message = tokio::time::timeout(Duration::from_secs(30), payment_commands.next())
+            .await
+            .expect("a payment command")
+            .expect("stream")
+            .expect("message");
+        let command: CloudEvent<PaymentCommand> =
+            serde_json::from_slice(&message.payload.data).expect("command");
+        actions.push(command.data.action);
+    }
+    assert_eq!(actions, [PaymentAction::Authorise, PaymentAction::Void]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_placed_before_the_parallel_legs_sends_its_authorise_once_reserved() {
+    // Before migration V4 the authorise left after the reservation, and the card token waited
+    // on the order. Such an order, still pending at the upgrade, must go on the old way.
+    let app = spawn_app().await;
+    let shopper = Uuid::now_v7();
+    let coffee = product(700);
+    app.catalog_says(&coffee).await;
+    let id = app.buy(shopper, coffee.product_id, 2, "tok_success").await;
+    let admin = app.db.admin().await.expect("admin");
+    admin
+        .execute(
+            "UPDATE orders SET payment_token = 'tok_legacy' WHERE order_id = $1",
+            &[&id],
+        )
+        .await
+        .expect("a pre-V4 order");
+    let mut payment_commands = comptoir_testkit::subscribe(
+        &app.pulsar,
+        &app.namespace.topic(PAYMENT_COMMANDS_TOPIC),
+        "test-legacy-payment-commands",
+    )
+    .await;
+    let reserved = CloudEvent::new(
+        "/comptoir/inventory",
+        id.to_string(),
+        StockOutcome {
+            order_id: id,
+            result: StockResult::Reserved,
+            reason: None,
+        },
+    );
+    comptoir_testkit::publish(
+        &app.pulsar,
+        &app.namespace.topic(STOCK_OUTCOMES_TOPIC),
+        &reserved,
+    )
+    .await;
+    let order = app.wait_status(shopper, id, "stock-reserved").await;
+    assert_eq!(order["status"], "stock-reserved");
+    // From the topic's start: the checkout's own authorise, then the one the reservation sent.
+    let mut sent = Vec::new();
+    while sent.len() < 2 {
+        let message = tokio::time::timeout(Duration::from_secs(30), payment_commands.next())
+            .await
+            .expect("a payment command")
+            .expect("stream")
+            .expect("message");
+        let command: CloudEvent<PaymentCommand> =
+            serde_json::from_slice(&message.payload.data).expect("command");
+        assert_eq!(command.data.order_id, id);
+        sent.push((command.data.action, command.data.payment_token));
+    }
+    assert_eq!(
+        sent,
+        [
+            (PaymentAction::Authorise, Some("tok_success".to_owned())),
+            (PaymentAction::Authorise, Some("tok_legacy".to_owned())),
+        ]
+    );
+    let token: Option<String> = admin
+        .query_one(
+            "SELECT payment_token FROM orders WHERE order_id = $1",
+            &[&id],
+        )
+        .await
+        .expect("row")
+        .get(0);
+    assert_eq!(token, None, "dropped once sent");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,7 +494,7 @@ async fn a_step_nobody_answers_times_out_and_is_compensated() {
     let id = app.buy(shopper, coffee.product_id, 2, "tok_success").await;
     let order = app.wait_status(shopper, id, "cancelled").await;
     assert_eq!(order["reason"], "timeout");
-    // The payment token is not kept once the order is over.
+    // The card token was never stored: it left in the authorise command.
     let admin = app.db.admin().await.expect("admin");
     let token: Option<String> = admin
         .query_one(

@@ -132,7 +132,10 @@ async fn more_than_the_stock_is_refused_and_nothing_is_charged() {
     let order = app.wait_status(shopper, id, "cancelled").await;
     assert_eq!(order["reason"], "out-of-stock");
     assert_eq!(shop.stock(coffee.product_id).await, (2, 0));
-    assert_eq!(shop.provider_calls(id, "authorise").await, 0);
+    // The authorisation ran alongside the reservation; the refusal voided it. Never captured.
+    assert_eq!(shop.provider_calls(id, "authorise").await, 1);
+    shop.wait_provider_calls(id, "void", 1).await;
+    assert_eq!(shop.provider_calls(id, "capture").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,11 +215,45 @@ async fn an_order_waits_for_inventory_to_come_back_and_then_completes() {
         .await
         .expect("json");
     assert_eq!(order["status"], "pending");
+    // Meanwhile payments authorised the card (the two legs run at once): remembered, the
+    // order still pending, its version (what a waiting read watches) unchanged.
+    shop.wait_provider_calls(id, "authorise", 1).await;
+    comptoir_testkit::wait_for("the authorisation to reach orders", Duration::from_secs(30), || {
+        let admin = &admin;
+        async move {
+            let row = admin
+                .query_one(
+                    "SELECT payment_authorised, status, version FROM orders WHERE order_id = $1",
+                    &[&id],
+                )
+                .await
+                .ok()?;
+            row.get::<_, bool>(0).then(|| (row.get::<_, String>(1), row.get::<_, i64>(2)))
+        }
+    })
+    .await
+    .map(|(status, version)| {
+        assert_eq!(status, "pending");
+        assert_eq!(version, 1);
+    })
+    .expect("authorised");
 
     // Inventory starts; it learns the product from the catalog's retained events, then
-    // answers the waiting command, and the saga completes.
+    // answers the waiting command, and the saga completes: both first steps recorded, in order.
     shop.inventory =
         Some(start_inventory(shop.inventory_db.clone(), &shop.orders.namespace, 5).await);
-    shop.orders.wait_status(shopper, id, "confirmed").await;
+    let order = shop.orders.wait_status(shopper, id, "confirmed").await;
+    assert_eq!(
+        statuses(&order),
+        [
+            "pending",
+            "stock-reserved",
+            "payment-authorised",
+            "stock-committed",
+            "confirmed"
+        ]
+    );
     assert_eq!(shop.stock(coffee.product_id).await, (4, 0));
+    assert_eq!(shop.provider_calls(id, "authorise").await, 1);
+    assert_eq!(shop.provider_calls(id, "capture").await, 1);
 }

@@ -209,6 +209,17 @@ impl Commerce {
             .expect("count")
             .get(0)
     }
+
+    /// Waits until the simulated provider received `calls` calls of `action` for `order`.
+    pub async fn wait_provider_calls(&self, order: uuid::Uuid, action: &str, calls: i64) {
+        wait_for(
+            &format!("{calls} {action} call(s) at the provider"),
+            Duration::from_secs(60),
+            || async { (self.provider_calls(order, action).await == calls).then_some(()) },
+        )
+        .await
+        .expect("provider calls");
+    }
 }
 
 /// Waits until inventory's public availability of `product` satisfies `wanted`.
