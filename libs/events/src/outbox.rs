@@ -376,6 +376,21 @@ impl Relay {
                     }
                 }
             }
+            // Every row of the round is queued: send each producer's open batch now rather than
+            // when its batch timeout fires (a saga step's single command would otherwise wait
+            // that long on every hop). A failed flush shows in the receipts below.
+            let mut flushed: Vec<&str> = Vec::new();
+            for (_, topic, _) in &receipts {
+                if flushed.contains(&topic.as_str()) {
+                    continue;
+                }
+                flushed.push(topic);
+                if let Some(producer) = producers.get_mut(topic.as_str())
+                    && let Err(error) = producer.send_batch().await
+                {
+                    tracing::debug!(%topic, %error, "Flushing the producer's batch failed");
+                }
+            }
             // Only the acknowledged prefix leaves the outbox: a row after a failed one must not
             // be deleted before it, or its key's order would break on the retry.
             let mut ids = Vec::with_capacity(receipts.len());
