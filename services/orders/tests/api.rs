@@ -12,10 +12,9 @@ use comptoir_events::contracts::orders::{
     PAYMENT_COMMANDS_TOPIC, PaymentAction, PaymentCommand, STOCK_COMMANDS_TOPIC, StockAction,
     StockCommand,
 };
-use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{assert_problem, product, spawn_app, spawn_app_with};
+use support::{assert_problem, next_event, product, spawn_app, spawn_app_with};
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,37 +273,19 @@ async fn checkout_places_one_order_per_idempotency_key_and_starts_the_saga() {
 
     // The saga's first commands left through the outbox together: reserve exactly these lines,
     // and authorise their total on the shopper's card token, which orders itself never stored.
-    let message = tokio::time::timeout(Duration::from_secs(30), commands.next())
-        .await
-        .expect("a stock command")
-        .expect("stream")
-        .expect("message");
-    let command: CloudEvent<StockCommand> =
-        serde_json::from_slice(&message.payload.data).expect("command");
+    let (command, key) = next_event::<StockCommand>(&mut commands).await;
     assert_eq!(command.data.order_id, order_id);
     assert_eq!(command.data.action, StockAction::Reserve);
     assert_eq!(command.data.lines.len(), 1);
     assert_eq!(command.data.lines[0].quantity, 3);
     assert_eq!(command.data.lines[0].unit_price_minor, 1290);
-    assert_eq!(
-        message.key().as_deref(),
-        Some(order_id.to_string().as_str())
-    );
-    let message = tokio::time::timeout(Duration::from_secs(30), payment_commands.next())
-        .await
-        .expect("a payment command")
-        .expect("stream")
-        .expect("message");
-    let command: CloudEvent<PaymentCommand> =
-        serde_json::from_slice(&message.payload.data).expect("command");
+    assert_eq!(key.as_deref(), Some(order_id.to_string().as_str()));
+    let (command, key) = next_event::<PaymentCommand>(&mut payment_commands).await;
     assert_eq!(command.data.order_id, order_id);
     assert_eq!(command.data.action, PaymentAction::Authorise);
     assert_eq!(command.data.amount_minor, 3870);
     assert_eq!(command.data.payment_token.as_deref(), Some("tok_success"));
-    assert_eq!(
-        message.key().as_deref(),
-        Some(order_id.to_string().as_str())
-    );
+    assert_eq!(key.as_deref(), Some(order_id.to_string().as_str()));
     let token: Option<String> = admin
         .query_one(
             "SELECT payment_token FROM orders WHERE order_id = $1",
@@ -389,25 +370,13 @@ async fn a_customer_cancels_before_capture_and_what_was_asked_for_is_released() 
     // the authorisation and its void (both legs were asked for at checkout).
     let mut actions = Vec::new();
     while actions.len() < 2 {
-        let message = tokio::time::timeout(Duration::from_secs(30), commands.next())
-            .await
-            .expect("a stock command")
-            .expect("stream")
-            .expect("message");
-        let command: CloudEvent<StockCommand> =
-            serde_json::from_slice(&message.payload.data).expect("command");
+        let (command, _) = next_event::<StockCommand>(&mut commands).await;
         actions.push(command.data.action);
     }
     assert_eq!(actions, [StockAction::Reserve, StockAction::Release]);
     let mut actions = Vec::new();
     while actions.len() < 2 {
-        let message = tokio::time::timeout(Duration::from_secs(30), payment_commands.next())
-            .await
-            .expect("a payment command")
-            .expect("stream")
-            .expect("message");
-        let command: CloudEvent<PaymentCommand> =
-            serde_json::from_slice(&message.payload.data).expect("command");
+        let (command, _) = next_event::<PaymentCommand>(&mut payment_commands).await;
         actions.push(command.data.action);
     }
     assert_eq!(actions, [PaymentAction::Authorise, PaymentAction::Void]);
@@ -456,13 +425,7 @@ async fn an_order_placed_before_the_parallel_legs_sends_its_authorise_once_reser
     // From the topic's start: the checkout's own authorise, then the one the reservation sent.
     let mut sent = Vec::new();
     while sent.len() < 2 {
-        let message = tokio::time::timeout(Duration::from_secs(30), payment_commands.next())
-            .await
-            .expect("a payment command")
-            .expect("stream")
-            .expect("message");
-        let command: CloudEvent<PaymentCommand> =
-            serde_json::from_slice(&message.payload.data).expect("command");
+        let (command, _) = next_event::<PaymentCommand>(&mut payment_commands).await;
         assert_eq!(command.data.order_id, id);
         sent.push((command.data.action, command.data.payment_token));
     }

@@ -291,3 +291,17 @@ impl Drop for TestApp {
         self.shutdown.cancel();
     }
 }
+
+/// The next event on a test subscription (within 30 s) and its message's key.
+pub async fn next_event<T: serde::de::DeserializeOwned>(
+    subscription: &mut pulsar::Consumer<Vec<u8>, pulsar::TokioExecutor>,
+) -> (CloudEvent<T>, Option<String>) {
+    use futures::StreamExt as _;
+    let message = tokio::time::timeout(Duration::from_secs(30), subscription.next())
+        .await
+        .expect("an event within 30 s")
+        .expect("stream")
+        .expect("message");
+    let event = serde_json::from_slice(&message.payload.data).expect("the event's JSON");
+    (event, message.key())
+}
