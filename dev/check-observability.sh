@@ -53,9 +53,13 @@ main() {
     sleep 0.2
   done
   [[ "$status" == confirmed ]] || die "order $order is $status, not confirmed"
-  # The click stream: an anonymous batch (analytics' panels need its counters).
+  # The click stream: an anonymous storefront batch, a view then an addition to the cart (the
+  # funnel's panels read analytics' counters per kind).
+  now="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
   curl -fs -o /dev/null -H 'content-type: application/json' "$GW/v1/events" \
-    -d "{\"session\": \"check-observability-session\", \"events\": [{\"type\": \"product-view\", \"at\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\", \"product_id\": \"$product\"}]}"
+    -d "{\"session\": \"check-observability-session\", \"events\": [
+          {\"type\": \"product-view\", \"at\": \"$now\", \"product_id\": \"$product\"},
+          {\"type\": \"add-to-cart\", \"at\": \"$now\", \"product_id\": \"$product\", \"quantity\": 1}]}"
   log "order $order confirmed; its trace is $trace_id"
 
   python3 dev/monitoring_check.py live --prometheus "$PROMETHEUS" --alertmanager "$ALERTMANAGER" \
