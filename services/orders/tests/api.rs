@@ -17,6 +17,18 @@ use serde_json::{Value, json};
 use support::{assert_problem, next_event, product, spawn_app, spawn_app_with};
 use uuid::Uuid;
 
+/// The card token orders holds for an order (none since migration V4).
+async fn stored_token(admin: &tokio_postgres::Client, order: Uuid) -> Option<String> {
+    admin
+        .query_one(
+            "SELECT payment_token FROM orders WHERE order_id = $1",
+            &[&order],
+        )
+        .await
+        .expect("row")
+        .get(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cart_is_priced_at_current_prices_and_shows_a_change() {
     let app = spawn_app().await;
@@ -286,15 +298,7 @@ async fn checkout_places_one_order_per_idempotency_key_and_starts_the_saga() {
     assert_eq!(command.data.amount_minor, 3870);
     assert_eq!(command.data.payment_token.as_deref(), Some("tok_success"));
     assert_eq!(key.as_deref(), Some(order_id.to_string().as_str()));
-    let token: Option<String> = admin
-        .query_one(
-            "SELECT payment_token FROM orders WHERE order_id = $1",
-            &[&order_id],
-        )
-        .await
-        .expect("row")
-        .get(0);
-    assert_eq!(token, None);
+    assert_eq!(stored_token(&admin, order_id).await, None);
 
     // The history lists it; another customer cannot see it.
     let page: Value = app
@@ -436,15 +440,7 @@ async fn an_order_placed_before_the_parallel_legs_sends_its_authorise_once_reser
             (PaymentAction::Authorise, Some("tok_legacy".to_owned())),
         ]
     );
-    let token: Option<String> = admin
-        .query_one(
-            "SELECT payment_token FROM orders WHERE order_id = $1",
-            &[&id],
-        )
-        .await
-        .expect("row")
-        .get(0);
-    assert_eq!(token, None, "dropped once sent");
+    assert_eq!(stored_token(&admin, id).await, None, "dropped once sent");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -459,15 +455,7 @@ async fn a_step_nobody_answers_times_out_and_is_compensated() {
     assert_eq!(order["reason"], "timeout");
     // The card token was never stored: it left in the authorise command.
     let admin = app.db.admin().await.expect("admin");
-    let token: Option<String> = admin
-        .query_one(
-            "SELECT payment_token FROM orders WHERE order_id = $1",
-            &[&id],
-        )
-        .await
-        .expect("row")
-        .get(0);
-    assert_eq!(token, None);
+    assert_eq!(stored_token(&admin, id).await, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
