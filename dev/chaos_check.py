@@ -154,8 +154,25 @@ def outbox_counts(db: Databases) -> dict[str, int]:
     return {s: int(db.rows(s, "SELECT count(*) AS n FROM outbox")[0]["n"]) for s in OUTBOX_OWNERS}
 
 
+def held_for_cancelled(db: Databases, since: int) -> int:
+    """Cancelled orders of the run that something is still held for: a reservation not
+    released, an authorisation not voided (their compensations may still be on the way)."""
+    cancelled = {
+        r["order_id"]
+        for r in db.rows(
+            "orders",
+            f"SELECT order_id FROM orders WHERE created_at >= to_timestamp({since}) "
+            "AND status = 'cancelled'",
+        )
+    }
+    held = {r["order_id"] for r in db.rows("inventory", "SELECT order_id FROM reservations WHERE status = 'reserved'")}
+    held |= {r["order_id"] for r in db.rows("payments", "SELECT order_id FROM payments WHERE status = 'authorised'")}
+    return len(cancelled & held)
+
+
 def settle(db: Databases, since: int, seconds: int = SETTLE_SECONDS) -> None:
-    """Waits until no order of the run is in flight and every outbox is empty."""
+    """Waits until no order of the run is in flight, every outbox is empty and nothing is held
+    for a cancelled order any more."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         in_flight = db.rows(
@@ -163,7 +180,7 @@ def settle(db: Databases, since: int, seconds: int = SETTLE_SECONDS) -> None:
             f"SELECT count(*) AS n FROM orders WHERE created_at >= to_timestamp({since}) "
             f"AND status NOT IN {TERMINAL!r}",
         )[0]["n"]
-        if in_flight == "0" and not any(outbox_counts(db).values()):
+        if in_flight == "0" and not any(outbox_counts(db).values()) and not held_for_cancelled(db, since):
             return
         time.sleep(2)
 
@@ -198,7 +215,9 @@ def stock_agrees(orders, reservations, counters) -> Verdict:
 
 
 def payments_agree(orders, payments, double_captures) -> Verdict:
-    verdict = Verdict("payments agree with orders (captured once, for confirmed orders only)")
+    verdict = Verdict(
+        "payments agree with orders (captured once, for confirmed orders only; nothing held for a cancelled one)"
+    )
     paid = {p["order_id"]: p for p in payments}
     for o in orders:
         p = paid.get(o["order_id"])
@@ -213,6 +232,10 @@ def payments_agree(orders, payments, double_captures) -> Verdict:
                 )
         elif o["status"] == "cancelled" and p is not None and p["status"] in ("captured", "refunded"):
             verdict.problems.append(f"cancelled order {o['order_id']}: payment {p['status']}")
+        elif o["status"] == "cancelled" and p is not None and p["status"] == "authorised":
+            verdict.problems.append(
+                f"cancelled order {o['order_id']}: its authorisation was never voided (money held)"
+            )
     for d in double_captures:
         verdict.problems.append(f"order {d['order_id']} captured {d['n']} times")
     return verdict

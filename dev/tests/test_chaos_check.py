@@ -106,6 +106,12 @@ class Databases(unittest.TestCase):
         self.assertTrue(chaos.payments_agree(ORDERS, good, []).holds)
         charged_cancelled = [good[0], {"order_id": "b", "status": "captured", "amount_minor": "800"}]
         self.assertFalse(chaos.payments_agree(ORDERS, charged_cancelled, []).holds)
+        # The reservation and the authorisation are asked for at once: a cancelled order's
+        # authorisation must end voided (or declined), never left holding the money.
+        held = [good[0], {"order_id": "b", "status": "authorised", "amount_minor": "800"}]
+        self.assertIn("never voided", chaos.payments_agree(ORDERS, held, []).problems[0])
+        declined = [good[0], {"order_id": "b", "status": "declined", "amount_minor": "800"}]
+        self.assertTrue(chaos.payments_agree(ORDERS, declined, []).holds)
         wrong_amount = [{"order_id": "a", "status": "captured", "amount_minor": "1"}, good[1]]
         self.assertFalse(chaos.payments_agree(ORDERS, wrong_amount, []).holds)
         unpaid = [good[1]]
