@@ -449,7 +449,7 @@ async fn the_merged_openapi_holds_every_routed_path_and_survives_an_upstream_out
     assert_eq!(document["x-comptoir-sources"]["catalog"]["status"], "live");
 
     // Identity goes away: its part is served from the cache, and the answer says so.
-    identity.stop();
+    identity.stop().await;
     let response = gateway.get("/openapi.json").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(

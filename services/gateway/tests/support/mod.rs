@@ -61,6 +61,7 @@ pub struct Stub {
     pub state: StubState,
     pub signer: Arc<Signer>,
     shutdown: CancellationToken,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Stub {
@@ -87,7 +88,7 @@ impl Stub {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
-        tokio::spawn(async move {
+        let server = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
@@ -97,6 +98,7 @@ impl Stub {
             state,
             signer,
             shutdown,
+            server: Some(server),
         }
     }
 
@@ -119,9 +121,18 @@ impl Stub {
         self.signer.issue(&claims(subject)).expect("sign")
     }
 
-    /// Stops serving (connections are refused from then on).
-    pub fn stop(&self) {
+    /// Stops serving and returns once the server is gone: the listener closed and every
+    /// connection, the gateway's idle pooled ones included, shut. (Returning at the mere
+    /// cancellation let a pooled connection answer one more request.)
+    pub async fn stop(mut self) {
         self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(std::time::Duration::from_secs(10), server)
+                .await
+                .expect("the stub stops within 10 s")
+                .expect("join")
+                .expect("clean stop");
+        }
     }
 }
 
