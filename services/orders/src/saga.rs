@@ -2,9 +2,9 @@
 //! two parallel legs: docs/adr/0027-saga-parallel-first-step.md).
 //!
 //! ```text
-//!          ┌─ reserve ──▶ reserved ─┐
-//! pending ─┤                        ├─▶ stock-reserved ─▶ payment-authorised ──committed──▶
-//!          └─ authorise ▶ authorised┘
+//!          ┌─ reserve ───reserved───▶ stock-reserved ──┐
+//! pending ─┤                                           ├─ both held ─▶ payment-authorised ──committed──▶
+//!          └─ authorise ─authorised─▶ (still pending) ─┘
 //!    stock-committed ──captured──▶ confirmed ──(refund asked)──▶ refund-requested ──▶ refunded
 //! any step refused, timed out, or cancelled by the customer before capture ──▶ cancelled
 //! ```
