@@ -34,10 +34,8 @@ require_ready "the gateway" "$gateway"
 pgbench="$(find /usr/lib/postgresql -name pgbench -type f 2>/dev/null | sort | tail -n 1)"
 [[ -x "$pgbench" ]] || die "pgbench not found (Debian package postgresql)"
 
-log "building comptoir-xtask (release)"
-cargo build --locked --release --quiet -p comptoir-xtask
-target_dir="$(cargo_target_dir)"
-xtask="$target_dir/release/comptoir-xtask"
+log "building the release binaries"
+xtask="$(build_binaries release)/comptoir-xtask"
 COMPTOIR_PG_ADMIN_URL="$(dev/postgres.sh admin-url)"
 export COMPTOIR_PG_ADMIN_URL
 

@@ -53,9 +53,7 @@ dev/monitoring.sh start-jaeger
 # dev/up` built.
 profile="${COMPTOIR_PROFILE:-release}"
 log "building $profile binaries"
-cargo build --locked --profile "$profile" -p comptoir-catalog -p comptoir-gateway -p comptoir-xtask
-target_dir="$(cargo_target_dir)"
-bin="$target_dir/$profile"
+bin="$(build_binaries "$profile")"
 
 mkdir -p "$work"
 chmod 700 "$work"

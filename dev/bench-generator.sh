@@ -26,8 +26,7 @@ if [[ ! -x "$vegeta" ]]; then
   log "building vegeta v12.13.0 from the Go module proxy into $COMPTOIR_CACHE/bin"
   GOBIN="$COMPTOIR_CACHE/bin" go install github.com/tsenart/vegeta/v12@v12.13.0
 fi
-cargo build --locked --quiet --release -p comptoir-loadtest
-loadtest="$(cargo_target_dir)/release/comptoir-loadtest"
+loadtest="$(build_binaries release)/comptoir-loadtest"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 

@@ -19,9 +19,7 @@ shift || true
 flags=("$@")
 ((${#flags[@]} > 0)) || flags=(--backlog 20000 --burst 10000 --rate 1000 --seconds 10)
 
-cargo build --locked --release -p comptoir-xtask
-target_dir="$(cargo_target_dir)"
-xtask="$target_dir/release/comptoir-xtask"
+xtask="$(build_binaries release)/comptoir-xtask"
 shim="$(mktemp -d)/nodelay.so"
 gcc -shared -fPIC -O2 -o "$shim" dev/bench/nodelay.c -ldl
 

@@ -21,8 +21,7 @@ classpath="$COMPTOIR_CACHE/pulsar/classpath.txt"
 [[ -s "$classpath" ]] || die "no Pulsar classpath; run dev/bootstrap.sh"
 dev/pulsar.sh status >/dev/null || die "Pulsar is not healthy; run dev/pulsar.sh start"
 
-cargo build --quiet --locked --release -p comptoir-xtask
-xtask="$(cargo_target_dir)/release/comptoir-xtask"
+xtask="$(build_binaries release)/comptoir-xtask"
 "$xtask" provision-pulsar "$http" comptoir-bench/producers
 
 client_conf="$(mktemp)"

@@ -35,9 +35,8 @@ work="$COMPTOIR_CACHE/bench-soak"
 command -v wrk >/dev/null || die "wrk not found (Debian package wrk)"
 port_in_use "$port" && die "port $port is taken"
 
-log "building the release gateway"
-cargo build --locked --release -p comptoir-gateway
-target_dir="$(cargo_target_dir)"
+log "building the release binaries"
+bin_dir="$(build_binaries release)"
 mkdir -p "$work"
 
 pid=""
@@ -47,7 +46,7 @@ COMPTOIR_GATEWAY__HTTP__LISTEN="127.0.0.1:$port" \
   COMPTOIR_GATEWAY__RATE_LIMIT__PER_IP_PER_SECOND=1000000 \
   COMPTOIR_GATEWAY__RATE_LIMIT__PER_IP_BURST=1000000 \
   COMPTOIR_GATEWAY__TELEMETRY__LOG_FILTER=warn \
-  "$target_dir/release/comptoir-gateway" >"$work/gateway.log" 2>&1 &
+  "$bin_dir/comptoir-gateway" >"$work/gateway.log" 2>&1 &
 pid="$!"
 wait_for_url "http://127.0.0.1:$port/livez" "$pid" "$work/gateway.log"
 

@@ -82,8 +82,9 @@ kill_and_restart() {
 # Dead letters before the run, to count only the run's.
 namespaces=()
 for service in "${SERVICES[@]}"; do [[ "$service" == gateway ]] || namespaces+=("comptoir/$service"); done
+xtask="$(build_binaries dev)/comptoir-xtask"
 dlq_list() {
-  cargo run --quiet --locked -p comptoir-xtask -- dlq list "$PULSAR_HTTP" "${namespaces[@]}"
+  "$xtask" dlq list "$PULSAR_HTTP" "${namespaces[@]}"
 }
 
 # The load: long enough for every fault, stopped (SIGINT: goose writes its reports) once they

@@ -48,8 +48,7 @@ else
 fi
 
 build="${COMPTOIR_LOADTEST_BUILD:-$build}"
-log "building comptoir-loadtest (profile $build)"
-cargo build --locked --quiet --profile "$build" -p comptoir-loadtest
-bin="$(cargo_target_dir)/$([[ "$build" == dev ]] && echo debug || echo "$build")/comptoir-loadtest"
+log "building the workspace's binaries, comptoir-loadtest among them (profile $build)"
+bin="$(build_binaries "$build")/comptoir-loadtest"
 exec "$bin" --profile "$profile" --host "$gateway" --slo nixos/monitoring/slo.toml \
   --inventory-token-file "$COMPTOIR_CACHE/secrets/inventory-admin-token" "$@"

@@ -36,12 +36,14 @@ def target_dir() -> Path:
 
 
 def cargo_binary(binary: str, package: str) -> Path:
-    """A debug binary of the workspace, built (`cargo build --locked -p PACKAGE`) when missing."""
+    """A debug binary of the workspace (PACKAGE's), built when missing with every other one, as
+    the tests build them (`cargo build --locked --workspace --bins`: a build of one package
+    resolves other features and would compile most dependencies again)."""
     path = target_dir() / "debug" / binary
     if not path.exists():
-        print(f"lab: building {binary} (cargo build --locked -p {package})", file=sys.stderr, flush=True)
+        print(f"lab: building {binary} of {package} (cargo build --locked --workspace --bins)", file=sys.stderr, flush=True)
         subprocess.run(
-            ["cargo", "build", "--locked", "-p", package],
+            ["cargo", "build", "--locked", "--workspace", "--bins"],
             cwd=ROOT,
             env={**os.environ, "CARGO_TARGET_DIR": str(target_dir())},
             check=True,

@@ -101,6 +101,17 @@ cargo_target_dir() {
   cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'
 }
 
+# build_binaries PROFILE: every binary of the workspace in PROFILE (dev, release, …), built as the
+# tests build them, the whole workspace at once; prints the directory holding them. Cargo
+# resolves features per build: a build of one package (`-p`) resolves its own, different
+# ones, and compiles tokio and everything above it again beside what `cargo test` built
+# (STYLE.md, "One build for tests and binaries"). Cargo's progress goes to stderr.
+build_binaries() {
+  local profile="$1"
+  cargo build --locked --workspace --bins --profile "$profile" >&2
+  echo "$(cargo_target_dir)/$([[ "$profile" == dev ]] && echo debug || echo "$profile")"
+}
+
 # require_ready WHAT URL: stops unless the running platform's WHAT answers URL/readyz with 200.
 require_ready() {
   [[ "$(curl -s -o /dev/null -w '%{http_code}' "$2/readyz")" == 200 ]] \

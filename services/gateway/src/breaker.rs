@@ -3,8 +3,8 @@
 //!
 //! Written here rather than taken from a crate (see `docs/adr/0013-gateway-resilience.md`):
 //! the candidates let every request through while half-open, where this lets exactly one probe
-//! through and rejects the rest until it has answered. Time is `tokio::time::Instant`, so the
-//! tests run on a paused clock.
+//! through and rejects the rest until it has answered. The breaker reads the time through a
+//! clock it is given (`Instant::now` outside the tests), so the tests move time by hand.
 //!
 //! A caller asks [`Breaker::acquire`] for a [`Permit`] before each attempt and reports how the
 //! attempt went on the permit. A permit dropped without a report (the client went away) counts
@@ -13,7 +13,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 /// Where a breaker stands, as exported in the `gateway_upstream_circuit_state` gauge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +68,8 @@ struct Inner {
     upstream: Arc<str>,
     failures: u32,
     cool_down: Duration,
+    /// The time now: `Instant::now`, or a test's clock.
+    now: fn() -> Instant,
     state: Mutex<State>,
 }
 
@@ -75,11 +77,21 @@ impl Breaker {
     /// A closed breaker that opens after `failures` consecutive failures (at least 1) and
     /// stays open for `cool_down`.
     pub fn new(upstream: Arc<str>, failures: u32, cool_down: Duration) -> Self {
+        Self::with_clock(upstream, failures, cool_down, Instant::now)
+    }
+
+    fn with_clock(
+        upstream: Arc<str>,
+        failures: u32,
+        cool_down: Duration,
+        now: fn() -> Instant,
+    ) -> Self {
         let breaker = Self {
             inner: Arc::new(Inner {
                 upstream,
                 failures: failures.max(1),
                 cool_down,
+                now,
                 state: Mutex::new(State::Closed {
                     consecutive_failures: 0,
                 }),
@@ -100,7 +112,7 @@ impl Breaker {
     pub fn state(&self) -> CircuitState {
         match *self.lock() {
             State::Closed { .. } => CircuitState::Closed,
-            State::Open { until } if Instant::now() < until => CircuitState::Open,
+            State::Open { until } if (self.inner.now)() < until => CircuitState::Open,
             State::Open { .. } | State::HalfOpen { .. } => CircuitState::HalfOpen,
         }
     }
@@ -108,7 +120,7 @@ impl Breaker {
     /// A permit for one attempt, or why not.
     pub fn acquire(&self) -> Result<Permit, Rejected> {
         let mut state = self.lock();
-        let now = Instant::now();
+        let now = (self.inner.now)();
         let probe = match *state {
             State::Closed { .. } => false,
             State::Open { until } if now < until => {
@@ -166,7 +178,7 @@ impl Breaker {
         };
         if open {
             *state = State::Open {
-                until: Instant::now() + self.inner.cool_down,
+                until: (self.inner.now)() + self.inner.cool_down,
             };
             drop(state);
             self.export(CircuitState::Open);
@@ -228,10 +240,27 @@ impl Drop for Permit {
 mod tests {
     use super::*;
 
+    use std::cell::Cell;
+
     const COOL_DOWN: Duration = Duration::from_secs(5);
 
+    thread_local! {
+        // Each test runs on its own thread, so each has its own clock: where it started, and
+        // how far the test has moved it since.
+        static STARTED: Instant = Instant::now();
+        static MOVED: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    }
+
+    fn test_clock() -> Instant {
+        STARTED.with(|started| *started) + MOVED.with(Cell::get)
+    }
+
+    fn advance(by: Duration) {
+        MOVED.with(|moved| moved.set(moved.get() + by));
+    }
+
     fn breaker() -> Breaker {
-        Breaker::new("test".into(), 3, COOL_DOWN)
+        Breaker::with_clock("test".into(), 3, COOL_DOWN, test_clock)
     }
 
     fn fail(b: &Breaker, times: u32) {
@@ -240,8 +269,8 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn opens_after_consecutive_failures_only() {
+    #[test]
+    fn opens_after_consecutive_failures_only() {
         let b = breaker();
         fail(&b, 2);
         b.acquire().expect("permit").success();
@@ -251,18 +280,18 @@ mod tests {
         assert_eq!(b.state(), CircuitState::Open);
         let rejected = b.acquire().expect_err("open");
         assert_eq!(rejected.retry_after, COOL_DOWN);
-        tokio::time::advance(Duration::from_secs(2)).await;
+        advance(Duration::from_secs(2));
         assert_eq!(
             b.acquire().expect_err("still open").retry_after,
             Duration::from_secs(3)
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn half_open_lets_one_probe_through_and_closes_on_success() {
+    #[test]
+    fn half_open_lets_one_probe_through_and_closes_on_success() {
         let b = breaker();
         fail(&b, 3);
-        tokio::time::advance(COOL_DOWN).await;
+        advance(COOL_DOWN);
         assert_eq!(b.state(), CircuitState::HalfOpen);
         let probe = b.acquire().expect("the probe");
         assert!(b.acquire().is_err(), "a second request waits for the probe");
@@ -271,33 +300,33 @@ mod tests {
         assert!(b.acquire().is_ok());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_failed_probe_reopens_for_another_cool_down() {
+    #[test]
+    fn a_failed_probe_reopens_for_another_cool_down() {
         let b = breaker();
         fail(&b, 3);
-        tokio::time::advance(COOL_DOWN).await;
+        advance(COOL_DOWN);
         b.acquire().expect("the probe").failure();
         assert_eq!(b.state(), CircuitState::Open);
         assert_eq!(b.acquire().expect_err("open").retry_after, COOL_DOWN);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn an_abandoned_probe_lets_the_next_request_probe() {
+    #[test]
+    fn an_abandoned_probe_lets_the_next_request_probe() {
         let b = breaker();
         fail(&b, 3);
-        tokio::time::advance(COOL_DOWN).await;
+        advance(COOL_DOWN);
         drop(b.acquire().expect("the probe"));
         assert_eq!(b.state(), CircuitState::HalfOpen);
         b.acquire().expect("a new probe").success();
         assert_eq!(b.state(), CircuitState::Closed);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn stragglers_do_not_reopen_a_half_open_breaker() {
+    #[test]
+    fn stragglers_do_not_reopen_a_half_open_breaker() {
         let b = breaker();
         let straggler = b.acquire().expect("permit before the failures");
         fail(&b, 3);
-        tokio::time::advance(COOL_DOWN).await;
+        advance(COOL_DOWN);
         let probe = b.acquire().expect("the probe");
         straggler.failure();
         assert_eq!(b.state(), CircuitState::HalfOpen);
