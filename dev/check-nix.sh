@@ -35,8 +35,10 @@ install_nix_instantiate() {
 
 install_deadnix() {
   command -v deadnix >/dev/null && return 0
-  log "installing deadnix $DEADNIX_VERSION (cargo install --locked; about a minute)"
-  cargo install --locked --quiet "deadnix@$DEADNIX_VERSION"
+  log "installing deadnix $DEADNIX_VERSION (cargo install --locked --debug; about 15 s)"
+  # A debug build: 14 s to compile instead of 28, and 0.6 s to read every .nix file of the
+  # repository instead of 0.1.
+  cargo install --locked --quiet --debug "deadnix@$DEADNIX_VERSION"
 }
 
 # crates.io has alejandra only as a library (its CLI crate, alejandra_cli, is not published),
